@@ -1,0 +1,22 @@
+"""The ``daflow`` command: one subcommand per module, each file-in/file-out."""
+from __future__ import annotations
+
+import click
+
+from daflow import __version__
+from daflow_cli.ingest import ingest
+from daflow_cli.score import score
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="daflow")
+def main() -> None:
+    """daflow: operational data assimilation from the command line.
+
+    Every subcommand reads and writes CF-NetCDF files. Exit codes follow sysexits: 65 bad input
+    data, 66 missing input, 70 internal error, 73 output cannot be written, 75 retry later.
+    """
+
+
+main.add_command(ingest)
+main.add_command(score)

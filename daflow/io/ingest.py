@@ -1,0 +1,156 @@
+"""``daflow ingest``: GRIB, NetCDF and climate-index text into the data contract.
+
+Each source is opened lazily in contract names, the sources are joined (along ``time`` when they
+hold the same variables, merged when they hold different ones), then variables, times and a
+bounding box are selected and the result is chunked with dask, so that writing streams chunk by
+chunk instead of loading a large file whole.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from daflow.errors import DataError, InputMissing
+from daflow.io.grib import is_grib, open_grib
+from daflow.io.indices import open_index_text
+from daflow.io.netcdf import is_netcdf, open_netcdf
+
+
+def open_source(path: str | os.PathLike, filters: dict[str, str] | None = None) -> xr.Dataset:
+    """Open one input of any supported format, lazily, in contract names."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissing(path, "no such file")
+    if is_netcdf(path):  # first: a NetCDF made from GRIB may say "GRIB" in its attributes
+        kind, opened = "NetCDF", open_netcdf(path)
+    elif is_grib(path):
+        return open_grib(path, filters)
+    else:
+        kind, opened = "text", open_index_text(path)
+    if filters:
+        raise DataError(path, f"--filter applies to GRIB files only; this is a {kind} file")
+    return opened
+
+
+def ingest(
+    sources: Sequence[str | os.PathLike],
+    variables: Sequence[str] = (),
+    filters: dict[str, str] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    time: str | None = None,
+    chunks: dict[str, int | str] | None = None,
+    name: str | None = None,
+    renames: dict[str, str] | None = None,
+) -> xr.Dataset:
+    """Return the joined, selected, dask-chunked dataset (nothing is loaded yet)."""
+    parts = [open_source(s, filters) for s in sources]
+    ds = parts[0] if len(parts) == 1 else _join(parts, sources)
+    label = ", ".join(map(str, sources))
+    if variables:
+        missing = [v for v in variables if v not in ds.data_vars]
+        if missing:
+            raise DataError(label, f"no variable {', '.join(missing)}; it has {', '.join(map(str, ds.data_vars))}")
+        ds = ds[list(variables)]
+    if name:
+        if len(ds.data_vars) != 1:
+            raise DataError(label, f"--name needs a single series; found {', '.join(map(str, ds.data_vars))} (use --rename OLD=NEW)")
+        renames = {next(iter(ds.data_vars)): name, **(renames or {})}
+    if renames:
+        missing = [old for old in renames if old not in ds.variables]
+        if missing:
+            raise DataError(label, f"--rename: no variable {', '.join(missing)}")
+        ds = ds.rename(renames)
+    if time:
+        ds = select_time(ds, time, label)
+    if bbox:
+        ds = select_bbox(ds, bbox, label)
+    return ds.chunk(_chunks(ds, chunks))
+
+
+def _join(parts: list[xr.Dataset], sources) -> xr.Dataset:
+    try:
+        ds = xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
+    except ValueError as err:
+        raise DataError(", ".join(map(str, sources)), f"cannot join these inputs ({err})") from err
+    if "time" in ds.indexes and not ds.indexes["time"].is_unique:
+        raise DataError(", ".join(map(str, sources)), "the inputs overlap in time")
+    return ds
+
+
+def parse_time_window(text: str) -> tuple[object, object]:
+    """'START/END' in ISO-8601 (either side may be empty; a trailing Z means UTC)."""
+    if "/" not in text:
+        raise ValueError(f"--time {text!r}: expected START/END")
+    return tuple(_instant(p) for p in text.split("/", 1))
+
+
+def _instant(text: str):
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)  # model time of the Lorenz and SQG runs
+    except ValueError:
+        pass
+    stamp = pd.Timestamp(text)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+
+
+def select_time(ds: xr.Dataset, window: str, label: str) -> xr.Dataset:
+    if "time" not in ds.dims:
+        raise DataError(label, "--time: the input has no time dimension")
+    try:
+        start, end = parse_time_window(window)
+        out = ds.sel(time=slice(start, end))
+    except (ValueError, TypeError) as err:
+        raise DataError(label, f"--time {window}: {err}") from err
+    if out.sizes["time"] == 0:
+        raise DataError(label, f"--time {window} selects no time (the input spans "
+                               f"{ds['time'].values[0]} to {ds['time'].values[-1]})")
+    return out
+
+
+def select_bbox(ds: xr.Dataset, bbox: tuple[float, float, float, float], label: str) -> xr.Dataset:
+    """Keep grid points inside W,S,E,N (degrees); a box may cross the date line or 0 deg."""
+    if "lat" not in ds.coords or "lon" not in ds.coords:
+        raise DataError(label, "--bbox needs latitude and longitude coordinates")
+    west, south, east, north = bbox
+    width = (east - west) % 360 or (360.0 if east != west else 0.0)
+    lat, lon = ds["lat"], ds["lon"]
+    rel = (lon - west) % 360
+    inside = (lat >= south) & (lat <= north) & (rel <= width)
+    if not bool(inside.any()):
+        raise DataError(label, f"--bbox {west},{south},{east},{north} holds no grid point")
+    if lat.ndim == 1 and lon.ndim == 1:
+        lon_idx = np.flatnonzero((rel <= width).values)
+        lon_idx = lon_idx[np.argsort(rel.values[lon_idx], kind="stable")]
+        out = ds.isel(lon=lon_idx, lat=np.flatnonzero(((lat >= south) & (lat <= north)).values))
+        return out.assign_coords(lon=("lon", west + rel.values[lon_idx], ds["lon"].attrs))
+    rows, cols = (np.flatnonzero(inside.any(d).values) for d in inside.dims[::-1])
+    return ds.isel({inside.dims[0]: slice(rows[0], rows[-1] + 1), inside.dims[1]: slice(cols[0], cols[-1] + 1)})
+
+
+def parse_chunks(text: str) -> dict[str, int | str]:
+    """'time=24,member=1' -> {'time': 24, 'member': 1}; 'auto' values are passed to dask."""
+    out: dict[str, int | str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        dim, sep, size = item.partition("=")
+        if not sep or not dim:
+            raise ValueError(f"--chunks {text!r}: expected DIM=SIZE[,DIM=SIZE]")
+        out[dim.strip()] = size.strip() if size.strip() == "auto" else int(size)
+    return out
+
+
+def _chunks(ds: xr.Dataset, chunks: dict[str, int | str] | None) -> dict[str, int | str]:
+    """Default: dask's automatic chunk size along time, whole along the other dims."""
+    if chunks is None:
+        return {"time": "auto"} if "time" in ds.dims else {}
+    unknown = [d for d in chunks if d not in ds.dims]
+    if unknown:
+        raise DataError(None, f"--chunks: no dimension {', '.join(unknown)}; the data has {', '.join(map(str, ds.dims))}")
+    return chunks

@@ -1,0 +1,1 @@
+"""Observations: operators H (differentiable, in torch), synthetic observations, the obs contract."""

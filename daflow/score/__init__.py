@@ -1,0 +1,1 @@
+"""Verification: RMSE, bias, spread, CRPS, rank histograms, anomaly correlation, spectra."""
