@@ -1,0 +1,1 @@
+"""Data assimilation: one filter interface (daflow.da.base), the classical filters, cycling."""
