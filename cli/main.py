@@ -4,11 +4,20 @@ from __future__ import annotations
 import click
 
 from daflow import __version__
+from daflow.io.contract import set_command_line
 from daflow_cli.ingest import ingest
 from daflow_cli.score import score
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class DaflowGroup(click.Group):
+    """Records the raw command line for the files' ``history`` attribute."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        set_command_line(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DaflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="daflow")
 def main() -> None:
     """daflow: operational data assimilation from the command line.

@@ -28,9 +28,18 @@ CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i")
 HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",))
 
 
+_command: str | None = None
+
+
+def set_command_line(args: Iterable[str]) -> None:
+    """Record the command being run (the CLI calls this with its raw arguments)."""
+    global _command
+    _command = shlex.join(["daflow", *args])
+
+
 def command_line() -> str:
     """The command being run, as a user would retype it."""
-    return shlex.join(["daflow", *sys.argv[1:]])
+    return _command or shlex.join(["daflow", *sys.argv[1:]])
 
 
 def history_line(command: str | None = None) -> str:

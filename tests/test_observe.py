@@ -1,0 +1,84 @@
+"""Synthetic observations: counts, patterns, operators, noise statistics, reproducibility."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from daflow.errors import DataError
+from daflow.io.contract import write_dataset
+from daflow.obs.synthetic import observe
+
+
+def _truth(nt=40, ny=16, nx=16, levels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return xr.Dataset(
+        {"theta": (("time", "level", "y", "x"), rng.normal(0, 3, (nt, levels, ny, nx)))},
+        coords={"time": np.arange(nt) * 3600.0, "level": [0, 1]},
+    )
+
+
+def test_fixed_pattern_counts_and_exact_values_on_every_level():
+    truth = _truth()
+    obs = observe(truth, fraction=0.25, error_std=0.5, seed=1, pattern="fixed")
+    per_time = round(0.25 * 256) * 2
+    assert obs.sizes["obs"] == 40 * per_time
+    cells = obs["y"].values * 16 + obs["x"].values
+    first = cells[:per_time]
+    assert all(np.array_equal(cells[k * per_time:(k + 1) * per_time], first) for k in range(40))
+    assert np.array_equal(first[: per_time // 2], first[per_time // 2:])  # same points on both levels
+    it = np.searchsorted(truth["time"].values, obs["time"].values)
+    clean = truth["theta"].values[it, obs["level"].values, obs["y"].values, obs["x"].values]
+    noise = obs["value"].values - clean
+    assert abs(noise.std() - 0.5) < 0.02 and abs(noise.mean()) < 0.02
+    assert (obs["qc"].values == 0).all() and set(obs["operator"].values) == {"identity"}
+
+
+def test_random_pattern_redraws_and_every_k_thins_time():
+    obs = observe(_truth(), fraction=0.1, error_std=1.0, seed=2, pattern="random", every=4)
+    times = np.unique(obs["time"].values)
+    np.testing.assert_array_equal(times, np.arange(0, 40, 4) * 3600.0)
+    a = obs["y"].values[obs["time"].values == times[0]]
+    b = obs["y"].values[obs["time"].values == times[1]]
+    assert not np.array_equal(a, b)
+
+
+def test_arctan_operator_is_applied_before_noise():
+    truth = _truth()
+    obs = observe(truth, fraction=1.0, error_std=0.01, seed=3, operator="arctan")
+    it = np.searchsorted(truth["time"].values, obs["time"].values)
+    clean = np.arctan(truth["theta"].values[it, obs["level"].values, obs["y"].values, obs["x"].values])
+    assert abs((obs["value"].values - clean).std() - 0.01) < 5e-4
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        write_dataset(observe(_truth(), 0.2, 0.5, seed=seed), tmp_path / f"{name}.nc", "observations")
+    a, b, c = (xr.open_dataset(tmp_path / f"{n}.nc") for n in "abc")
+    assert a.drop_attrs().identical(b.drop_attrs())
+    assert not np.array_equal(a["value"].values, c["value"].values)
+
+
+def test_bad_requests_are_data_errors():
+    ensemble = _truth().expand_dims(member=3)
+    with pytest.raises(DataError, match="ensemble"):
+        observe(ensemble, 0.1, 1.0)
+    with pytest.raises(DataError, match="error-std"):
+        observe(_truth(), 0.1, 0.0)
+    nan_truth = _truth()
+    nan_truth["theta"][:] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        observe(nan_truth, 0.5, 1.0)
+
+
+def test_observe_era5_through_cli_geographic_locations(daflow, sample_data, tmp_path):
+    assert daflow("ingest", sample_data / "grib" / "era5-2mt-2019-03-uk.grib", "--time", "2019-03-01/2019-03-01T05:00",
+                  "-o", tmp_path / "t.nc").exit_code == 0
+    result = daflow("ingest", tmp_path / "t.nc", "--observe", "--fraction", "0.05", "--error-std", "0.5", "--seed", "1", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 0, result.stderr
+    obs, truth = xr.open_dataset(tmp_path / "o.nc"), xr.open_dataset(tmp_path / "t.nc")
+    assert obs.attrs["daflow_kind"] == "observations" and obs.sizes["obs"] == 6 * round(0.05 * 33 * 49)
+    at = truth["t2m"].sel(time=xr.DataArray(obs["time"].values), lat=xr.DataArray(obs["lat"].values),
+                          lon=xr.DataArray(obs["lon"].values))
+    assert abs(float((obs["value"] - at.values).std()) - 0.5) < 0.05
+    assert daflow("ingest", tmp_path / "t.nc", "--observe", "--fraction", "0", "-o", tmp_path / "z.nc").exit_code == 2
