@@ -23,8 +23,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install
-	$(BIN)/python -m compileall -q cli daflow tests benchmarks
-	$(BIN)/python -m pyflakes cli daflow tests benchmarks
+	$(BIN)/ruff check cli daflow tests benchmarks
 
 clean:
 	rm -rf $(VENV) out demo-out

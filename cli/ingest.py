@@ -49,11 +49,16 @@ def _window(ctx, param, value):
 @click.option("--name", help="Name of the series of a single-series index file.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a variable (repeatable).")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True, help="[--observe] Fraction of horizontal grid points observed.")
-@click.option("--error-std", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="[--observe] Observation error standard deviation.")
-@click.option("--pattern", type=click.Choice(["fixed", "random"]), default="fixed", show_default=True, help="[--observe] Same points at every time, or redrawn.")
-@click.option("--operator", type=click.Choice(["identity", "arctan"]), default="identity", show_default=True, help="[--observe] Observation operator H.")
-@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="[--observe] Observe every K-th time.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="[--observe] Fraction of horizontal grid points observed.")
+@click.option("--error-std", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="[--observe] Observation error standard deviation.")
+@click.option("--pattern", type=click.Choice(["fixed", "random"]), default="fixed", show_default=True,
+              help="[--observe] Same points at every time, or redrawn.")
+@click.option("--operator", type=click.Choice(["identity", "arctan"]), default="identity", show_default=True,
+              help="[--observe] Observation operator H.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="[--observe] Observe every K-th time.")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @common_options
 def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, observe,

@@ -39,7 +39,7 @@ def observe(
     if not error_std > 0:
         raise DataError(source, f"--error-std {error_std} must be positive")
     if pattern not in PATTERNS or every < 1:
-        raise DataError(source, f"--pattern must be fixed or random and --every >= 1")
+        raise DataError(source, "--pattern must be fixed or random and --every >= 1")
     get_operator(operator)
     names = list(variables) or [n for n, v in truth.data_vars.items() if "time" in v.dims and horizontal_dims(v.dims)]
     if not names:

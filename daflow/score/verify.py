@@ -247,7 +247,8 @@ def _observed_mask(obs: xr.Dataset, name: str, y: xr.DataArray, space: list[str]
         if pattern is None:
             pattern = cells_t
         elif not np.array_equal(pattern, cells_t):
-            warnings.warn(f"{label}: the observed points change with time; the observed/unobserved split needs a fixed pattern", DaflowWarning, stacklevel=2)
+            warnings.warn(f"{label}: the observed points change with time; the observed/unobserved split needs a fixed pattern",
+                          DaflowWarning, stacklevel=2)
             return None
     flat = np.zeros(int(np.prod([y.sizes[d] for d in hdims])), dtype=bool)
     flat[pattern] = True
