@@ -1,0 +1,80 @@
+"""Attention of linear cost in the number of tokens, with optional exact softmax attention in tiles.
+
+Global linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"), the global mixer of
+STORM: with a positive feature map phi(u) = elu(u) + 1, the softmax kernel exp(q.k) is replaced
+by phi(q).phi(k), so that
+
+    out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j)
+          = phi(q_i) (phi(K)^T V) / phi(q_i) (phi(K)^T 1).
+
+The d x d summary phi(K)^T V is computed once, so time is O(N d^2) and memory O(N d) for N
+tokens, instead of O(N^2 d) and O(N^2) for softmax attention.
+
+Tiled softmax attention adds local detail: exact softmax attention (Vaswani et al. 2017) among
+the tokens of each tile of ``tile`` consecutive tokens (tokens are ordered so that a tile is a
+patch of neighbouring grid cells), also linear in N for a fixed tile.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def feature_map(u: torch.Tensor) -> torch.Tensor:
+    """phi(u) = elu(u) + 1 > 0."""
+    return F.elu(u) + 1.0
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1); q, k, v: (B, H, N, d) -> (B, H, N, d)."""
+    q, k = feature_map(q), feature_map(k)
+    kv = torch.einsum("bhnd,bhne->bhde", k, v)                        # (B, H, d, d)
+    normaliser = torch.einsum("bhnd,bhd->bhn", q, k.sum(dim=2)) + eps  # (B, H, N)
+    return torch.einsum("bhnd,bhde->bhne", q, kv) / normaliser.unsqueeze(-1)
+
+
+def quadratic_kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The same kernel sum written out with the N x N matrix (the O(N^2) oracle for tests)."""
+    weights = torch.einsum("bhnd,bhmd->bhnm", feature_map(q), feature_map(k))  # (B, H, N, N)
+    return (weights @ v) / weights.sum(dim=-1, keepdim=True)
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Naive softmax attention with the full N x N score matrix; (B, H, N, d) -> (B, H, N, d)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, N)
+    return scores.softmax(dim=-1) @ v
+
+
+def tiled_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tile: int) -> torch.Tensor:
+    """Exact softmax attention within tiles of ``tile`` consecutive tokens; N must divide by tile."""
+    b, h, n, d = q.shape
+    split = (b, h, n // tile, tile, d)  # (B, H, tiles, tile, d)
+    out = F.scaled_dot_product_attention(q.reshape(split), k.reshape(split), v.reshape(split))
+    return out.reshape(b, h, n, d)
+
+
+class GlobalLinearAttention(nn.Module):
+    """Multi-head attention layer: global linear attention, plus softmax attention in tiles if ``tile``.
+
+    (B, N, dim) -> (B, N, dim). With tiles, the two mixers share Q, K, V and their outputs add up;
+    N must then be a multiple of ``tile`` (the transformer pads the token sequence).
+    """
+
+    def __init__(self, dim: int, heads: int, tile: int = 0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not a multiple of {heads} heads")
+        self.heads, self.tile = heads, tile
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, dim = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
+        mixed = linear_attention(q, k, v)
+        if self.tile:
+            mixed = mixed + tiled_softmax_attention(q, k, v, self.tile)
+        return self.out(mixed.transpose(1, 2).reshape(b, n, dim))
