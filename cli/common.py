@@ -54,6 +54,10 @@ def _one_line_warning(command: str):
     return show
 
 
+scheduler_option = click.option(
+    "--scheduler", metavar="ADDRESS", help="Run the dask work on this dask.distributed scheduler (e.g. tcp://host:8786).")
+
+
 def print_json(data: dict) -> None:
     """One JSON object on stdout; NaN becomes null."""
     click.echo(json.dumps(data, allow_nan=False, default=str))

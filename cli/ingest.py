@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs
+from daflow_cli.common import common_options, parse_pairs, scheduler_option
 
 
 def _bbox(ctx, param, value):
@@ -60,25 +60,28 @@ def _window(ctx, param, value):
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="[--observe] Observe every K-th time.")
 @click.option("--seed", type=int, help="Seed of the random draws.")
+@scheduler_option
 @common_options
 def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, observe,
-           fraction, error_std, pattern, operator, every, seed):
+           fraction, error_std, pattern, operator, every, seed, scheduler):
     """Read GRIB, NetCDF or climate-index files (SOURCES, joined along time) into a state file.
 
     With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state instead.
     """
     from daflow.io.contract import write_dataset
     from daflow.io.ingest import ingest as ingest_sources
+    from daflow.parallel import dask_scheduler
 
-    ds = ingest_sources(sources, variables=() if observe else variables,
-                        filters=parse_pairs(filters, "--filter"), bbox=bbox, time=window,
-                        chunks=chunks, name=name, renames=parse_pairs(renames, "--rename"))
-    if observe:
-        from daflow.obs.synthetic import observe as draw
+    with dask_scheduler(scheduler):
+        ds = ingest_sources(sources, variables=() if observe else variables,
+                            filters=parse_pairs(filters, "--filter"), bbox=bbox, time=window,
+                            chunks=chunks, name=name, renames=parse_pairs(renames, "--rename"))
+        if observe:
+            from daflow.obs.synthetic import observe as draw
 
-        obs = draw(ds, fraction=fraction, error_std=error_std, seed=seed, pattern=pattern,
-                   operator=operator, every=every, variables=variables, source=", ".join(sources))
-        write_dataset(obs, output, "observations")
-    else:
-        kind = ds.attrs.get("daflow_kind")
-        write_dataset(ds, output, kind if kind in ("state", "analysis") else "state")
+            obs = draw(ds, fraction=fraction, error_std=error_std, seed=seed, pattern=pattern,
+                       operator=operator, every=every, variables=variables, source=", ".join(sources))
+            write_dataset(obs, output, "observations")
+        else:
+            kind = ds.attrs.get("daflow_kind")
+            write_dataset(ds, output, kind if kind in ("state", "analysis") else "state")

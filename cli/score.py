@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json
+from daflow_cli.common import common_options, print_json, scheduler_option
 
 
 @click.command()
@@ -16,17 +16,20 @@ from daflow_cli.common import common_options, print_json
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Per-time scores as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the time-averaged figures as one JSON object on stdout.")
+@scheduler_option
 @common_options
-def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_json):
+def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_json, scheduler):
     """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra."""
     from daflow.io.contract import open_dataset, write_dataset
     from daflow.score.report import print_table, write_csv
+    from daflow.parallel import dask_scheduler
     from daflow.score.verify import summary, verify
 
     kinds = ("state", "analysis")
-    scores = verify(open_dataset(truth, kinds), open_dataset(forecast, kinds),
-                    open_dataset(obs, ("observations",), dims=("obs",)) if obs else None,
-                    burn_in=burn_in, variables=variables, names=(truth, forecast, obs))
+    with dask_scheduler(scheduler):
+        scores = verify(open_dataset(truth, kinds), open_dataset(forecast, kinds),
+                        open_dataset(obs, ("observations",), dims=("obs",)) if obs else None,
+                        burn_in=burn_in, variables=variables, names=(truth, forecast, obs))
     if output:
         write_dataset(scores, output, "scores")
     if csv_path:

@@ -9,7 +9,8 @@ with the climatology the truth's time mean after burn-in. Time-averaged figures 
 these over the times after ``burn_in`` (as DAPPER averages its instantaneous RMSE), and
 spread/skill = mean spread / mean RMSE. With a fixed-pattern observation file the RMSE is also
 split into observed and unobserved grid points. NaNs (masked points) are left out of each sum.
-The truth is read in blocks of time so that memory stays bounded.
+The files are read in blocks of time, scored as dask tasks (in parallel on the local cores, or on
+a dask.distributed cluster when one is active), so that memory stays bounded.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import math
 import warnings
 from collections.abc import Sequence
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -125,45 +127,23 @@ def _verify_variable(truth, forecast, obs, name, times, burn_in, names) -> xr.Da
     for d in space:
         if f.sizes[d] != y.sizes[d] or (d in y.coords and d in f.coords and not np.allclose(y[d].values, f[d].values)):
             raise DataError(forecast_name, f"{name}: grid along {d} differs from {truth_name}")
-    y = _select_times(y, times).transpose("time", *space)
-    f = _select_times(f, times).transpose("member", "time", *space)
+    members, nt = f.sizes["member"], len(times)
+    frame_bytes = 8 * members * max(1, int(np.prod([y.sizes[d] for d in space])))
+    block = max(1, BLOCK_BYTES // frame_bytes)
+    y = _select_times(y, times).transpose("time", *space).chunk({"time": block})
+    f = _select_times(f, times).transpose("member", "time", *space).chunk({"time": block})
     weights = _area_weights(y, space)
     clim = y.isel(time=slice(burn_in, None)).mean("time").values.astype(np.float64)
     mask = _observed_mask(obs, name, y, space, obs_name) if obs is not None else None
-    members, nt = f.sizes["member"], len(times)
-    out = {m: np.full(nt, np.nan) for m in PER_TIME}
-    ranks = np.zeros(members + 1, dtype=np.int64)
-    spectra: dict[str, list] = {"truth": [], "forecast": []}
-    rng = np.random.default_rng(0)
-    frame_bytes = 8 * members * max(1, int(np.prod([y.sizes[d] for d in space])))
-    block = max(1, BLOCK_BYTES // frame_bytes)
-    for start in range(0, nt, block):
-        sl = slice(start, min(nt, start + block))
-        yb = y.isel(time=sl).values.astype(np.float64)
-        fb = f.isel(time=sl).values.astype(np.float64)
-        mean = fb.mean(axis=0)
-        err = mean - yb
-        out["rmse"][sl] = np.sqrt(_wmean(err**2, weights))
-        out["bias"][sl] = _wmean(err, weights)
-        out["crps"][sl] = _wmean(crps_ensemble(fb, yb), weights)
-        out["crps_fair"][sl] = _wmean(crps_ensemble(fb, yb, fair=True), weights) if members > 1 else np.nan
-        if members > 1:
-            out["spread"][sl] = np.sqrt(_wmean(fb.var(axis=0, ddof=1), weights))
-        if nt > 1:
-            am, ay = mean - clim, yb - clim
-            out["acc"][sl] = _wmean(am * ay, weights) / np.sqrt(_wmean(am**2, weights) * _wmean(ay**2, weights))
-        if mask is not None:
-            out["rmse_observed"][sl] = np.sqrt(_wmean(err**2, weights * mask))
-            out["rmse_unobserved"][sl] = np.sqrt(_wmean(err**2, weights * ~mask))
-        keep = np.arange(sl.start, sl.stop) >= burn_in
-        if keep.any():
-            if members > 1:
-                ranks += rank_histogram(truth_rank(fb[:, keep], yb[keep], rng), members)
-            coords = {d: y[d].values for d in space if d in y.coords}
-            for label, field in (("truth", yb[keep]), ("forecast", mean[keep])):
-                power = spectrum(field, tuple(space), coords)
-                if power is not None:
-                    spectra[label].append((power, int(keep.sum())))
+    coords = {d: y[d].values for d in space if d in y.coords}
+    starts = range(0, nt, block)
+    tasks = [dask.delayed(_block_scores)(y.data[s:s + block], f.data[:, s:s + block], weights, clim, mask,
+                                         np.arange(s, min(nt, s + block)) >= burn_in, tuple(space), coords, s)
+             for s in starts]
+    blocks = dask.compute(*tasks)  # on the active dask scheduler: local threads, or a cluster
+    out = {m: np.concatenate([b[m] for b in blocks]) for m in PER_TIME}
+    ranks = sum(b["ranks"] for b in blocks)
+    spectra = {label: [b[label] for b in blocks if b.get(label) is not None] for label in ("truth", "forecast")}
     data = {m: ("time", v, {"long_name": _LONG_NAMES[m], "units": _units(y, m)})
             for m, v in out.items() if not np.isnan(v).all() or m in ("rmse", "bias", "crps")}
     if members > 1:
@@ -178,6 +158,36 @@ def _verify_variable(truth, forecast, obs, name, times, burn_in, names) -> xr.Da
     if members > 1:
         coords["rank"] = ("rank", np.arange(members + 1))
     return xr.Dataset(data, coords=coords)
+
+
+def _block_scores(yb, fb, weights, clim, mask, keep, space, coords, seed) -> dict:
+    """Scores of one block of times: per-time metrics, rank counts and spectra after burn-in."""
+    yb, fb = np.asarray(yb, dtype=np.float64), np.asarray(fb, dtype=np.float64)
+    members, nt = fb.shape[0], yb.shape[0]
+    mean = fb.mean(axis=0)
+    err = mean - yb
+    nan = np.full(nt, np.nan)
+    out = {
+        "rmse": np.sqrt(_wmean(err**2, weights)),
+        "bias": _wmean(err, weights),
+        "crps": _wmean(crps_ensemble(fb, yb), weights),
+        "crps_fair": _wmean(crps_ensemble(fb, yb, fair=True), weights) if members > 1 else nan,
+        "spread": np.sqrt(_wmean(fb.var(axis=0, ddof=1), weights)) if members > 1 else nan,
+        "rmse_observed": np.sqrt(_wmean(err**2, weights * mask)) if mask is not None else nan,
+        "rmse_unobserved": np.sqrt(_wmean(err**2, weights * ~mask)) if mask is not None else nan,
+        "ranks": np.zeros(members + 1, dtype=np.int64),
+    }
+    am, ay = mean - clim, yb - clim
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["acc"] = _wmean(am * ay, weights) / np.sqrt(_wmean(am**2, weights) * _wmean(ay**2, weights))
+    if keep.any():
+        if members > 1:
+            rng = np.random.default_rng([0, seed])  # ties broken reproducibly, whatever the scheduling
+            out["ranks"] = rank_histogram(truth_rank(fb[:, keep], yb[keep], rng), members)
+        for label, field in (("truth", yb[keep]), ("forecast", mean[keep])):
+            power = spectrum(field, space, coords)
+            out[label] = None if power is None else (power, int(keep.sum()))
+    return out
 
 
 _LONG_NAMES = {
