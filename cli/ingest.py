@@ -84,4 +84,4 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
             write_dataset(obs, output, "observations")
         else:
             kind = ds.attrs.get("daflow_kind")
-            write_dataset(ds, output, kind if kind in ("state", "analysis") else "state")
+            write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")

@@ -82,3 +82,23 @@ def test_observe_era5_through_cli_geographic_locations(daflow, sample_data, tmp_
                           lon=xr.DataArray(obs["lon"].values))
     assert abs(float((obs["value"] - at.values).std()) - 0.5) < 0.05
     assert daflow("ingest", tmp_path / "t.nc", "--observe", "--fraction", "0", "-o", tmp_path / "z.nc").exit_code == 2
+
+
+def test_ingest_of_observations_flags_missing_duplicates_and_out_of_window(daflow, tmp_path):
+    obs = observe(_truth(nt=4), fraction=0.25, error_std=1.0, seed=4)
+    n = obs.sizes["obs"]
+    values = obs["value"].values.copy()
+    values[[0, 5]] = np.nan
+    obs["value"] = ("obs", values)
+    write_dataset(obs, tmp_path / "a.nc", "observations")
+    write_dataset(obs.isel(obs=slice(0, 10)), tmp_path / "b.nc", "observations")  # 10 duplicates
+    result = daflow("ingest", tmp_path / "a.nc", tmp_path / "b.nc", "--time", "/7200", "-o", tmp_path / "qc.nc")
+    assert result.exit_code == 0, result.stderr
+    qc = xr.open_dataset(tmp_path / "qc.nc")["qc"].values
+    per_time = n // 4
+    assert qc.size == n + 10
+    assert list(qc[[0, 5]]) == [1, 1]                      # missing, in a.nc
+    assert (qc[n:][[0, 5]] == 1).all() and (qc[n:][np.setdiff1d(np.arange(10), [0, 5])] == 2).all()
+    assert (qc[3 * per_time:n] == 3).all()                 # the last time is after 7200 s
+    assert (qc[np.setdiff1d(np.arange(3 * per_time), [0, 5])] == 0).all()
+    assert "qc flagged" in result.stderr and "outside the time window" in result.stderr

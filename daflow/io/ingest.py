@@ -3,11 +3,14 @@
 Each source is opened lazily in contract names, the sources are joined (along ``time`` when they
 hold the same variables, merged when they hold different ones), then variables, times and a
 bounding box are selected and the result is chunked with dask, so that writing streams chunk by
-chunk instead of loading a large file whole.
+chunk instead of loading a large file whole. Observation files pass through quality control
+instead: concatenated along ``obs``, with missing values, duplicates and times outside ``--time``
+flagged in ``qc``.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,10 +18,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from daflow.errors import DataError, InputMissing
+from daflow.errors import DaflowWarning, DataError, InputMissing
 from daflow.io.grib import is_grib, open_grib
 from daflow.io.indices import open_index_text
 from daflow.io.netcdf import is_netcdf, open_netcdf
+from daflow.obs.qc import quality_control
 
 
 def open_source(path: str | os.PathLike, filters: dict[str, str] | None = None) -> xr.Dataset:
@@ -49,8 +53,13 @@ def ingest(
 ) -> xr.Dataset:
     """Return the joined, selected, dask-chunked dataset (nothing is loaded yet)."""
     parts = [open_source(s, filters) for s in sources]
-    ds = parts[0] if len(parts) == 1 else _join(parts, sources)
     label = ", ".join(map(str, sources))
+    kinds = {p.attrs.get("daflow_kind") for p in parts}
+    if "observations" in kinds:
+        if kinds != {"observations"}:
+            raise DataError(label, "observation files cannot be joined with states")
+        return _observations(parts, label, time)
+    ds = parts[0] if len(parts) == 1 else _join(parts, sources)
     if variables:
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
@@ -70,6 +79,21 @@ def ingest(
     if bbox:
         ds = select_bbox(ds, bbox, label)
     return ds.chunk(_chunks(ds, chunks))
+
+
+def _observations(parts: list[xr.Dataset], label: str, window: str | None) -> xr.Dataset:
+    """Observation files concatenated and quality-controlled (flagged in ``qc``, never dropped)."""
+    obs = xr.concat(parts, dim="obs", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
+    missing = [v for v in ("value", "error_std", "time", "variable") if v not in obs]
+    if missing:
+        raise DataError(label, f"observation file lacks {', '.join(missing)}")
+    obs, counts = quality_control(obs, parse_time_window(window) if window else None)
+    flagged = {k: v for k, v in counts.items() if v}
+    if flagged:
+        listed = ", ".join(f"{v} {k}" for k, v in flagged.items())
+        warnings.warn(f"{label}: qc flagged {sum(flagged.values())} of {obs.sizes['obs']} observations ({listed}); "
+                      "they are kept in the file and not assimilated", DaflowWarning, stacklevel=2)
+    return obs
 
 
 def _join(parts: list[xr.Dataset], sources) -> xr.Dataset:

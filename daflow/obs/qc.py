@@ -1,0 +1,46 @@
+"""Quality control of observation files: flag, never drop, so that the flags travel with the data.
+
+qc = 0 good; 1 missing (NaN or non-positive value / error_std); 2 duplicate (same time, variable,
+location and level as an earlier observation); 3 outside the time window. An observation already
+flagged keeps its first flag. Filters assimilate only qc = 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+QC_GOOD, QC_MISSING, QC_DUPLICATE, QC_OUT_OF_WINDOW = 0, 1, 2, 3
+QC_MEANINGS = "good missing duplicate outside_time_window"
+LOCATION = ("lat", "lon", "y", "x", "i", "level")
+
+
+def quality_control(obs: xr.Dataset, window: tuple[object, object] | None = None) -> tuple[xr.Dataset, dict[str, int]]:
+    """Return ``obs`` with ``qc`` updated, and the number of observations given each new flag."""
+    n = obs.sizes["obs"]
+    qc = obs["qc"].values.astype(np.int8) if "qc" in obs else np.zeros(n, np.int8)
+    value, error = obs["value"].values, obs["error_std"].values
+    missing = ~np.isfinite(value) | ~np.isfinite(error) | ~(error > 0)
+    key_columns = [obs["time"].values.astype("int64") if obs["time"].dtype.kind == "M" else obs["time"].values,
+                   obs["variable"].values.astype(str)] + [obs[c].values for c in LOCATION if c in obs]
+    keys = np.rec.fromarrays(key_columns)
+    _, first = np.unique(keys, return_index=True)
+    duplicate = np.ones(n, bool)
+    duplicate[first] = False
+    outside = np.zeros(n, bool)
+    if window is not None:
+        start, end = window
+        times = obs["time"].values
+        if start is not None:
+            outside |= times < np.asarray(start, dtype=times.dtype)
+        if end is not None:
+            outside |= times > np.asarray(end, dtype=times.dtype)
+    counts = {}
+    for flag, name, hit in ((QC_MISSING, "missing", missing), (QC_DUPLICATE, "duplicate", duplicate),
+                            (QC_OUT_OF_WINDOW, "outside the time window", outside)):
+        new = hit & (qc == QC_GOOD)
+        qc[new] = flag
+        counts[name] = int(new.sum())
+    out = obs.copy()
+    out["qc"] = ("obs", qc, {"long_name": "quality flag", "flag_values": np.arange(4, dtype=np.int8),
+                             "flag_meanings": QC_MEANINGS})
+    return out, counts
