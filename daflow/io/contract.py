@@ -18,7 +18,7 @@ from pathlib import Path
 import xarray as xr
 
 from daflow import __version__
-from daflow.errors import DataError, InputMissing
+from daflow.errors import DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
 from daflow.progress import dask_progress
 
@@ -122,5 +122,10 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike, kind: str) -> Path:
         # Source encodings (packing, chunking, time units) do not carry over: xarray picks them.
         var.encoding = {"_FillValue": None} if name in ds.coords and var.dtype.kind == "f" else {}
     with atomic_path(path) as tmp, dask_progress(f"writing {Path(path).name}"):
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        except RuntimeError as err:  # HDF5 reports EFBIG / ENOSPC without an errno
+            if "NetCDF" not in str(err):
+                raise
+            raise OutputError(path, f"writing failed ({err}): file-size limit, full disk or I/O error") from err
     return Path(path)
