@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from daflow import __version__
-from daflow.io.contract import set_command_line
+from daflow.io.history import set_command_line
+from daflow_cli.assimilate import assimilate
+from daflow_cli.forecast import forecast
 from daflow_cli.ingest import ingest
 from daflow_cli.score import score
 
@@ -28,4 +30,6 @@ def main() -> None:
 
 
 main.add_command(ingest)
+main.add_command(forecast)
+main.add_command(assimilate)
 main.add_command(score)

@@ -8,10 +8,7 @@ Readers check ``daflow_kind`` and the dimensions they need, and fail with one li
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
-import shlex
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,31 +17,13 @@ import xarray as xr
 from daflow import __version__
 from daflow.errors import DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
+from daflow.io.history import history_line
 from daflow.progress import dask_progress
 
 KINDS = ("state", "observations", "analysis", "scores", "causal")
 CONVENTIONS = "CF-1.10"
 CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i")
 HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",))
-
-
-_command: str | None = None
-
-
-def set_command_line(args: Iterable[str]) -> None:
-    """Record the command being run (the CLI calls this with its raw arguments)."""
-    global _command
-    _command = shlex.join(["daflow", *args])
-
-
-def command_line() -> str:
-    """The command being run, as a user would retype it."""
-    return _command or shlex.join(["daflow", *sys.argv[1:]])
-
-
-def history_line(command: str | None = None) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{stamp} {command or command_line()}"
 
 
 def canonical_order(ds: xr.Dataset) -> xr.Dataset:
