@@ -22,6 +22,9 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+demo: install
+	bash recipes/demo.sh demo-out
+
 lint: install
 	$(BIN)/ruff check cli daflow tests benchmarks
 

@@ -1,1 +1,23 @@
-"""Data assimilation: one filter interface (daflow.da.base), the classical filters, cycling."""
+"""Data assimilation: one filter interface (daflow.da.base), the classical filters, cycling.
+
+``FILTERS`` maps ``daflow assimilate --method`` names to ``"module:Class"``; adding a method is
+adding one file and one line here.
+"""
+from __future__ import annotations
+
+import importlib
+
+FILTERS: dict[str, str] = {
+    "oi": "daflow.da.oi:OptimalInterpolation",
+    "enkf": "daflow.da.enkf:StochasticEnKF",
+    "etkf": "daflow.da.etkf:ETKF",
+    "letkf": "daflow.da.letkf:LETKF",
+}
+
+
+def filter_class(name: str):
+    try:
+        module, cls = FILTERS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(FILTERS)}") from None
+    return getattr(importlib.import_module(module), cls)

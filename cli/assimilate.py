@@ -1,0 +1,50 @@
+"""daflow assimilate: one analysis, or cycling with the model stored in the initial ensemble."""
+from __future__ import annotations
+
+import click
+
+from daflow_cli.common import common_options
+
+METHODS = ["oi", "enkf", "etkf", "letkf"]
+
+
+@click.command()
+@click.option("--method", required=True, type=click.Choice(METHODS), help="Analysis scheme.")
+@click.option("--obs", "obs_path", required=True, type=click.Path(dir_okay=False), help="Observation file.")
+@click.option("--init", type=click.Path(dir_okay=False), help="Cycle: start from this ensemble, forecast between observation times.")
+@click.option("--background", type=click.Path(dir_okay=False), help="One analysis of this background's last frame at its time.")
+@click.option("--inflation", type=click.FloatRange(min=1), help="Multiplicative inflation of the background anomalies [1].")
+@click.option("--rtps", type=click.FloatRange(0, 1), help="Relaxation to prior spread, alpha in [0, 1] [0].")
+@click.option("--loc-radius", type=click.FloatRange(min=0, min_open=True), help="[letkf] Localisation radius: grid units, or km on lat/lon grids [4].")
+@click.option("--rotate", is_flag=True, default=None, help="[etkf] Random mean-preserving rotation of the square root.")
+@click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
+@click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
+@common_options
+def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
+               save_background, dtype, seed, output):
+    """Assimilate observations with OI, the stochastic EnKF, the ETKF or the LETKF.
+
+    With --init, cycle through every observation time; with --background, analyse once. The
+    output holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
+    """
+    import torch
+
+    from daflow.da.cycle import assimilate_files
+    from daflow.io.contract import write_dataset
+
+    if (init is None) == (background is None):
+        raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
+    if save_background and init is None:
+        raise click.UsageError("--save-background goes with --init")
+    if (method == "oi") != (climatology is not None):
+        raise click.UsageError("--climatology is needed by, and only by, --method oi")
+    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, seed=seed)
+    try:
+        ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
+                              save_background=save_background, dtype=getattr(torch, dtype), **options)
+    except ValueError as err:  # an option the method does not take
+        raise click.UsageError(str(err)) from None
+    write_dataset(ds, output, "analysis")

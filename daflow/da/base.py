@@ -1,0 +1,105 @@
+"""The one filter interface: (background ensemble, observations) -> (analysis ensemble, diagnostics).
+
+A filter gets the background as a tensor (members, n) (the state flattened as in
+:mod:`daflow.da.observations`) and one :class:`ObsBatch`; it returns the analysis (members, n)
+and :class:`Diagnostics` in observation space. The shared steps live here:
+multiplicative inflation of the background anomalies, x_j <- mean + lambda (x_j - mean)
+(Anderson & Anderson 1999), before the update; relaxation to prior spread (RTPS, Whitaker &
+Hamill 2012), sigma_a <- sigma_a + alpha (sigma_b - sigma_a) per state variable, after it; and the
+ensemble-space square-root transform of the ETKF/LETKF (Hunt, Kostelich & Szunyogh 2007).
+A subclass implements ``update`` on the (inflated) ensemble and its H(x).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from daflow.da.observations import ObsBatch, StateGrid
+
+
+@dataclass
+class Diagnostics:
+    """Observation-space equivalents, each (p,): mean and spread of H(x) before and after."""
+
+    background_mean: torch.Tensor
+    background_spread: torch.Tensor
+    analysis_mean: torch.Tensor
+    analysis_spread: torch.Tensor
+
+
+class Filter(ABC):
+    """Base class of every analysis scheme; ``min_members`` members are needed."""
+
+    name: ClassVar[str]
+    min_members: ClassVar[int] = 2
+
+    def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None):
+        if inflation < 1.0 or not 0.0 <= rtps <= 1.0:
+            raise ValueError("inflation must be >= 1 and rtps in [0, 1]")
+        self.grid, self.inflation, self.rtps = grid, inflation, rtps
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
+
+    def analyse(self, background: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, Diagnostics]:
+        """Analysis (members, n) of ``background`` (members, n) given ``obs``."""
+        hx_background = obs.apply(background)
+        mean = background.mean(0)
+        inflated = background if self.inflation == 1.0 else mean + self.inflation * (background - mean)
+        hx = hx_background if self.inflation == 1.0 else obs.apply(inflated)
+        analysis = self.update(inflated, hx, obs)
+        if self.rtps > 0 and background.shape[0] > 1:
+            analysis = relax_to_prior_spread(background, analysis, self.rtps)
+        hx_analysis = obs.apply(analysis)
+        return analysis, Diagnostics(hx_background.mean(0), _spread(hx_background),
+                                     hx_analysis.mean(0), _spread(hx_analysis))
+
+    @abstractmethod
+    def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
+        """The analysis of x (members, n) with H(x) = hx (members, p)."""
+
+
+def _spread(values: torch.Tensor) -> torch.Tensor:
+    return values.std(0) if values.shape[0] > 1 else torch.zeros_like(values[0])
+
+
+def relax_to_prior_spread(background: torch.Tensor, analysis: torch.Tensor, alpha: float) -> torch.Tensor:
+    """RTPS: analysis anomalies scaled by 1 + alpha (sigma_b - sigma_a) / sigma_a, per variable."""
+    mean = analysis.mean(0)
+    sigma_a, sigma_b = analysis.std(0), background.std(0)
+    scale = 1.0 + alpha * (sigma_b - sigma_a) / sigma_a.clamp_min(torch.finfo(analysis.dtype).tiny)
+    return mean + (analysis - mean) * scale
+
+
+def normalised_departures(hx: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, d): R^{-1/2}-scaled obs anomalies (members, p) and innovation of the mean (p,)."""
+    mean = hx.mean(0)
+    return (hx - mean) / obs.error_std, (obs.value - mean) / obs.error_std
+
+
+def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Weights W (B, N, N) of the ETKF for B independent (local) analyses; analysis = mean + W^T A.
+
+    With S (B, N, p) the normalised obs anomalies and d (B, p) the normalised innovation
+    (Hunt et al. 2007, eqs. 20-25): Pa = [(N - 1) I + S S^T]^{-1}, w = Pa S d,
+    T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk. One batched eigh.
+    """
+    members = S.shape[-2]
+    gram = S @ S.mT + (members - 1) * torch.eye(members, dtype=S.dtype, device=S.device)
+    eigval, eigvec = torch.linalg.eigh(gram)                       # (B, N), (B, N, N)
+    pa = (eigvec / eigval.unsqueeze(-2)) @ eigvec.mT                # (B, N, N)
+    transform = (eigvec * (math.sqrt(members - 1) * eigval.rsqrt()).unsqueeze(-2)) @ eigvec.mT
+    w = pa @ (S @ d.unsqueeze(-1))                                  # (B, N, 1)
+    return transform + w
+
+
+def mean_preserving_rotation(members: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Random orthogonal Q (N, N) with Q 1 = 1: rotates anomalies without moving the mean (Sakov & Oke 2008)."""
+    basis = torch.linalg.qr(torch.cat([torch.ones(members, 1, dtype=dtype),
+                                       torch.randn(members, members - 1, generator=generator, dtype=dtype)], 1))[0]
+    inner = torch.linalg.qr(torch.randn(members - 1, members - 1, generator=generator, dtype=dtype))[0]
+    block = torch.block_diag(torch.ones(1, 1, dtype=dtype), inner)
+    return basis @ block @ basis.mT

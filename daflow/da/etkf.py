@@ -1,0 +1,28 @@
+"""Ensemble transform Kalman filter (Bishop, Etherton & Majumdar 2001; symmetric square root of
+Hunt, Kostelich & Szunyogh 2007): x_a = mean + W^T A with W from :func:`ensemble_transform`;
+``rotate`` multiplies the square root by a random mean-preserving rotation each analysis
+(Sakov & Oke 2008), as DAPPER's ``EnKF('Sqrt', rot=True)``.
+"""
+from __future__ import annotations
+
+import torch
+
+from daflow.da.base import Filter, ensemble_transform, mean_preserving_rotation, normalised_departures
+from daflow.da.observations import ObsBatch
+
+
+class ETKF(Filter):
+    name = "etkf"
+
+    def __init__(self, grid, rotate: bool = False, **options):
+        super().__init__(grid, **options)
+        self.rotate = rotate
+
+    def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
+        mean = x.mean(0)
+        S, d = normalised_departures(hx, obs)                 # (N, p), (p,)
+        W = ensemble_transform(S[None], d[None])[0]            # (N, N)
+        if self.rotate:
+            w = W.mean(1, keepdim=True)                        # the mean weights (every column of W - T)
+            W = w + (W - w) @ mean_preserving_rotation(x.shape[0], self.generator, x.dtype)
+        return mean + W.mT @ (x - mean)
