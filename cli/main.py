@@ -9,6 +9,7 @@ from daflow_cli.assimilate import assimilate
 from daflow_cli.forecast import forecast
 from daflow_cli.ingest import ingest
 from daflow_cli.score import score
+from daflow_cli.train import train
 
 
 class DaflowGroup(click.Group):
@@ -33,3 +34,4 @@ main.add_command(ingest)
 main.add_command(forecast)
 main.add_command(assimilate)
 main.add_command(score)
+main.add_command(train)

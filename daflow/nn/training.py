@@ -1,0 +1,195 @@
+"""Training the denoiser by denoising score matching on windows of a state series (``daflow train``).
+
+Frames are normalised per level with the mean and standard deviation of the training period
+(stored in the checkpoint). The series is split by time: the first (1 - validation_fraction) of
+the frames train, the rest validate; a window is K history frames followed by T target frames,
+never crossing the split. Each epoch draws a permutation of the training windows, and for each
+batch the noise levels and noises, from one torch generator seeded by ``seed``; the generator
+state, the optimizer moments and the weights are checkpointed after every epoch, so that
+``--resume`` continues bit for bit (on CPU) as if never stopped.
+
+Data-parallel: under ``torchrun --nproc_per_node P`` every process draws the same batch and
+noises and takes its share of the batch; DistributedDataParallel averages the gradients
+(gloo on CPU, NCCL on GPU), and the loss is scaled so that the step equals the single-process
+step on the whole batch. Process 0 writes the checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from daflow.errors import DataError
+from daflow.nn import checkpoint as ckpt
+from daflow.nn.data import Series, check_matches, describe
+from daflow.nn.diffusion import Denoiser, score_matching_loss
+from daflow.nn.transformer import Architecture
+from daflow.progress import track
+
+ARCH_OPTIONS = ("target", "patch", "width", "depth", "heads", "tile")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+def read_config_file(path: str | None) -> tuple[dict, TrainingOptions]:
+    """([architecture] options, [training] options) of a TOML file; DataError on unknown keys."""
+    if path is None:
+        return {}, TrainingOptions()
+    try:
+        config = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise DataError(path, f"not a readable TOML file ({err})") from None
+    arch, train = config.pop("architecture", {}), config.pop("training", {})
+    known = {f.name for f in fields(TrainingOptions)}
+    unknown = sorted(set(config) | (set(arch) - set(ARCH_OPTIONS)) | (set(train) - known))
+    if unknown:
+        raise DataError(path, f"unknown setting(s) {', '.join(unknown)}; [architecture] takes {', '.join(ARCH_OPTIONS)}, "
+                        f"[training] takes {', '.join(sorted(known))}")
+    return arch, TrainingOptions(**train)
+
+
+def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """frames (member, time, C, ny, nx), starts (B, 2) of (member, time) -> history (B, K, ...), target (B, T, ...)."""
+    offsets = torch.arange(history + target)
+    window = frames[starts[:, :1], starts[:, 1:] + offsets]  # (B, K + T, C, ny, nx)
+    return window[:, :history], window[:, history:]
+
+
+def window_starts(members: int, first: int, last: int, length: int) -> torch.Tensor:
+    """(n, 2) (member, time) starts of windows of ``length`` frames inside frames first..last-1."""
+    t = torch.arange(first, last - length + 1)
+    return torch.cartesian_prod(torch.arange(members), t) if len(t) else torch.empty(0, 2, dtype=torch.long)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(series: Series, history: int, epochs: int, model_dir: str, config_file: str | None = None,
+          resume: bool = False, source=None) -> dict:
+    """Train (or resume training) a denoiser on ``series``; returns the checkpoint config."""
+    rank, world = distributed()
+    if resume:
+        config = ckpt.read_config(model_dir)
+        check_matches(series, config["data"], source, model_dir)
+        if config["architecture"]["history"] != history:
+            raise DataError(model_dir, f"trained with --history {config['architecture']['history']}, not {history}")
+        options = TrainingOptions(**config["training"]["options"])
+        arch = Architecture(**config["architecture"])
+    else:
+        arch_options, options = read_config_file(config_file)
+        levels, ny, nx = series.frames.shape[2:]
+        arch = Architecture(levels=levels, ny=ny, nx=nx, history=history, **arch_options)
+    members, times = series.frames.shape[:2]
+    split = times - max(1, round(options.validation_fraction * times)) if options.validation_fraction > 0 else times
+    length = arch.history + arch.target
+    if split < length:
+        raise DataError(source, f"{split} training frames are fewer than a window of {length} (history + target)")
+    train_starts = window_starts(members, 0, split, length)
+    valid_starts = window_starts(members, split, times, length)
+
+    if resume:
+        mean, std = (np.array(config["normalisation"][k], dtype=np.float32) for k in ("mean", "std"))
+    else:
+        mean = series.frames[:, :split].mean(axis=(0, 1, 3, 4))
+        std = series.frames[:, :split].std(axis=(0, 1, 3, 4))
+        std = np.where(std > 0, std, 1.0).astype(np.float32)
+    frames = torch.from_numpy((series.frames - mean[:, None, None]) / std[:, None, None])
+
+    torch.manual_seed(options.seed)  # initial weights
+    denoiser = Denoiser(arch)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    generator = torch.Generator().manual_seed(options.seed)
+    done, losses = 0, []
+    if resume:
+        denoiser.load_state_dict(ckpt.load_tensors(model_dir, ckpt.WEIGHTS, config))
+        state = ckpt.load_tensors(model_dir, ckpt.TRAINING, config)
+        generator.set_state(state.pop("generator"))
+        optimizer.load_state_dict(optimizer_state_dict(optimizer, state))
+        done, losses = config["training"]["epoch"], config["training"]["losses"]
+    model = torch.nn.parallel.DistributedDataParallel(denoiser) if world > 1 else denoiser
+
+    batch = options.batch_size
+    steps = math.ceil(len(train_starts) / batch)
+    for epoch in range(done, epochs):
+        denoiser.train()
+        order = torch.randperm(len(train_starts), generator=generator)
+        total = 0.0
+        for i in track(range(steps), f"epoch {epoch + 1}/{epochs}", total=steps):
+            chosen = train_starts[order[i * batch:(i + 1) * batch]]
+            log_sigma = torch.randn(len(chosen), generator=generator)
+            noise = torch.randn((len(chosen), arch.target, *frames.shape[2:]), generator=generator)
+            mine = slice(rank * len(chosen) // world, (rank + 1) * len(chosen) // world)  # this process's share
+            hist, targ = windows(frames, chosen[mine], arch.history, arch.target)
+            loss = score_matching_loss(denoiser=model, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
+                                       noise=noise[mine]) * (world * hist.shape[0] / len(chosen))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), options.grad_clip)
+            optimizer.step()
+            total += float(loss) * len(chosen) / world
+        if world > 1:
+            total_tensor = torch.tensor(total)
+            dist.all_reduce(total_tensor)
+            total = float(total_tensor)
+        losses.append({"epoch": epoch + 1, "train": total / len(train_starts),
+                       "validation": validation_loss(denoiser, frames, valid_starts, arch, options.seed)})
+        config = {
+            "architecture": arch.to_dict(), "data": describe(series),
+            "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
+            "training": {"epoch": epoch + 1, "losses": losses, "options": options.__dict__, "world_size": world,
+                         "train_frames": split, "validation_frames": times - split},
+        }
+        if rank == 0:
+            ckpt.save_checkpoint(model_dir, denoiser, config,
+                                 {"generator": generator.get_state(), **optimizer_tensors(optimizer)})
+    if world > 1:
+        dist.barrier()
+    return config if epochs > done else ckpt.read_config(model_dir)
+
+
+@torch.no_grad()
+def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tensor, arch: Architecture, seed: int) -> float | None:
+    """Score-matching loss on the validation windows with fixed noises (comparable across epochs)."""
+    if len(starts) == 0:
+        return None
+    denoiser.eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    total = 0.0
+    for chosen in starts.split(64):
+        hist, targ = windows(frames, chosen, arch.history, arch.target)
+        total += float(score_matching_loss(denoiser, hist, targ, torch.randn(len(chosen), generator=generator),
+                                           torch.randn(targ.shape, generator=generator))) * len(chosen)
+    return total / len(starts)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as flat named tensors ("optim.<param>.<name>")."""
+    return {f"optim.{p}.{k}": v.contiguous() for p, state in optimizer.state_dict()["state"].items() for k, v in state.items()}
+
+
+def optimizer_state_dict(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict:
+    """Inverse of :func:`optimizer_tensors` around the optimizer's own param_groups."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, p, name = key.split(".")
+        state.setdefault(int(p), {})[name] = value
+    return {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
