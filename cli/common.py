@@ -32,6 +32,8 @@ def common_options(func):
                 if debug:
                     raise
                 _fail(command, str(err), err.exit_code)
+            except click.ClickException:  # usage errors found inside a command: click's exit 2
+                raise
             except KeyboardInterrupt:
                 _fail(command, "interrupted", 130)
             except Exception as err:  # an unexpected failure: EX_SOFTWARE, traceback with --debug
