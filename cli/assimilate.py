@@ -5,7 +5,7 @@ import click
 
 from daflow_cli.common import common_options
 
-METHODS = ["oi", "enkf", "etkf", "letkf"]
+METHODS = ["oi", "enkf", "etkf", "letkf", "storm"]
 
 
 @click.command()
@@ -19,12 +19,15 @@ METHODS = ["oi", "enkf", "etkf", "letkf"]
 @click.option("--rotate", is_flag=True, default=None, help="[etkf] Random mean-preserving rotation of the square root.")
 @click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
+@click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
+@click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
-               save_background, dtype, seed, output):
+               save_background, checkpoint, members, guidance, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF or the LETKF.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -35,6 +38,15 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
     from daflow.da.cycle import assimilate_files
     from daflow.io.contract import write_dataset
 
+    if (method == "storm") != (checkpoint is not None):
+        raise click.UsageError("--checkpoint is needed by, and only by, --method storm")
+    if method == "storm":
+        from daflow.nn.generative import assimilate as generative_assimilate
+
+        if background is None:
+            raise click.UsageError("--method storm needs --background (history frames and the analysis time)")
+        write_dataset(generative_assimilate(checkpoint, background, obs_path, members, seed, guidance), output, "analysis")
+        return
     if (init is None) == (background is None):
         raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
     if save_background and init is None:

@@ -17,11 +17,12 @@ from daflow_cli.common import common_options, parse_pairs
 @click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True, help="Number of steps after the first frame.")
 @click.option("--output-every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every K-th step.")
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
 @common_options
-def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, dtype, seed, output):
+def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, dtype, seed, output):
     """Integrate a model (Lorenz-63, Lorenz-96, ...) batched over members; write a state file.
 
     The first frame is the initial state; model name, parameters and dt are stored in the file so
@@ -32,6 +33,13 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
     from daflow.io.contract import write_dataset
     from daflow.models.run import forecast as run_forecast
 
+    if (model_name == "storm") != (checkpoint is not None):
+        raise click.UsageError("--checkpoint is needed by, and only by, --model storm")
+    if model_name == "storm":
+        from daflow.nn.generative import forecast as generative_forecast
+
+        write_dataset(generative_forecast(checkpoint, init, steps, members or 1, seed), output, "state")
+        return
     if init == "random" and model_name is None:
         raise click.UsageError("--init random needs --model")
     try:

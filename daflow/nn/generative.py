@@ -1,0 +1,120 @@
+"""Forecasts and analyses with a trained generative model (``--model storm`` / ``--method storm``).
+
+Sampling the target frame given the K history frames, without observations, is a forecast step;
+repeating it with the new frame appended to the history is an autoregressive forecast. Sampling
+it with the likelihood of the observations at its time (SDA or DPS guidance, see
+:mod:`daflow.nn.diffusion`) is a one-stage analysis: the posterior p(x_t | x_{t-K..t-1}, y_t).
+Every member is an independent sample (its own noise, its own history when the history is an
+ensemble), so M members are an ensemble from one batched sampling.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from daflow.da.observations import ObsBatch, StateGrid, observation_batches
+from daflow.errors import DataError
+from daflow.io.contract import open_dataset
+from daflow.nn.checkpoint import load_denoiser
+from daflow.nn.data import Series, check_matches, read_series
+from daflow.nn.diffusion import Likelihood, sample
+
+
+class GenerativeModel:
+    """A trained denoiser with the normalisation of its training data; works in physical units."""
+
+    def __init__(self, checkpoint: str, sample_steps: int = 24, churn: float = 0.0):
+        self.denoiser, self.config = load_denoiser(checkpoint)
+        self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
+        self.arch = self.denoiser.arch
+        norm = self.config["normalisation"]
+        self.mean = torch.tensor(norm["mean"]).reshape(-1, 1, 1)  # (C, 1, 1)
+        self.std = torch.tensor(norm["std"]).reshape(-1, 1, 1)
+
+    def read(self, path: str, kinds=("state", "analysis")) -> Series:
+        """A state file's series, checked against the training data and long enough for the history."""
+        series = read_series(open_dataset(path, kinds), self.config["data"]["variable"], path)
+        check_matches(series, self.config["data"], path, self.checkpoint)
+        if series.frames.shape[1] < self.arch.history:
+            raise DataError(path, f"has {series.frames.shape[1]} time(s); the model needs {self.arch.history} history frames")
+        return series
+
+    def history(self, series: Series, members: int, end: int | None = None) -> torch.Tensor:
+        """(members, K, C, ny, nx) physical history: the K frames before index ``end`` (default: the last K)."""
+        end = series.frames.shape[1] if end is None else end
+        frames = torch.from_numpy(series.frames[:, end - self.arch.history:end])
+        if frames.shape[0] not in (1, members):
+            raise DataError(None, f"history has {frames.shape[0]} members; give --members {frames.shape[0]} or a single state")
+        return frames.expand(members, *frames.shape[1:]).clone()
+
+    def next_frames(self, history: torch.Tensor, generator: torch.Generator, obs: ObsBatch | None = None,
+                    guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0) -> torch.Tensor:
+        """(members, T, C, ny, nx) physical samples of the target frames given a physical history."""
+        noise = torch.randn((history.shape[0], self.arch.target, *history.shape[2:]), generator=generator)
+        likelihood = None
+        if obs is not None:
+            def observe(physical: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) -> (B, n_obs), first target frame
+                return obs.apply(physical[:, 0].reshape(physical.shape[0], -1))
+            likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta)
+        out = sample(self.denoiser, (history - self.mean) / self.std, noise, self.sample_steps, self.churn,
+                     likelihood, lambda x: x * self.std + self.mean, generator)
+        return out * self.std + self.mean
+
+    def dataset(self, series: Series, frames: np.ndarray, seconds: np.ndarray) -> xr.Dataset:
+        """State dataset of (member, time, C, ny, nx) physical frames in the layout of ``series``."""
+        values = frames if "level" in series.dims else frames[:, :, 0]
+        time = (seconds * 1e9).astype("datetime64[ns]") if series.calendar else seconds
+        ds = xr.Dataset({series.variable: (("member", "time", *series.dims), values.astype(np.float32), series.attrs)},
+                        coords={"member": np.arange(frames.shape[0]), "time": time, **series.coords})
+        ds["member"].attrs["standard_name"] = "realization"
+        ds.attrs["daflow_checkpoint"] = str(self.checkpoint)
+        return ds
+
+
+def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | None = None,
+             sample_steps: int = 24) -> xr.Dataset:
+    """Autoregressive generative ensemble forecast: the init file's last frame, then ``steps`` sampled frames."""
+    model = GenerativeModel(checkpoint, sample_steps)
+    series = model.read(init)
+    generator = _generator(seed)
+    history = model.history(series, members)
+    frames = [history[:, -1:]]
+    with torch.no_grad():
+        while sum(f.shape[1] for f in frames) < steps + 1:
+            new = model.next_frames(history, generator)
+            frames.append(new)
+            history = torch.cat([history, new], dim=1)[:, -model.arch.history:]
+    dt = model.config["data"]["time_step"]
+    seconds = series.seconds[-1] + dt * np.arange(steps + 1)
+    return model.dataset(series, torch.cat(frames, dim=1)[:, :steps + 1].numpy(), seconds)
+
+
+def assimilate(checkpoint: str, background: str, obs_path: str, members: int, seed: int | None = None,
+               guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0, sample_steps: int = 24) -> xr.Dataset:
+    """Posterior ensemble at the background's last time given its K previous frames and the observations then."""
+    model = GenerativeModel(checkpoint, sample_steps)
+    series = model.read(background)
+    if series.frames.shape[1] < model.arch.history + 1:
+        raise DataError(background, f"needs {model.arch.history} history frames before the analysis time")
+    obs = open_dataset(obs_path, ("observations",), dims=("obs",)).load()
+    grid = StateGrid(series.variable, ("level", *series.dims[-2:]), series.frames.shape[2:],
+                     {"level": series.coords.get("level", np.zeros(1)), **series.coords})
+    if "level" not in series.dims:
+        obs = obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
+    batch = {_seconds(b.time): b for b in observation_batches(obs, grid, obs_path, torch.float32)}.get(series.seconds[-1])
+    if batch is None:
+        raise DataError(obs_path, f"no good observation at the analysis time {series.seconds[-1]} (the background's last time)")
+    analysis = model.next_frames(model.history(series, members, end=-1), _generator(seed), batch, guidance, gamma, zeta)
+    return model.dataset(series, analysis[:, :1].numpy(), series.seconds[-1:])
+
+
+def _seconds(time) -> float:
+    time = np.asarray(time)
+    return float(time.astype("datetime64[ns]").astype(np.int64) / 1e9) if np.issubdtype(time.dtype, np.datetime64) else float(time)
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(seed) if seed is not None else generator.seed()
+    return generator
