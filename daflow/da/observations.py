@@ -87,7 +87,10 @@ class ObsBatch:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H(x): (members, n) -> (members, p)."""
-        at = x[:, self.index]
+        return self.operate(x[:, self.index])
+
+    def operate(self, at: torch.Tensor) -> torch.Tensor:
+        """The operators on state values already at the observed points, (members, p)."""
         if len(self.operators) == 1:
             return self.operators[0][0](at)
         out = torch.empty_like(at)

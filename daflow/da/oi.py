@@ -24,7 +24,7 @@ class OptimalInterpolation(Filter):
 
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         at = x.mean(0)[obs.index].detach().requires_grad_(True)
-        slope = torch.autograd.grad(obs.apply(at[None]).sum(), at)[0]            # dH/dx, (p,)
+        slope = torch.autograd.grad(obs.operate(at[None]).sum(), at)[0]            # dH/dx, (p,)
         BHt = self.covariance[:, obs.index] * slope                                # (n, p)
         HBHt = BHt[obs.index] * slope[:, None] + torch.diag(obs.error_std**2)      # (p, p)
         return x + torch.linalg.solve(HBHt, (obs.value - hx).mT).mT @ BHt.mT

@@ -1,0 +1,239 @@
+"""Classical filters: Kalman-filter oracles, localisation, inflation/RTPS, DAPPER's published
+numbers, observation checks and `daflow assimilate` error paths through the real CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
+from daflow.da.cycle import AssimilationRun, cycle, make_filter
+from daflow.da.localization import gaspari_cohn
+from daflow.da.observations import StateGrid, observation_batches
+from daflow.errors import DataError
+from daflow.models import get_model
+from daflow.models.run import advance, integrate
+from daflow.obs.synthetic import observe
+from daflow_cli.main import main
+
+N_STATE, MEMBERS = 12, 8
+GRID = StateGrid("x", ("i",), (N_STATE,), {"i": np.arange(N_STATE)})
+
+
+def obs_dataset(index, value, error=1.0, time=0.0, variable="x", operator="identity"):
+    n = len(index)
+    return xr.Dataset({"value": ("obs", np.asarray(value, float)), "error_std": ("obs", np.full(n, error)),
+                       "time": ("obs", np.full(n, time)), "i": ("obs", np.asarray(index)),
+                       "variable": ("obs", np.full(n, variable, dtype=object)),
+                       "operator": ("obs", np.full(n, operator, dtype=object)), "qc": ("obs", np.zeros(n, np.int8))})
+
+
+@pytest.fixture
+def case():
+    g = torch.Generator().manual_seed(0)
+    ens = 3 + torch.randn(MEMBERS, N_STATE, generator=g, dtype=torch.float64) @ torch.randn(N_STATE, N_STATE, generator=g, dtype=torch.float64) * 0.3
+    index = np.arange(0, N_STATE, 2)
+    batch = observation_batches(obs_dataset(index, np.linspace(1, 4, len(index)), error=0.7), GRID)[0]
+    return ens, batch
+
+
+def kalman(ens, batch):
+    """Mean and covariance from the Kalman filter with the sample covariance P (H a selection)."""
+    m = ens.mean(0)
+    A = ens - m
+    P = A.T @ A / (ens.shape[0] - 1)
+    H = torch.zeros(len(batch.index), N_STATE, dtype=ens.dtype)
+    H[torch.arange(len(batch.index)), batch.index] = 1
+    R = torch.diag(batch.error_std**2)
+    K = P @ H.T @ torch.linalg.inv(H @ P @ H.T + R)
+    return m + K @ (batch.value - H @ m), (torch.eye(N_STATE, dtype=ens.dtype) - K @ H) @ P
+
+
+def sample_cov(x):
+    A = x - x.mean(0)
+    return A.T @ A / (x.shape[0] - 1)
+
+
+def test_etkf_is_the_kalman_filter_in_mean_and_covariance(case):
+    ens, batch = case
+    analysis, diag = make_filter("etkf", GRID).analyse(ens, batch)
+    mean, cov = kalman(ens, batch)
+    torch.testing.assert_close(analysis.mean(0), mean)
+    torch.testing.assert_close(sample_cov(analysis), cov)
+    torch.testing.assert_close(diag.analysis_mean, mean[batch.index])
+
+
+def test_rotation_keeps_mean_and_covariance(case):
+    ens, batch = case
+    plain, _ = make_filter("etkf", GRID).analyse(ens, batch)
+    rotated, _ = make_filter("etkf", GRID, rotate=True, seed=1).analyse(ens, batch)
+    torch.testing.assert_close(rotated.mean(0), plain.mean(0))
+    torch.testing.assert_close(sample_cov(rotated), sample_cov(plain))
+    assert not torch.allclose(rotated, plain)
+    Q = mean_preserving_rotation(5, torch.Generator().manual_seed(0), torch.float64)
+    torch.testing.assert_close(Q @ Q.T, torch.eye(5, dtype=torch.float64))
+    torch.testing.assert_close(Q @ torch.ones(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64))
+
+
+def test_letkf_without_localisation_is_the_etkf(case):
+    ens, batch = case
+    etkf, _ = make_filter("etkf", GRID).analyse(ens, batch)
+    letkf, _ = make_filter("letkf", GRID, loc_radius=1e9).analyse(ens, batch)
+    torch.testing.assert_close(letkf, etkf)
+
+
+def test_letkf_leaves_points_beyond_the_support_alone(case):
+    ens, _ = case
+    batch = observation_batches(obs_dataset([0], [10.0]), GRID)[0]
+    letkf, _ = make_filter("letkf", GRID, loc_radius=1.0).analyse(ens, batch)   # support 2 * 1.82 = 3.64
+    far = [4, 5, 6, 7, 8]
+    torch.testing.assert_close(letkf[:, far], ens[:, far])
+    assert not torch.allclose(letkf[:, [0, 1, 11]], ens[:, [0, 1, 11]])
+
+
+def test_stochastic_enkf_mean_is_the_kalman_mean(case):
+    ens, batch = case
+    analysis, _ = make_filter("enkf", GRID, seed=3).analyse(ens, batch)
+    torch.testing.assert_close(analysis.mean(0), kalman(ens, batch)[0])
+
+
+def test_oi_with_the_ensemble_covariance_gives_the_etkf_mean(case):
+    ens, batch = case
+    oi = make_filter("oi", GRID, covariance=sample_cov(ens))
+    analysis, _ = oi.analyse(ens.mean(0, keepdim=True), batch)
+    torch.testing.assert_close(analysis[0], kalman(ens, batch)[0])
+
+
+def test_inflation_and_rtps(case):
+    ens, batch = case
+    m = ens.mean(0)
+    inflated, _ = make_filter("etkf", GRID, inflation=1.1).analyse(ens, batch)
+    by_hand, _ = make_filter("etkf", GRID).analyse(m + 1.1 * (ens - m), batch)
+    torch.testing.assert_close(inflated, by_hand)
+    relaxed, _ = make_filter("etkf", GRID, rtps=1.0).analyse(ens, batch)
+    torch.testing.assert_close(relaxed.std(0), ens.std(0))
+    analysis, _ = make_filter("etkf", GRID).analyse(ens, batch)
+    torch.testing.assert_close(relax_to_prior_spread(ens, analysis, 0.0), analysis)
+
+
+def test_gaspari_cohn_values():
+    np.testing.assert_allclose(gaspari_cohn(np.array([0.0, 1.0, 2.0, 3.0])), [1.0, 5 / 24, 0.0, 0.0], atol=1e-15)
+    eps = 1e-9
+    np.testing.assert_allclose(gaspari_cohn(np.array([1 - eps])), gaspari_cohn(np.array([1 + eps])), atol=1e-8)
+
+
+def test_observation_checks():
+    with pytest.raises(DataError, match="outside the grid"):
+        observation_batches(obs_dataset([3, 12], [1, 2]), GRID, "o.nc")
+    with pytest.raises(DataError, match="NaN"):
+        observation_batches(obs_dataset([3], [np.nan]), GRID, "o.nc")
+    with pytest.raises(DataError, match="error_std"):
+        observation_batches(obs_dataset([3], [1.0], error=0.0), GRID, "o.nc")
+    with pytest.raises(DataError, match="observes variable"):
+        observation_batches(obs_dataset([3], [1.0], variable="theta"), GRID, "o.nc")
+    geo = StateGrid("t", ("level", "lat", "lon"), (2, 3, 4),
+                    {"level": np.array([500.0, 850.0]), "lat": np.array([10.0, 0.0, -10.0]), "lon": np.arange(0, 360, 90.0)})
+    obs = obs_dataset([0, 0], [1.0, 2.0], variable="t").drop_vars("i").assign(
+        lat=("obs", [0.5, -9.0]), lon=("obs", [359.0, 181.0]), level=("obs", [850.0, 500.0]))
+    batch = observation_batches(obs, geo)[0]
+    assert batch.index.tolist() == [12 + 4 * 1 + 0, 0 + 4 * 2 + 2]
+    with pytest.raises(DataError, match="outside the grid"):
+        observation_batches(obs.assign(lat=("obs", [0.0, 30.0])), geo)
+
+
+def sakov2008_rmse(method, members, cycles=600, burn_in=100, seed=0, **options):
+    """DAPPER's Lorenz96/sakov2008 through the library: analysis RMSE after burn-in."""
+    model = get_model("lorenz96", dim=40)
+    g = torch.Generator().manual_seed(seed)
+    x0 = advance(model, model.random_state(1, g), 0.05, 1000)
+    truth = integrate(model, x0, 0.05, cycles)[:, 0]                                     # (T, 40)
+    times = np.arange(cycles + 1) * 0.05
+    truth_ds = xr.Dataset({"x": (("time", "i"), truth.numpy())}, coords={"time": times})
+    obs = observe(truth_ds, fraction=1, error_std=1, seed=seed)
+    from daflow.models.run import State
+
+    ens = x0 + torch.randn(members, 40, generator=g, dtype=torch.float64)
+    run = AssimilationRun(State(model, 0.05, ens, 0.0, True), observation_batches(obs, StateGrid.from_model(model)), obs)
+    out = cycle(run, make_filter(method, StateGrid.from_model(model), **options))
+    err = out["x"].mean("member").values - truth.numpy()
+    return np.sqrt((err**2).mean(-1))[burn_in:].mean()
+
+
+def test_dapper_sakov2008_numbers():
+    """DAPPER: ETKF N=24 infl 1.013 -> 0.18; LETKF N=7 infl 1.04 radius 4 -> 0.22 (600 cycles here)."""
+    assert 0.15 <= sakov2008_rmse("etkf", 24, inflation=1.013) <= 0.21
+    assert 0.19 <= sakov2008_rmse("letkf", 7, inflation=1.04, loc_radius=4) <= 0.25
+
+
+@pytest.fixture(scope="module")
+def osse(tmp_path_factory):
+    """Lorenz-96 (dim 10) truth of 6 times, half the points observed, 6 members at the first time."""
+    base = tmp_path_factory.mktemp("osse")
+    run = lambda *a: CliRunner().invoke(main, [str(v) for v in a]).exit_code  # noqa: E731
+    assert run("forecast", "--model", "lorenz96", "--param", "dim=10", "--init", "random", "--spinup", "100",
+               "--seed", "1", "-o", base / "x0.nc") == 0
+    assert run("forecast", "--init", base / "x0.nc", "--steps", "5", "-o", base / "truth.nc") == 0
+    assert run("ingest", base / "truth.nc", "--observe", "--fraction", "0.5", "--error-std", "0.5", "--seed", "2",
+               "-o", base / "obs.nc") == 0
+    for start, name in (("x0.nc", "ens.nc"), ("truth.nc", "late.nc")):
+        assert run("forecast", "--init", base / start, "--members", "6", "--perturb", "1", "--seed", "3",
+                   "-o", base / name) == 0
+    return base
+
+
+def assimilate(*args):
+    return CliRunner().invoke(main, ["assimilate", *map(str, args)])
+
+
+def test_one_analysis_writes_diagnostics(osse, tmp_path):
+    out = tmp_path / "an.nc"
+    result = assimilate("--method", "letkf", "--background", osse / "late.nc", "--obs", osse / "obs.nc",
+                        "--loc-radius", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    an = xr.open_dataset(out)
+    assert an.attrs["daflow_kind"] == "analysis" and an["x"].shape == (6, 1, 10)
+    assert float(an["time"][0]) == pytest.approx(0.25) and an.sizes["obs"] == 5
+    np.testing.assert_allclose(an["obs_omb"], an["obs_value"] - an["obs_background_mean"])
+    assert float(np.abs(an["obs_oma"]).mean()) < float(np.abs(an["obs_omb"]).mean())
+
+
+def test_cycling_writes_every_observation_time(osse, tmp_path):
+    out = tmp_path / "cyc.nc"
+    result = assimilate("--method", "enkf", "--init", osse / "ens.nc", "--obs", osse / "obs.nc",
+                        "--save-background", "--seed", "1", "-o", out)
+    assert result.exit_code == 0, result.output
+    an, truth = xr.open_dataset(out), xr.open_dataset(osse / "truth.nc")
+    np.testing.assert_array_equal(an["time"], truth["time"])
+    np.testing.assert_array_equal(an["x_background"][:, 0], xr.open_dataset(osse / "ens.nc")["x"][:, 0])
+    assert np.isfinite(an["obs_oma"]).all() and an.sizes["obs"] == 30
+    late = assimilate("--method", "etkf", "--init", osse / "late.nc", "--obs", osse / "obs.nc", "-o", tmp_path / "x.nc")
+    assert late.exit_code == 65 and "before" in late.output
+
+
+@pytest.mark.parametrize("problem", ["one member", "nan", "outside", "no time", "variable", "oi without B"])
+def test_bad_input_exits_65_with_one_line(osse, tmp_path, problem):
+    obs = xr.open_dataset(osse / "obs.nc").load()
+    ens, obs_path, extra = osse / "ens.nc", tmp_path / "obs.nc", []
+    if problem == "one member":
+        ens = tmp_path / "one.nc"
+        CliRunner().invoke(main, ["forecast", "--init", str(osse / "truth.nc"), "--members", "1", "-o", str(ens)])
+    elif problem == "nan":
+        obs["value"][0] = np.nan
+    elif problem == "outside":
+        obs["i"][0] = 10
+    elif problem == "no time":
+        obs["time"][:] = 0.123
+    elif problem == "variable":
+        obs["variable"][:] = "theta"
+    obs.attrs["daflow_kind"] = "observations"
+    obs.to_netcdf(obs_path)
+    out = tmp_path / "an.nc"
+    method = "letkf"
+    if problem == "oi without B":
+        method, extra = "oi", ["--climatology", osse / "obs.nc"]
+    result = assimilate("--method", method, "--background", ens, "--obs", obs_path, *extra, "-o", out)
+    assert result.exit_code == 65, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
