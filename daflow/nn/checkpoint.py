@@ -33,7 +33,7 @@ def save_checkpoint(directory: str | os.PathLike, denoiser: Denoiser, config: di
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "epoch": str(config["training"]["epoch"])}
+        meta = {"daflow": json.dumps({"format": FORMAT, "epoch": config["training"]["epoch"]})}  # one key: same bytes each time
         weights = {k: v.detach().contiguous() for k, v in denoiser.state_dict().items()}
         for name, tensors in ((WEIGHTS, weights), (TRAINING, training_tensors)):
             save_file(tensors, directory / f".{name}.tmp", metadata=meta)
@@ -71,8 +71,8 @@ def load_tensors(directory: str | os.PathLike, name: str, config: dict) -> dict[
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     except (SafetensorError, OSError, ValueError) as err:
         raise DataError(path, f"not a safetensors file ({str(err).splitlines()[0]})") from None
-    epoch = header.get("__metadata__", {}).get("epoch")
-    if epoch != str(config["training"]["epoch"]):
+    epoch = json.loads(header.get("__metadata__", {}).get("daflow", "{}")).get("epoch")
+    if epoch != config["training"]["epoch"]:
         raise DataError(path, f"written at epoch {epoch}, but {CONFIG} is at epoch {config['training']['epoch']}")
     return tensors
 
