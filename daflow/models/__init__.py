@@ -12,6 +12,7 @@ from daflow.models.base import Model, params_from_attrs
 MODELS: dict[str, str] = {
     "lorenz63": "daflow.models.lorenz:Lorenz63",
     "lorenz96": "daflow.models.lorenz:Lorenz96",
+    "sqg": "daflow.models.sqg:SQG",
 }
 
 
