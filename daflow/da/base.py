@@ -30,6 +30,11 @@ class Diagnostics:
     analysis_mean: torch.Tensor
     analysis_spread: torch.Tensor
 
+    @classmethod
+    def of(cls, hx_background: torch.Tensor, hx_analysis: torch.Tensor) -> "Diagnostics":
+        """From H(x) of both ensembles, (members, p)."""
+        return cls(hx_background.mean(0), _spread(hx_background), hx_analysis.mean(0), _spread(hx_analysis))
+
 
 class Filter(ABC):
     """Base class of every analysis scheme; ``min_members`` members are needed."""
@@ -45,17 +50,20 @@ class Filter(ABC):
         self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
 
     def analyse(self, background: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, Diagnostics]:
-        """Analysis (members, n) of ``background`` (members, n) given ``obs``."""
-        hx_background = obs.apply(background)
-        mean = background.mean(0)
-        inflated = background if self.inflation == 1.0 else mean + self.inflation * (background - mean)
-        hx = hx_background if self.inflation == 1.0 else obs.apply(inflated)
-        analysis = self.update(inflated, hx, obs)
+        """Analysis (members, n) of ``background`` (members, n) given ``obs``, and its diagnostics."""
+        analysis = self.transform(background, obs)
+        return analysis, Diagnostics.of(obs.apply(background), obs.apply(analysis))
+
+    def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
+        """The analysis alone: inflation, ``update``, RTPS (cycling computes diagnostics in bulk)."""
+        inflated = background
+        if self.inflation != 1.0:
+            mean = background.mean(0)
+            inflated = torch.add(mean, background - mean, alpha=self.inflation)
+        analysis = self.update(inflated, obs.apply(inflated), obs)
         if self.rtps > 0 and background.shape[0] > 1:
             analysis = relax_to_prior_spread(background, analysis, self.rtps)
-        hx_analysis = obs.apply(analysis)
-        return analysis, Diagnostics(hx_background.mean(0), _spread(hx_background),
-                                     hx_analysis.mean(0), _spread(hx_analysis))
+        return analysis
 
     @abstractmethod
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
@@ -85,15 +93,17 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
     With S (B, N, p) the normalised obs anomalies and d (B, p) the normalised innovation
     (Hunt et al. 2007, eqs. 20-25): Pa = [(N - 1) I + S S^T]^{-1}, w = Pa S d,
-    T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk. One batched eigh.
+    T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk. With the eigen-
+    decomposition (N - 1) I + S S^T = V diag(lam) V^T (one batched eigh):
+    W = V [diag(sqrt((N - 1) / lam)) V^T + (V^T S d / lam) 1^T].
     """
     members = S.shape[-2]
-    gram = S @ S.mT + (members - 1) * torch.eye(members, dtype=S.dtype, device=S.device)
-    eigval, eigvec = torch.linalg.eigh(gram)                       # (B, N), (B, N, N)
-    pa = (eigvec / eigval.unsqueeze(-2)) @ eigvec.mT                # (B, N, N)
-    transform = (eigvec * (math.sqrt(members - 1) * eigval.rsqrt()).unsqueeze(-2)) @ eigvec.mT
-    w = pa @ (S @ d.unsqueeze(-1))                                  # (B, N, 1)
-    return transform + w
+    gram = torch.baddbmm(torch.eye(members, dtype=S.dtype, device=S.device).mul_(members - 1).expand(S.shape[0], -1, -1),
+                         S, S.mT)                                               # (B, N, N)
+    eigval, eigvec = torch.linalg.eigh(gram)                                    # (B, N), (B, N, N)
+    u = (eigvec.mT @ (S @ d.unsqueeze(-1))).div_(eigval.unsqueeze(-1))          # (B, N, 1)
+    inner = eigvec.mT * eigval.rsqrt().mul_(math.sqrt(members - 1)).unsqueeze(-1)  # (B, N, N)
+    return eigvec @ inner.add_(u)
 
 
 def mean_preserving_rotation(members: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:

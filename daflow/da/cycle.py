@@ -18,10 +18,11 @@ import torch
 import xarray as xr
 
 from daflow.da import filter_class
-from daflow.da.base import Filter
+from daflow.da.base import Diagnostics, Filter
 from daflow.da.observations import ObsBatch, StateGrid, observation_batches
 from daflow.errors import DataError
 from daflow.io.contract import open_dataset
+from daflow.obs.operators import get_operator
 from daflow.models.run import State, advance, read_state, state_dataset, steps_between, threads_for
 from daflow.progress import track
 
@@ -76,22 +77,43 @@ def cycle(run: AssimilationRun, filt: Filter, init_name=None, obs_name=None,
             for a, b in zip([state.time] + [b.time for b in run.batches[:-1]], run.batches)]
     x = state.x.reshape(members, -1)
     analyses = torch.empty((len(run.batches), members, x.shape[1]), dtype=x.dtype)
-    backgrounds = torch.empty_like(analyses) if save_background else None
-    diagnostics = {k: torch.full((run.obs.sizes["obs"],), float("nan"), dtype=x.dtype) for k in DIAGNOSTICS}
+    backgrounds = torch.empty_like(analyses)
     first_step = 0
     with threads_for(x.numel()):
         for k, (batch, steps) in enumerate(track(list(zip(run.batches, gaps)), f"{filt.name} cycling", len(gaps))):
             x = advance(model, x.view(members, *shape), state.dt, steps, init_name, first_step).view(members, -1)
             first_step += steps
-            if backgrounds is not None:
-                backgrounds[k] = x
-            x, diag = filt.analyse(x, batch)
+            backgrounds[k] = x
+            x = filt.transform(x, batch)
             analyses[k] = x
-            rows = torch.from_numpy(batch.rows)
-            for name in DIAGNOSTICS:
-                diagnostics[name][rows] = getattr(diag, name)
+        diagnostics = _bulk_diagnostics(run, backgrounds, analyses)
     times = np.array([b.time for b in run.batches])
-    return _output(run, analyses, backgrounds, times, diagnostics, filt, rows=None)
+    return _output(run, analyses, backgrounds if save_background else None, times, diagnostics, filt, rows=None)
+
+
+def _bulk_diagnostics(run: AssimilationRun, backgrounds: torch.Tensor, analyses: torch.Tensor) -> dict:
+    """Diagnostics of every observation of every cycle at once: H(x) of (cycles, members, n) frames."""
+    rows = np.concatenate([b.rows for b in run.batches])
+    cycle_of = torch.from_numpy(np.repeat(np.arange(len(run.batches)), [len(b.rows) for b in run.batches]))
+    index = torch.cat([b.index for b in run.batches])
+    names = run.obs["operator"].values[rows].astype(str)
+
+    def h(frames):                                              # (cycles, members, n) -> (members, P)
+        cycles, members, n = frames.shape
+        at = frames.mT.reshape(cycles * n, members).index_select(0, cycle_of * n + index).mT
+        out = torch.empty_like(at)
+        for name in np.unique(names):
+            where = torch.from_numpy(np.flatnonzero(names == name))
+            out[:, where] = get_operator(name)(at[:, where])
+        return out
+
+    diag = Diagnostics.of(h(backgrounds), h(analyses))
+    out = {}
+    for name in DIAGNOSTICS:
+        full = torch.full((run.obs.sizes["obs"],), float("nan"), dtype=analyses.dtype)
+        full[torch.from_numpy(rows)] = getattr(diag, name)
+        out[name] = full
+    return out
 
 
 def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_name=None) -> xr.Dataset:
@@ -103,6 +125,7 @@ def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_n
     with threads_for(run.state.x.numel()):
         x, diag = filt.analyse(run.state.x.reshape(run.state.x.shape[0], -1), batch)
     diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
+    # diagnostics are in batch order; the output keeps the batch's observations in that order
     return _output(run, x[None], None, np.array([batch.time]), diagnostics, filt, rows=batch.rows)
 
 

@@ -40,14 +40,15 @@ class LETKF(Filter):
         mean = x.mean(0)
         A = (x - mean).view(members, levels, columns)                   # (N, L, C)
         S, d = normalised_departures(hx, obs)                           # (N, p), (p,)
-        out = torch.empty_like(A)
+        S_obs = S.mT.contiguous()                                       # (p, N): gathers rows
         width = local.neighbours.shape[1]
         block = max(1, BLOCK_BYTES // (x.element_size() * members * (width + members)))
+        parts = []
         for start in range(0, columns, block):
-            cols = slice(start, min(columns, start + block))
-            nb, root = local.neighbours[cols], local.root_taper[cols]   # (B, K)
-            S_loc = S[:, nb].permute(1, 0, 2) * root[:, None, :]        # (B, N, K)
-            W = ensemble_transform(S_loc, d[nb] * root)                 # (B, N, N)
-            A_col = A[:, :, cols].permute(2, 0, 1)                      # (B, N, L)
-            out[:, :, cols] = (W.mT @ A_col).permute(1, 2, 0)
-        return mean + out.reshape(members, -1)
+            nb, root = local.neighbours[start:start + block], local.root_taper[start:start + block]  # (B, K)
+            flat = nb.reshape(-1)
+            S_loc = S_obs.index_select(0, flat).view(*nb.shape, members).mul_(root.unsqueeze(-1))  # (B, K, N)
+            W = ensemble_transform(S_loc.mT, d.index_select(0, flat).view(nb.shape).mul_(root))  # (B, N, N)
+            parts.append(W.mT @ A[:, :, start:start + block].permute(2, 0, 1))                 # (B, N, L)
+        increments = parts[0] if len(parts) == 1 else torch.cat(parts)                         # (C, N, L)
+        return mean + increments.permute(1, 2, 0).reshape(members, -1)

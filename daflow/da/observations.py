@@ -87,7 +87,7 @@ class ObsBatch:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H(x): (members, n) -> (members, p)."""
-        return self.operate(x[:, self.index])
+        return self.operate(x.index_select(-1, self.index))
 
     def operate(self, at: torch.Tensor) -> torch.Tensor:
         """The operators on state values already at the observed points, (members, p)."""
