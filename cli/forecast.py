@@ -18,7 +18,7 @@ from daflow_cli.common import common_options, parse_pairs
 @click.option("--output-every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every K-th step.")
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
 @common_options
@@ -44,7 +44,7 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
         raise click.UsageError("--init random needs --model")
     try:
         ds = run_forecast(init, model_name, parse_pairs(params, "--param"), members, perturb, spinup, dt, steps,
-                          output_every, seed, start, getattr(torch, dtype))
+                          output_every, seed, start, getattr(torch, dtype) if dtype else None)
     except ValueError as err:  # unknown model, bad parameter
         raise click.UsageError(str(err)) from None
     write_dataset(ds, output, "state")

@@ -143,16 +143,16 @@ class State:
     ensemble: bool
 
 
-def read_state(path: str | os.PathLike, dtype: torch.dtype = torch.float64, device: str = "cpu",
+def read_state(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str = "cpu",
                params: dict[str, str] | None = None) -> State:
     """The last frame of ``path``, with the model rebuilt from its attributes (``params``, KEY -> text, override)."""
     ds = open_dataset(path, kinds=("state", "analysis"), dims=("time",))
     try:
-        model, dt = model_from_attrs(ds.attrs, dtype=dtype, device=device)
+        model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:
         raise DataError(path, "has no daflow_model attributes: not written by daflow forecast") from None
     if params:
-        model = type(model)(**{**model.params, **parse_params(model.name, params)}, dtype=dtype, device=device)
+        model = type(model)(**{**model.params, **parse_params(model.name, params)}, dtype=model.dtype, device=device)
     name = model.variable
     if name not in ds.data_vars:
         raise DataError(path, f"no state variable {name!r} for model {model.name}")
@@ -164,7 +164,7 @@ def read_state(path: str | os.PathLike, dtype: torch.dtype = torch.float64, devi
     ensemble = "member" in var.dims
     last = var.isel(time=-1)
     last = last.transpose("member", *model.dims) if ensemble else last.transpose(*model.dims).expand_dims("member")
-    x = torch.from_numpy(np.ascontiguousarray(last.values)).to(dtype=dtype, device=device)
+    x = torch.from_numpy(np.ascontiguousarray(last.values)).to(dtype=model.dtype, device=device)
     if not bool(torch.isfinite(x).all()):
         raise DataError(path, f"{name} has NaN or Inf in its last frame")
     time = ds["time"].values[-1]
@@ -175,7 +175,7 @@ def read_state(path: str | os.PathLike, dtype: torch.dtype = torch.float64, devi
 def forecast(init: str, model_name: str | None = None, params: dict[str, str] | None = None, members: int | None = None,
              perturb: float = 0.0, spinup: int | None = None, dt: float | None = None, steps: int = 0,
              output_every: int = 1, seed: int | None = None, start: str | None = None,
-             dtype: torch.dtype = torch.float64) -> xr.Dataset:
+             dtype: torch.dtype | None = None) -> xr.Dataset:
     """A model run as a state dataset (``daflow forecast``).
 
     ``init="random"``: ``members`` (default: one state, no member dim) draws of
@@ -191,7 +191,7 @@ def forecast(init: str, model_name: str | None = None, params: dict[str, str] | 
     if init == "random":
         if model_name is None:
             raise ValueError("--init random needs --model")
-        model = model_class(model_name)(**parse_params(model_name, params or {}), dtype=dtype)
+        model = model_class(model_name)(**parse_params(model_name, params or {}), **({"dtype": dtype} if dtype else {}))
         dt = dt or model.default_dt
         x = model.random_state(members or 1, generator)
         with threads_for(x.numel()):
@@ -214,7 +214,7 @@ def forecast(init: str, model_name: str | None = None, params: dict[str, str] | 
         if start:
             t0 = np.datetime64(start.rstrip("Z"), "ns")
     if perturb:
-        x = x + perturb * torch.randn(x.shape, generator=generator, dtype=dtype)
+        x = x + perturb * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     with threads_for(x.numel()):
         frames = integrate(model, x, dt, steps, output_every, None if init == "random" else init)
     times = frame_times(t0, frames.shape[0], dt * output_every, model.time_units)
