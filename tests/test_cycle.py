@@ -61,6 +61,15 @@ def _finish(work, osse, when) -> int:
     return proc.returncode
 
 
+def _wait_until_gone(group: int) -> None:
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def _analysis(work, stamp="2026010106") -> np.ndarray:
     return xr.open_dataset(work / stamp / "analysis.nc")["x"].values
 
@@ -91,6 +100,7 @@ def test_kill_at_random_points_then_rerun_is_identical(osse, tmp_path):
         time.sleep(rng.uniform(0.2, 0.9) * duration)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
+        _wait_until_gone(proc.pid)  # as after a crash: the killed run's processes have exited
         assert _finish(work, osse, T1) == 0
         np.testing.assert_array_equal(_analysis(work), _analysis(reference))
         assert not list((work / "2026010106").glob(".*.tmp")), "partial files left behind"
