@@ -6,6 +6,7 @@ import click
 from daflow import __version__
 from daflow.io.history import set_command_line
 from daflow_cli.assimilate import assimilate
+from daflow_cli.causal import causal
 from daflow_cli.forecast import forecast
 from daflow_cli.ingest import ingest
 from daflow_cli.score import score
@@ -30,6 +31,7 @@ def main() -> None:
     """
 
 
+main.add_command(causal)
 main.add_command(ingest)
 main.add_command(forecast)
 main.add_command(assimilate)

@@ -31,6 +31,7 @@ import numpy as np
 
 from daflow.causal.estimators import as_2d, cmi, transform
 from daflow.causal.surrogates import p_value, surrogate_cmi
+from daflow.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,13 @@ def select_parents(an: Analysis, pc_alpha: float = 0.2, max_conds: int | None = 
 def analyse(series: dict[str, np.ndarray], target: str, drivers: list[str], lags: list[int],
             estimator: str = "ksg", k: int = 8, surrogates: int = 200, pc_alpha: float = 0.2,
             max_conds: int | None = None, method: str = "local", shuffle_neighbors: int = 5,
-            block_length: int = 1, local: bool = False, seed: int = 0, bins: int | None = None) -> CausalResult:
+            block_length: int = 1, local: bool = False, seed: int = 0, bins: int | None = None,
+            source: str | None = None) -> CausalResult:
     """Select the parents of ``target`` among the lagged drivers and measure their information."""
     y, cands, names, _ = lagged_design(series, target, drivers, lags)
+    if len(y) <= max(2 * k, 2 * cands.shape[1] + 2):
+        raise DataError(source, f"{len(y)} complete samples after lagging are too few for k = {k} "
+                                f"and {cands.shape[1]} lagged candidates")
     an = Analysis(y, cands, estimator, k, surrogates, method, shuffle_neighbors, block_length, seed, bins)
     parents = select_parents(an, pc_alpha, max_conds)
     links = []
