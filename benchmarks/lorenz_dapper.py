@@ -123,7 +123,8 @@ from daflow.da.observations import StateGrid, observation_batches
 from daflow.models import get_model
 from daflow.models.run import State, advance, integrate
 from daflow.obs.synthetic import observe
-method, dim, cycles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+method, dim, cycles, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
 model = get_model("lorenz96", dim=dim)
 g = torch.Generator().manual_seed(0)
 x0 = advance(model, model.random_state(1, g), 0.05, 300)
@@ -143,8 +144,9 @@ print(json.dumps({"seconds_per_cycle": seconds, "peak_rss_mib": resource.getrusa
 """
 
 
-def run_scale(method: str, dim: int, cycles: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", SCALE_SCRIPT, method, str(dim), str(cycles)], capture_output=True, text=True)
+def run_scale(method: str, dim: int, cycles: int, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SCALE_SCRIPT, method, str(dim), str(cycles), str(threads)],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"scale run failed: {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -154,6 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cycles and seeds, no dim 10^5")
     parser.add_argument("--json", help="write the figures as one JSON object")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the scale runs (1: no OpenMP oversubscription on a shared machine)")
     args = parser.parse_args()
     cycles, burn_in = (1000, 200) if args.quick else (3000, 500)
     seeds = [1] if args.quick else [1, 2, 3]
@@ -174,10 +178,10 @@ def main() -> None:
         print(f"{name:<7}{fig['dapper_rmse']:>12.3f}{fig['daflow_rmse']:>12.3f}"
               f"{1e3 * fig['dapper_seconds_per_cycle']:>15.2f}{1e3 * fig['daflow_seconds_per_cycle']:>15.3f}{fig['speedup']:>9.1f}x")
     summary["scale"] = {}
-    print("\ndaflow at scale (N = 20, every variable observed): seconds per cycle, peak RSS")
+    print(f"\ndaflow at scale (N = 20, every variable observed, {args.threads} thread(s)): seconds per cycle, peak RSS")
     for dim in ([10_000] if args.quick else [10_000, 100_000]):
         for method in ("etkf", "letkf"):
-            fig = run_scale(method, dim, 3 if dim > 10_000 else 5)
+            fig = run_scale(method, dim, 3 if dim > 10_000 else 5, args.threads)
             summary["scale"][f"{method}_{dim}"] = fig
             print(f"{method:<7} dim {dim:>7}: {fig['seconds_per_cycle']:8.3f} s/cycle  {fig['peak_rss_mib']:8.0f} MiB peak")
     if args.json:
