@@ -1,0 +1,218 @@
+"""SQG model: oracles from the equations (inversion, conservation laws, the jet's normal modes)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from daflow.errors import DataError
+from daflow.models.sqg import SQG
+from daflow_cli.main import main
+
+DAY = 86400.0
+
+
+def grid(m: SQG) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) positions in metres, each (N, N)."""
+    xy = torch.arange(m.N, dtype=torch.float64) * (m.L / m.N)
+    return torch.meshgrid(xy, xy, indexing="ij")
+
+
+def to_grid(m: SQG, spec: torch.Tensor) -> torch.Tensor:
+    return torch.fft.irfft2(spec, s=(m.N, m.N), norm="forward")
+
+
+def to_spec(x: torch.Tensor) -> torch.Tensor:
+    return torch.fft.rfft2(x, norm="forward")
+
+
+def test_inversion_of_one_fourier_mode_matches_the_closed_form():
+    """theta_j = a_j cos(kx + ly) at the lids: the streamfunction psi(z) solving
+    psi_zz = (N kappa / f)^2 psi between the lids with psi(0) = psi_0, psi(H) = psi_1 is
+    [psi_0 sinh(m (H - z)) + psi_1 sinh(m z)] / sinh(m H), m = N kappa / f, and its vertical
+    derivative at the lids must equal the scaled temperatures g theta_j / (f theta0)."""
+    m = SQG(dtype=torch.float64)
+    y, x = grid(m)
+    kx, ky = 3 * 2 * math.pi / m.L, -5 * 2 * math.pi / m.L
+    wave = torch.cos(kx * x + ky * y)
+    a = torch.tensor([2.0, -3.5], dtype=torch.float64)
+    theta = a[:, None, None] * wave                                        # (2, N, N)
+    psi = to_grid(m, m.streamfunction(to_spec(theta)))
+    amp = (psi * wave).mean(dim=(-2, -1)) * 2                              # psi_j = amp_j cos(kx + ly)
+    assert torch.allclose(psi, amp[:, None, None] * wave, rtol=0, atol=1e-12 * amp.abs().max())
+    mz = math.sqrt(m.nsq) * math.hypot(kx, ky) / m.f
+    sh, ch = math.sinh(mz * m.H), math.cosh(mz * m.H)
+    dpsi_dz_bottom = mz * (-amp[0] * ch + amp[1]) / sh
+    dpsi_dz_top = mz * (-amp[0] + amp[1] * ch) / sh
+    b = a * m.g / (m.f * m.theta0)
+    assert torch.allclose(torch.stack((dpsi_dz_bottom, dpsi_dz_top)), b, rtol=1e-12, atol=0)
+
+
+def test_energy_and_lid_integrals_are_conserved_without_forcing():
+    """Without relaxation, hyperdiffusion and Ekman damping the flow conserves the total energy
+    and, at each lid, the integrals of theta and theta^2. dt = 300 s keeps RK4's O(dt^5) error
+    per step at float64 round-off while the state still changes by about 20 %."""
+    free = SQG(dtype=torch.float64, tdiab=math.inf, diff_efold=math.inf, r=0.0)
+    x0 = free.random_state(2, torch.Generator().manual_seed(3))
+    spec = to_spec(x0)
+    spec[..., -1] = 0  # the Nyquist column only advects (the dealiased Jacobian never updates it)
+    x0 = to_grid(free, spec)
+    x = x0
+    for _ in range(100):
+        x = free.step(x, 300.0)
+    assert (x - x0).abs().max() > 0.1 * x0.abs().max()
+    energy0, energy = free.energy(x0), free.energy(x)
+    assert torch.all((energy / energy0 - 1).abs() < 1e-12), energy / energy0 - 1
+    assert torch.allclose(x.mean(dim=(-2, -1)), x0.mean(dim=(-2, -1)), rtol=0, atol=1e-14 * x0.abs().max())
+    var0, var = (x0**2).mean(dim=(-2, -1)), (x**2).mean(dim=(-2, -1))
+    assert torch.all((var / var0 - 1).abs() < 1e-11), var / var0 - 1
+
+
+def jet_operator(m: SQG, kx: float) -> np.ndarray:
+    """Linearised lid dynamics about the equilibrium jet for zonal wavenumber kx, built from the
+    equations alone. With theta_eq = A cos(l0 y) on both lids, psi_eq_j = P_j cos(l0 y) and a
+    perturbation sum_n a_jn exp(i (kx x + n l0 y)) with streamfunction coefficients s_jn (the
+    two-surface Eady inversion at kappa_n = |(kx, n l0)|):
+        d a_jn/dt = -(kx l0 / 2) (w_j,n-1 - w_j,n+1) - a_jn / tdiab,   w_jn = P_j a_jn - A s_jn.
+    Unknowns ordered (n, j) for n = -N/2 .. N/2-1, the meridional wavenumbers the model keeps."""
+    n = np.arange(-m.N // 2, m.N // 2)
+    l0 = 2 * math.pi / m.L
+
+    def inversion(kappa: float) -> np.ndarray:   # psi_j = sum_i M[j, i] theta_i
+        mu = kappa * math.sqrt(m.nsq) * m.H / m.f
+        a = m.H / mu / m.scale
+        return np.array([[-a / math.tanh(mu), a / math.sinh(mu)], [-a / math.sinh(mu), a / math.tanh(mu)]])
+
+    amp = 2 * float(to_spec(m.theta_eq.double())[0, 1, 0].real)              # theta_eq = amp cos(l0 y)
+    p = inversion(l0) @ np.array([amp, amp])
+    w = [np.diag(p) - amp * inversion(math.hypot(kx, nn * l0)) for nn in n]  # (2, 2) blocks
+    op = np.zeros((2 * len(n), 2 * len(n)))
+    for i in range(len(n)):
+        if i > 0:
+            op[2 * i:2 * i + 2, 2 * i - 2:2 * i] -= kx * l0 / 2 * w[i - 1]
+        if i < len(n) - 1:
+            op[2 * i:2 * i + 2, 2 * i + 2:2 * i + 4] += kx * l0 / 2 * w[i + 1]
+    return op - np.eye(2 * len(n)) / m.tdiab
+
+
+def eady_growth_rate(m: SQG, kappa: float, shear: float) -> float:
+    """Eady (1949): growth rate of the two-surface mode in uniform shear, mu = kappa N H / f."""
+    mu = kappa * math.sqrt(m.nsq) * m.H / m.f
+    s = (1 / math.tanh(mu / 2) - mu / 2) * (mu / 2 - math.tanh(mu / 2))
+    return f_over_n(m) * shear * math.sqrt(max(s, 0.0))
+
+
+def f_over_n(m: SQG) -> float:
+    return m.f / math.sqrt(m.nsq)
+
+
+def test_small_normal_mode_of_the_jet_grows_as_the_two_surface_dispersion_relation_says():
+    """A normal mode of the jet, 1e-4 K in amplitude, evolves under the full nonlinear model as
+    exp(lambda t) with the leading eigenvalue lambda of the two-surface (Eady-type) linear
+    problem (growth rate and phase speed) over 3 days; the growth rates obey Eady's short-wave
+    cut-off mu = 2.399 exactly and stay below the uniform-shear Eady rate at the jet's peak shear
+    (by about 10 %: the jet's shear varies across the domain)."""
+    m = SQG(dtype=torch.float64, diff_efold=math.inf)
+    l0 = 2 * math.pi / m.L
+    shear = m.U / m.H  # lid-to-lid wind difference U sin(l0 y), at most U
+    rates = {}
+    for wave in range(1, 10):
+        kx = wave * 2 * math.pi / m.L
+        eigenvalues = np.linalg.eigvals(jet_operator(m, kx))
+        rates[wave] = eigenvalues.real.max() + 1 / m.tdiab
+        eady = eady_growth_rate(m, kx, shear)
+        if eady == 0.0:
+            assert abs(rates[wave]) < 1e-12 * f_over_n(m) * shear, (wave, rates[wave])
+        else:
+            assert 0.8 * eady < rates[wave] < eady, (wave, rates[wave], eady)
+    assert max(rates, key=rates.get) == 5 and rates[8] < 1e-12 < rates[7]
+
+    kx = 5 * 2 * math.pi / m.L
+    eigenvalues, vectors = np.linalg.eig(jet_operator(m, kx))
+    lead = eigenvalues.real.argmax()
+    lam, mode = eigenvalues[lead], vectors[:, lead].reshape(-1, 2)               # (n, lid)
+    y, x = grid(m)
+    n = torch.arange(-m.N // 2, m.N // 2, dtype=torch.float64)
+    phases = torch.exp(1j * (kx * x[None] + n[:, None, None] * l0 * y[None]))    # (n, N, N)
+
+    def perturbation(t: float) -> torch.Tensor:   # (2, N, N)
+        coeff = torch.from_numpy(mode * np.exp(lam * t))                        # (n, lid)
+        return torch.einsum("nj,nyx->jyx", coeff, phases).real
+
+    scale = 1e-4 / float(perturbation(0.0).abs().max())
+    state = (m.theta_eq + scale * perturbation(0.0))[None]
+    for _ in range(216):                                                         # 3 days
+        state = m.step(state, 1200.0)
+    expected = scale * perturbation(3 * DAY)
+    error = (state[0] - m.theta_eq - expected).abs().max() / expected.abs().max()
+    assert error < 1e-3, error
+    assert lam.real * 3 * DAY > 1.5  # the mode grew by more than e^1.5: the test is not trivial
+
+
+def test_members_are_independent_and_runs_bit_reproducible():
+    m = SQG()
+    runs = []
+    for _ in range(2):
+        x = m.random_state(3, torch.Generator().manual_seed(7))
+        for _ in range(20):
+            x = m.step(x, 1200.0)
+        runs.append(x)
+    assert x.dtype == torch.float32 and x.shape == (3, 2, 64, 64)
+    assert torch.equal(runs[0], runs[1])
+    alone = m.random_state(3, torch.Generator().manual_seed(7))[1:2]
+    for _ in range(20):
+        alone = m.step(alone, 1200.0)
+    assert torch.allclose(alone[0], runs[0][1], rtol=0, atol=1e-4)
+    other = m.random_state(3, torch.Generator().manual_seed(8))
+    assert not torch.equal(other, m.random_state(3, torch.Generator().manual_seed(7)))
+
+
+def test_sqgturb_random_start():
+    """Noise plus a blob on the upper lid, lid means removed, in kelvin (scaled by f theta0 / g)."""
+    m = SQG()
+    x = m.random_state(4, torch.Generator().manual_seed(0)).double()
+    assert x.mean(dim=(-2, -1)).abs().max() < 1e-6
+    scale = m.f * m.theta0 / m.g
+    assert abs(float(x[:, 0].std()) / (100 * scale) - 1) < 0.02       # pure noise at the lower lid
+    assert float(x[:, 1].max()) > 0.9 * 2000 * scale                   # the blob at the upper lid
+
+
+def test_odd_grid_is_refused():
+    with pytest.raises(DataError, match="even"):
+        SQG(N=63)
+
+
+def run_cli(args: list[str]):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_forecast_command_runs_sqg_and_continues_from_its_file(tmp_path):
+    truth, ens = tmp_path / "truth.nc", tmp_path / "ens.nc"
+    result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--spinup", "36", "--steps", "72",
+                      "--output-every", "36", "--seed", "1", "-o", str(truth)])
+    assert result.exit_code == 0, result.output
+    ds = xr.open_dataset(truth)
+    theta = ds["theta"]
+    assert theta.dims == ("time", "level", "y", "x") and theta.shape == (3, 2, 64, 64)
+    assert theta.attrs["units"] == "K" and theta.dtype == np.float32
+    assert np.allclose(ds["time"].values, [0.0, 43200.0, 86400.0])
+    assert ds["y"].values[1] == pytest.approx(20.0e6 / 64) and list(ds["level"].values) == [0.0, 10.0e3]
+    result = run_cli(["forecast", "--init", str(truth), "--members", "3", "--perturb", "0.5", "--steps", "3",
+                      "--seed", "2", "-o", str(ens)])
+    assert result.exit_code == 0, result.output
+    assert xr.open_dataset(ens)["theta"].shape == (3, 4, 2, 64, 64)
+
+
+def test_forecast_bad_sqg_input_exits_65(tmp_path):
+    odd = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "N=63", "--spinup", "0",
+                   "-o", str(tmp_path / "odd.nc")])
+    assert odd.exit_code == 65 and "even" in odd.output
+    blown = tmp_path / "blown.nc"
+    result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "U=3e5", "--spinup", "0",
+                      "--steps", "200", "--seed", "1", "-o", str(blown)])
+    assert result.exit_code == 65 and "at step" in result.output, result.output
+    assert not blown.exists()
