@@ -5,7 +5,7 @@ import click
 
 from daflow_cli.common import common_options
 
-METHODS = ["oi", "enkf", "etkf", "letkf", "storm"]
+METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 
 
 @click.command()
@@ -22,13 +22,23 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "storm"]
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
 @click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
+@click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
+@click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
+@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b [0].")
+@click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: full ensemble mixture or member-paired [mixture].")
+@click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
+@click.option("--truncate", type=click.FloatRange(0, 1, max_open=True), help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
+@click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
+@click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
+              help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
-               save_background, checkpoint, members, guidance, dtype, seed, output):
-    """Assimilate observations with OI, the stochastic EnKF, the ETKF or the LETKF.
+               save_background, checkpoint, members, guidance, ensf_steps, eps_a, eps_b, score, damping, truncate,
+               spread_reset, inpaint, dtype, seed, output):
+    """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF or the EnSF.
 
     With --init, cycle through every observation time; with --background, analyse once. The
     output holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
@@ -53,7 +63,9 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         raise click.UsageError("--save-background goes with --init")
     if (method == "oi") != (climatology is not None):
         raise click.UsageError("--climatology is needed by, and only by, --method oi")
-    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, seed=seed)
+    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, seed=seed,
+                   ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
+                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
     try:
         ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
                               save_background=save_background, dtype=getattr(torch, dtype), **options)

@@ -12,6 +12,7 @@ FILTERS: dict[str, str] = {
     "enkf": "daflow.da.enkf:StochasticEnKF",
     "etkf": "daflow.da.etkf:ETKF",
     "letkf": "daflow.da.letkf:LETKF",
+    "ensf": "daflow.da.ensf:EnSF",
 }
 
 
