@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,8 @@ def ensure_dapper() -> str | None:
     if not DAPPER_PY.exists():
         print(f"creating {DAPPER_VENV} (pip install dapper) ...", file=sys.stderr)
         made = subprocess.run([sys.executable, "-m", "venv", str(DAPPER_VENV)], capture_output=True, text=True)
-        pip = subprocess.run([str(DAPPER_VENV / "bin" / "pip"), "install", "-q", "dapper"], capture_output=True, text=True) if made.returncode == 0 else made
+        pip = made if made.returncode != 0 else subprocess.run(
+            [str(DAPPER_VENV / "bin" / "pip"), "install", "-q", "dapper"], capture_output=True, text=True)
         if pip.returncode != 0:
             print(f"DAPPER could not be installed: {(pip.stderr or pip.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
             return None
