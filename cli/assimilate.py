@@ -25,7 +25,7 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b [0].")
-@click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: full ensemble mixture or member-paired [mixture].")
+@click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
 @click.option("--truncate", type=click.FloatRange(0, 1, max_open=True), help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")

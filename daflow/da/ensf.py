@@ -164,7 +164,7 @@ class EnSF(Filter):
     name = "ensf"
 
     def __init__(self, grid, ensf_steps: int = 100, eps_a: float = 0.05, eps_b: float = 0.0,
-                 score: str = "mixture", damping: bool = True, truncate: float = 0.0,
+                 score: str = "paired", damping: bool = True, truncate: float = 0.0,
                  spread_reset: bool = False, inpaint: str | None = None, **options):
         if spread_reset:
             options["rtps"] = 1.0
