@@ -52,7 +52,7 @@ def to_dataset(result: CausalResult, lags: list[int], drivers: list[str]) -> xr.
             "selected": (("driver", "lag"), selected, {"long_name": "selected as a parent (1) or not (0)"}),
             "total_information": ((), result.total_information, nats),
             "total_p_value": ((), result.total_p_value),
-            "interaction": ((), result.interaction, {**nats, "long_name": "total information minus the sum of unique"}),
+            "interaction": ((), result.interaction, {**nats, "long_name": "sum of unique minus total information (synergy - redundancy)"}),
             "certainty": ((), result.certainty, {"long_name": "1 - exp(-2 total_information)"}),
             "unknown_share": ((), result.unknown_share, {"long_name": "1 - certainty"}),
         },

@@ -13,8 +13,11 @@ included) and each lag tau in the scan. Information in nats, estimated by
 2. Over P (each term with a surrogate p-value):
    total information      I(Y; P),
    unique strength        U_i = I(Y; P_i | P without P_i),
-   interaction            I(Y; P) - sum_i U_i  (synergy minus redundancy; > 0 when the causes act
-                          jointly, as x*y on z in Lorenz-63, < 0 when they carry the same information),
+   interaction            sum_i U_i - I(Y; P): synergy minus redundancy (for two drivers, with the
+                          partial-information terms R, S: U_i = unique_i + S, I(Y; P) = R + S + sum unique_i,
+                          so the difference is S - R); > 0 when the causes act jointly, as x*y on z
+                          in Lorenz-63, < 0 when they carry the same information. (DESIGN.md writes the
+                          remainder with the opposite sign, which would make synergy negative.)
    pair interaction       I(Y; P_i, P_j) - I(Y; P_i) - I(Y; P_j),
    certainty              C(Y | P) = 1 - exp(-2 I(Y; P)), in [0, 1), monotone in the information
                           available (R^2 for jointly Gaussian variables),
@@ -174,7 +177,7 @@ def analyse(series: dict[str, np.ndarray], target: str, drivers: list[str], lags
     pairs = {(a, b): float(an.info([a, b]) - an.info([a]) - an.info([b])) for a, b in combinations(parents, 2)}
     result = CausalResult(
         target=target, links=links, total_information=float(total), total_p_value=float(total_p),
-        interaction=float(total - uniques), pair_interactions=pairs, certainty=certainty(total),
+        interaction=float(uniques - total), pair_interactions=pairs, certainty=certainty(total),
         unknown_share=1.0 - certainty(total), samples=len(y),
         options=dict(estimator=estimator, k=k, surrogates=surrogates, pc_alpha=pc_alpha, method=method,
                      shuffle_neighbors=shuffle_neighbors, block_length=block_length, seed=seed),
