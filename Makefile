@@ -23,10 +23,10 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 demo: install
-	bash recipes/demo.sh demo-out
+	$(MAKE) -C recipes lorenz96-osse WORK=$(CURDIR)/demo-out
 
 lint: install
-	$(BIN)/ruff check cli daflow tests benchmarks
+	$(BIN)/ruff check cli daflow tests benchmarks recipes
 
 clean:
 	rm -rf $(VENV) out demo-out

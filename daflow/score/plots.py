@@ -30,7 +30,8 @@ def plot_scores(scores: xr.Dataset, path: str | os.PathLike) -> None:
         if s.attrs.get("burn_in"):
             ax.axvline(time[int(s.attrs["burn_in"])], color="grey", lw=0.8)
         ax.set_title(f"{name}: error over time")
-        ax.set_ylabel(s["rmse"].attrs.get("units", ""))
+        units = s["rmse"].attrs.get("units", "1")
+        ax.set_ylabel("" if units == "1" else units)
         ax.legend(fontsize=8)
         col = 1
         if "rank_histogram" in s:
