@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs
+from daflow_cli.common import common_options, parse_pairs, scheduler_option
 
 
 @click.command()
@@ -20,9 +20,13 @@ from daflow_cli.common import common_options, parse_pairs
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
+@click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the members in this many dask tasks (local cores, or the --scheduler cluster).")
+@scheduler_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
 @common_options
-def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, dtype, seed, output):
+def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, dtype, seed,
+             split, scheduler, output):
     """Integrate a model (Lorenz-63, Lorenz-96, ...) batched over members; write a state file.
 
     The first frame is the initial state; model name, parameters and dt are stored in the file so
@@ -32,6 +36,7 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
 
     from daflow.io.contract import write_dataset
     from daflow.models.run import forecast as run_forecast
+    from daflow.parallel import dask_scheduler
 
     if (model_name == "storm") != (checkpoint is not None):
         raise click.UsageError("--checkpoint is needed by, and only by, --model storm")
@@ -43,8 +48,9 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
     if init == "random" and model_name is None:
         raise click.UsageError("--init random needs --model")
     try:
-        ds = run_forecast(init, model_name, parse_pairs(params, "--param"), members, perturb, spinup, dt, steps,
-                          output_every, seed, start, getattr(torch, dtype) if dtype else None)
+        with dask_scheduler(scheduler):
+            ds = run_forecast(init, model_name, parse_pairs(params, "--param"), members, perturb, spinup, dt, steps,
+                              output_every, seed, start, getattr(torch, dtype) if dtype else None, groups=split)
     except ValueError as err:  # unknown model, bad parameter
         raise click.UsageError(str(err)) from None
     write_dataset(ds, output, "state")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import xarray as xr
 
@@ -37,3 +39,18 @@ def test_unreachable_scheduler_is_a_temporary_failure(daflow, sample_data, tmp_p
     result = daflow("ingest", sample_data / "enso" / "soi.long.csv", "--scheduler", "tcp://127.0.0.1:9", "-o", tmp_path / "x.nc")
     assert result.exit_code == 75 and "cannot reach the dask scheduler" in result.stderr
     assert not (tmp_path / "x.nc").exists()
+
+
+@pytest.mark.parametrize("model,params,steps", [("lorenz96", ("dim=200",), 50), ("sqg", ("N=32",), 6)])
+def test_split_ensemble_forecast_equals_one_batch(daflow, cluster, tmp_path, model, params, steps):
+    args = ["forecast", "--model", model, *(f"--param={p}" for p in params), "--init", "random", "--members", "6",
+            "--spinup", "10", "--steps", str(steps), "--seed", "1"]
+    runs = {"batch": (), "local": ("--split", "4"), "cluster": ("--split", "3", "--scheduler", cluster)}
+    for name, extra in runs.items():
+        result = daflow(*args, *extra, "-o", tmp_path / f"{name}.nc")
+        assert result.exit_code == 0, result.stderr
+    batch = xr.open_dataset(tmp_path / "batch.nc")
+    variable = next(iter(batch.data_vars))
+    for name in ("local", "cluster"):
+        split = xr.open_dataset(tmp_path / f"{name}.nc")
+        np.testing.assert_array_equal(split[variable].values, batch[variable].values)

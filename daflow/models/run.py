@@ -68,16 +68,44 @@ def advance(model: Model, x: torch.Tensor, dt: float, steps: int, source=None, f
 
 
 def integrate(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
-              source=None, description: str = "forecast") -> torch.Tensor:
+              source=None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
     """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps."""
     frames = torch.empty((steps // output_every + 1, *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
-    for k in track(range(1, steps + 1), description, total=steps):
+    counter = track(range(1, steps + 1), description, total=steps) if progress else range(1, steps + 1)
+    for k in counter:
         x = model.step(x, dt)
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x
     return frames
+
+
+def integrate_split(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
+                    source=None, groups: int = 1) -> torch.Tensor:
+    """:func:`integrate` with the members in ``groups`` groups, each a dask task.
+
+    The tasks run on dask's local threads (one torch thread each, so groups use the cores side by
+    side) or on the dask.distributed cluster that is active (``--scheduler``). Members are
+    independent, so the frames equal those of one batched run.
+    """
+    if groups <= 1 or x.shape[0] == 1:
+        with threads_for(x.numel()):
+            return integrate(model, x, dt, steps, output_every, source)
+    import dask
+
+    parts = [dask.delayed(_integrate_group)(model, part, dt, steps, output_every, source)
+             for part in torch.tensor_split(x, min(groups, x.shape[0]))]
+    previous = torch.get_num_threads()
+    try:
+        return torch.cat(dask.compute(*parts), dim=1)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _integrate_group(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int, source) -> torch.Tensor:
+    torch.set_num_threads(1)
+    return integrate(model, x, dt, steps, output_every, source, progress=False)
 
 
 def _check_finite(x: torch.Tensor, step: int, source) -> None:
@@ -175,7 +203,7 @@ def read_state(path: str | os.PathLike, dtype: torch.dtype | None = None, device
 def forecast(init: str, model_name: str | None = None, params: dict[str, str] | None = None, members: int | None = None,
              perturb: float = 0.0, spinup: int | None = None, dt: float | None = None, steps: int = 0,
              output_every: int = 1, seed: int | None = None, start: str | None = None,
-             dtype: torch.dtype | None = None) -> xr.Dataset:
+             dtype: torch.dtype | None = None, groups: int = 1) -> xr.Dataset:
     """A model run as a state dataset (``daflow forecast``).
 
     ``init="random"``: ``members`` (default: one state, no member dim) draws of
@@ -184,6 +212,7 @@ def forecast(init: str, model_name: str | None = None, params: dict[str, str] | 
     parameters (``params``, KEY -> text, override) and dt stored in it; a single state with ``members`` becomes
     that many copies. ``perturb`` adds N(0, perturb^2) noise to every value after the spin-up.
     The first frame is the initial state; then every ``output_every``-th of ``steps`` steps.
+    ``groups`` > 1 runs the members in that many dask tasks (:func:`integrate_split`).
     ValueError for an unknown model or a bad parameter.
     """
     generator = torch.Generator()
@@ -215,7 +244,6 @@ def forecast(init: str, model_name: str | None = None, params: dict[str, str] | 
             t0 = np.datetime64(start.rstrip("Z"), "ns")
     if perturb:
         x = x + perturb * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    with threads_for(x.numel()):
-        frames = integrate(model, x, dt, steps, output_every, None if init == "random" else init)
+    frames = integrate_split(model, x, dt, steps, output_every, None if init == "random" else init, groups)
     times = frame_times(t0, frames.shape[0], dt * output_every, model.time_units)
     return state_dataset(model, frames, times, dt, ensemble, title=f"{model.name} run")
