@@ -56,7 +56,7 @@ def enso(surrogates):
     t0 = time.perf_counter()
     r = analyse(series, "Nino34", ["WWV", "u10", "Nino34"], list(range(1, 13)), surrogates=surrogates)
     t_daflow = time.perf_counter() - t0
-    wwv = min((l for l in r.links if l.driver == "WWV" and l.lag <= 9), key=lambda l: l.p_value)
+    wwv = min((lk for lk in r.links if lk.driver == "WWV" and lk.lag <= 9), key=lambda lk: lk.p_value)
     frame = pp.DataFrame(np.stack([series[n] for n in names], axis=1), var_names=names)
     ci = CMIknn(knn=8, shuffle_neighbors=5, transform="ranks", significance="shuffle_test",
                 sig_samples=surrogates, sig_blocklength=1, workers=-1, seed=1)
@@ -68,7 +68,7 @@ def enso(surrogates):
     best = int(np.argmin(p))
     return {"enso_daflow_wwv_lag": wwv.lag, "enso_daflow_wwv_p": wwv.p_value, "enso_daflow_wwv_unique": wwv.unique,
             "enso_daflow_unknown_share": r.unknown_share, "enso_daflow_certainty": r.certainty,
-            "enso_daflow_parents": [f"{l.driver}(t-{l.lag})" for l in r.parents], "enso_daflow_s": t_daflow,
+            "enso_daflow_parents": [f"{lk.driver}(t-{lk.lag})" for lk in r.parents], "enso_daflow_s": t_daflow,
             "enso_tigramite_wwv_lag": best + 1, "enso_tigramite_wwv_p": float(p[best]),
             "enso_tigramite_wwv_cmi": float(v[best]), "enso_tigramite_s": t_tig}
 

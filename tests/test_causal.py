@@ -57,7 +57,7 @@ def test_gateway_driver_carries_the_information_of_the_hidden_source():
     y = np.zeros(t)
     y[1:] = g[:-1] + 0.6 * rng.standard_normal(t - 1)
     r = analyse({"y": y, "g": g, "v": v}, "y", ["g", "v"], [1], surrogates=60)
-    links = {l.driver: l for l in r.links}
+    links = {lk.driver: lk for lk in r.links}
     assert links["g"].selected and links["g"].p_value < 0.05
     assert not links["v"].selected and links["v"].p_value > 0.01
 
@@ -72,7 +72,7 @@ def test_pure_interaction():
     y[1:] = x1[:-1] * x2[:-1] + 0.2 * rng.standard_normal(t)
     single = [knn_cmi(transform(y[1:]), transform(x[:-1])) for x in (x1, x2)]
     r = analyse({"y": y, "x1": x1, "x2": x2}, "y", ["x1", "x2"], [1], surrogates=30, pc_alpha=1.0)
-    assert all(l.selected for l in r.links)
+    assert all(lk.selected for lk in r.links)
     (pair,) = r.pair_interactions.values()
     assert pair > 0.5 and r.interaction > 0.3 and max(single) < 0.1 * pair
 
@@ -128,7 +128,7 @@ def test_lorenz63_drivers_of_each_tendency():
         # the tendency at t is a function of the state at t: shift the target by one step so lag 1 is "now"
         series["d" + target] = np.r_[ds[1:, i], np.nan]
         r = analyse(series, "d" + target, names, [1], surrogates=100)
-        found = {l.driver for l in r.links if l.selected and l.p_value < 0.05}
+        found = {lk.driver for lk in r.links if lk.selected and lk.p_value < 0.05}
         assert found == expected[target], (target, r.links)
         if target == "z":
             pairs = {(r.links[a].driver, r.links[b].driver): v for (a, b), v in r.pair_interactions.items()}
@@ -165,7 +165,7 @@ def test_cli_writes_causal_file_and_json(tmp_path):
                                     "--plot", str(tmp_path / "p.png"), "-o", str(tmp_path / "c.nc")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    link = next(l for l in out["links"] if l["driver"] == "x" and l["lag"] == 1)
+    link = next(lk for lk in out["links"] if lk["driver"] == "x" and lk["lag"] == 1)
     assert link["p_value"] < 0.05 and link["unique"] > 0.3
     assert 0 <= out["unknown_share"] <= 1 and out["certainty"] == pytest.approx(1 - out["unknown_share"])
     ds = xr.open_dataset(tmp_path / "c.nc")

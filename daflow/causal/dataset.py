@@ -63,7 +63,7 @@ def to_dataset(result: CausalResult, lags: list[int], drivers: list[str]) -> xr.
     if result.local_total is not None:
         ds["local_total"] = ("sample", result.local_total, {**nats, "long_name": "local total information"})
         ds["local_unique"] = (("parent", "sample"), result.local_unique, nats)
-        ds = ds.assign_coords(parent=[f"{l.driver}(t-{l.lag})" for l in result.parents])
+        ds = ds.assign_coords(parent=[f"{lk.driver}(t-{lk.lag})" for lk in result.parents])
     return ds
 
 
@@ -79,10 +79,10 @@ def plot(result: CausalResult, lags: list[int], drivers: list[str], path, series
     fig = plt.figure(figsize=(11 if three_d else 6, 4))
     ax = fig.add_subplot(1, 2 if three_d else 1, 1)
     for d in drivers:
-        links = [l for l in result.links if l.driver == d]
-        ax.plot([l.lag for l in links], [l.unique for l in links], "-", label=d)
-        sig = [l for l in links if l.p_value < 0.05]
-        ax.plot([l.lag for l in sig], [l.unique for l in sig], "o", color=ax.lines[-1].get_color())
+        links = [lk for lk in result.links if lk.driver == d]
+        ax.plot([lk.lag for lk in links], [lk.unique for lk in links], "-", label=d)
+        sig = [lk for lk in links if lk.p_value < 0.05]
+        ax.plot([lk.lag for lk in sig], [lk.unique for lk in sig], "o", color=ax.lines[-1].get_color())
     ax.set(xlabel="lag", ylabel="information (nats)",
            title=f"{result.target}: certainty {result.certainty:.2f}, unknown {result.unknown_share:.2f}")
     ax.legend()

@@ -32,7 +32,7 @@ from itertools import combinations
 
 import numpy as np
 
-from daflow.causal.estimators import as_2d, cmi, transform
+from daflow.causal.estimators import cmi, transform
 from daflow.causal.surrogates import p_value, surrogate_cmi
 from daflow.errors import DataError
 
@@ -68,8 +68,8 @@ class CausalResult:
     def summary(self) -> dict:
         return {
             "target": self.target,
-            "links": [{"driver": l.driver, "lag": l.lag, "unique": l.unique, "p_value": l.p_value,
-                       "selected": l.selected} for l in self.links],
+            "links": [{"driver": lk.driver, "lag": lk.lag, "unique": lk.unique, "p_value": lk.p_value,
+                       "selected": lk.selected} for lk in self.links],
             "total_information": self.total_information,
             "total_p_value": self.total_p_value,
             "interaction": self.interaction,
@@ -173,7 +173,7 @@ def analyse(series: dict[str, np.ndarray], target: str, drivers: list[str], lags
         value, pval = an.test([j], others)
         links.append(Link(driver, lag, float(value), float(pval), j in parents))
     total, total_p = an.test(parents) if parents else (0.0, 1.0)
-    uniques = sum(l.unique for l in links if l.selected)
+    uniques = sum(lk.unique for lk in links if lk.selected)
     pairs = {(a, b): float(an.info([a, b]) - an.info([a]) - an.info([b])) for a, b in combinations(parents, 2)}
     result = CausalResult(
         target=target, links=links, total_information=float(total), total_p_value=float(total_p),
