@@ -22,6 +22,7 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
 @click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
+@click.option("--gamma", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="[storm] SDA gamma: variance gamma sigma^2 added to R.")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b [0].")
@@ -36,7 +37,7 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
-               save_background, checkpoint, members, guidance, ensf_steps, eps_a, eps_b, score, damping, truncate,
+               save_background, checkpoint, members, guidance, gamma, ensf_steps, eps_a, eps_b, score, damping, truncate,
                spread_reset, inpaint, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF or the EnSF.
 
@@ -53,9 +54,10 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
     if method == "storm":
         from daflow.nn.generative import assimilate as generative_assimilate
 
-        if background is None:
-            raise click.UsageError("--method storm needs --background (history frames and the analysis time)")
-        write_dataset(generative_assimilate(checkpoint, background, obs_path, members, seed, guidance), output, "analysis")
+        if (init is None) == (background is None):
+            raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
+        write_dataset(generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
+                                            guidance=guidance, gamma=gamma), output, "analysis")
         return
     if (init is None) == (background is None):
         raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")

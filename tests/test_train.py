@@ -107,3 +107,62 @@ def test_pickled_or_mismatched_checkpoint_exits_65(series, daflow, tmp_path):
     assert result.exit_code == 65 and "does not match" in result.output
     result = daflow("train", "--data", series / "truth.nc", "--history", 3, "--epochs", 2, "-o", model, "--resume")
     assert result.exit_code == 65 and "--history 2" in result.output
+
+
+def _observe(daflow, folder, times, out):
+    """Observations (25% of the points, error 0.5) of the truth at the given frame indices."""
+    subset = folder / f"truth_{'_'.join(map(str, times))}.nc"
+    write_dataset(xr.open_dataset(folder / "truth.nc").isel(time=times).load(), subset, "state")
+    result = daflow("ingest", subset, "--observe", "--fraction", 0.25, "--error-std", 0.5, "--seed", 1, "-o", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_storm_cycles_on_its_own_analyses_with_diagnostics(series, daflow, tmp_path):
+    """--init cycles through every observation time (forecasting across a gap of two steps); the
+    observation-space diagnostics are H of the written ensembles, and O-B, O-A the departures."""
+    model = _train(daflow, series, tmp_path / "model", 1)
+    init = tmp_path / "init.nc"
+    write_dataset(xr.open_dataset(series / "truth.nc").isel(time=slice(0, 30)).load(), init, "state")
+    obs = _observe(daflow, series, [30, 31, 33], tmp_path / "obs.nc")
+    result = daflow("assimilate", "--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs,
+                    "--members", 3, "--seed", 0, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 0, result.output
+    an = xr.open_dataset(tmp_path / "an.nc")
+    assert an.theta.sizes == {"member": 3, "time": 3, "level": 2, "y": 8, "x": 12}
+    assert an.time.values.tolist() == [3600.0 * t for t in (30, 31, 33)]
+    cycle = np.searchsorted(an.time.values, an.obs_time.values)
+    at = an.theta.values[:, cycle, an.obs_level.values.astype(int), an.obs_y.values.astype(int), an.obs_x.values.astype(int)]
+    np.testing.assert_allclose(an.obs_analysis_mean, at.mean(0), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(an.obs_analysis_spread, at.std(0, ddof=1), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(an.obs_omb, an.obs_value - an.obs_background_mean, atol=1e-5)
+    np.testing.assert_allclose(an.obs_oma, an.obs_value - an.obs_analysis_mean, atol=1e-5)
+    assert np.isfinite(an.obs_background_spread).all() and (an.obs_background_spread > 0).all()
+
+
+def test_storm_one_cycle_equals_one_analysis(series, daflow, tmp_path):
+    """Cycling from frames 0..29 to an observation at frame 30 is the analysis of a background ending
+    at frame 30 (its last frame unused), draw for draw with the same seed."""
+    model = _train(daflow, series, tmp_path / "model", 1)
+    init, background = tmp_path / "init.nc", tmp_path / "background.nc"
+    truth = xr.open_dataset(series / "truth.nc").load()
+    write_dataset(truth.isel(time=slice(0, 30)), init, "state")
+    write_dataset(truth.isel(time=slice(0, 31)), background, "state")
+    obs = _observe(daflow, series, [30], tmp_path / "obs.nc")
+    common = ("--method", "storm", "--checkpoint", model, "--obs", obs, "--members", 2, "--seed", 5)
+    assert daflow("assimilate", *common, "--init", init, "-o", tmp_path / "cycled.nc").exit_code == 0
+    assert daflow("assimilate", *common, "--background", background, "-o", tmp_path / "once.nc").exit_code == 0
+    cycled, once = xr.open_dataset(tmp_path / "cycled.nc"), xr.open_dataset(tmp_path / "once.nc")
+    np.testing.assert_array_equal(cycled.theta.values, once.theta.values)
+    np.testing.assert_array_equal(cycled.obs_omb.values, once.obs_omb.values)
+
+
+def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tmp_path):
+    model = _train(daflow, series, tmp_path / "model", 1)
+    init = tmp_path / "init.nc"
+    write_dataset(xr.open_dataset(series / "truth.nc").isel(time=slice(0, 30)).load(), init, "state")
+    obs = _observe(daflow, series, [29, 31], tmp_path / "obs.nc")
+    result = daflow("assimilate", "--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs,
+                    "--members", 2, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 65 and "not a whole number of model steps" in result.output
+    assert not (tmp_path / "an.nc").exists()

@@ -177,7 +177,13 @@ def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Da
     if backgrounds is not None:
         bg = state_dataset(model, backgrounds.view_as(frames), times, state.dt, ensemble=True)[model.variable]
         ds[f"{model.variable}_background"] = bg.assign_attrs(long_name=f"{model.name} background (forecast) state")
-    obs = run.obs if rows is None else run.obs.isel(obs=rows)
+    add_observation_diagnostics(ds, run.obs if rows is None else run.obs.isel(obs=rows), diagnostics)
+    ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
+    return ds
+
+
+def add_observation_diagnostics(ds: xr.Dataset, obs: xr.Dataset, diagnostics: dict) -> None:
+    """Copy the observations into ``ds`` as ``obs_*`` with H(x) mean/spread, O-B and O-A ((obs,) tensors)."""
     for name, var in obs.variables.items():
         if name != "obs":
             ds[f"obs_{name}"] = ("obs", var.values, var.attrs)
@@ -186,5 +192,3 @@ def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Da
         ds[f"obs_{name}"] = ("obs", diagnostics[name].numpy(), {"long_name": long_name})
     ds["obs_omb"] = ("obs", values - diagnostics["background_mean"].numpy(), {"long_name": "observation minus background mean (O-B)"})
     ds["obs_oma"] = ("obs", values - diagnostics["analysis_mean"].numpy(), {"long_name": "observation minus analysis mean (O-A)"})
-    ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
-    return ds

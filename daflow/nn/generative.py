@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from daflow.da.base import Diagnostics
+from daflow.da.cycle import DIAGNOSTICS, add_observation_diagnostics
 from daflow.da.observations import ObsBatch, StateGrid, observation_batches
 from daflow.errors import DataError
 from daflow.io.contract import open_dataset
@@ -90,23 +92,67 @@ def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | N
     return model.dataset(series, torch.cat(frames, dim=1)[:, :steps + 1].numpy(), seconds)
 
 
-def assimilate(checkpoint: str, background: str, obs_path: str, members: int, seed: int | None = None,
-               guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0, sample_steps: int = 24) -> xr.Dataset:
-    """Posterior ensemble at the background's last time given its K previous frames and the observations then."""
+def assimilate(checkpoint: str, obs_path: str, members: int, background: str | None = None, init: str | None = None,
+               seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0,
+               sample_steps: int = 24) -> xr.Dataset:
+    """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``).
+
+    ``background``: one analysis at its last time, given its K previous frames. ``init``: cycle from
+    its last K frames through every observation time after them; between observation times the
+    model samples unguided frames (a forecast), and every history is the method's own previous
+    analyses and forecasts, never a given field. At each analysis time the background is an
+    unguided sample from the same history (what O-B and the background H(x) are computed from).
+    """
     model = GenerativeModel(checkpoint, sample_steps)
-    series = model.read(background)
-    if series.frames.shape[1] < model.arch.history + 1:
-        raise DataError(background, f"needs {model.arch.history} history frames before the analysis time")
+    source = background or init
+    series = model.read(source)
     obs = open_dataset(obs_path, ("observations",), dims=("obs",)).load()
     grid = StateGrid(series.variable, ("level", *series.dims[-2:]), series.frames.shape[2:],
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
-    if "level" not in series.dims:
-        obs = obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
-    batch = {_seconds(b.time): b for b in observation_batches(obs, grid, obs_path, torch.float32)}.get(series.seconds[-1])
-    if batch is None:
-        raise DataError(obs_path, f"no good observation at the analysis time {series.seconds[-1]} (the background's last time)")
-    analysis = model.next_frames(model.history(series, members, end=-1), _generator(seed), batch, guidance, gamma, zeta)
-    return model.dataset(series, analysis[:, :1].numpy(), series.seconds[-1:])
+    located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
+    batches = observation_batches(located, grid, obs_path, torch.float32)
+    generator = _generator(seed)
+    dt = model.config["data"]["time_step"]
+    if background is not None:
+        if series.frames.shape[1] < model.arch.history + 1:
+            raise DataError(background, f"needs {model.arch.history} history frames before the analysis time")
+        batch = {_seconds(b.time): b for b in batches}.get(series.seconds[-1])
+        if batch is None:
+            raise DataError(obs_path, f"no good observation at the analysis time {series.seconds[-1]} (the background's last time)")
+        history, batches, gaps = model.history(series, members, end=-1), [batch], [1]
+    else:
+        history = model.history(series, members)
+        times = [series.seconds[-1]] + [_seconds(b.time) for b in batches]
+        gaps = [round((b - a) / dt) for a, b in zip(times, times[1:])]
+        bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
+        if bad:
+            raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
+                            f"after the previous analysis time (the first after {init}'s last time {times[0]})")
+    analyses, hx_background, hx_analysis = [], [], []
+    with torch.no_grad():
+        for batch, gap in zip(batches, gaps):
+            for _ in range(gap - 1):  # forecast to the step before the observation time
+                history = torch.cat([history, model.next_frames(history, generator)], dim=1)[:, 1:]
+            first = model.next_frames(history, generator)[:, 0]
+            analysis = model.next_frames(history, generator, batch, guidance, gamma, zeta)
+            hx_background.append(batch.apply(first.reshape(members, -1)))
+            hx_analysis.append(batch.apply(analysis[:, 0].reshape(members, -1)))
+            analyses.append(analysis[:, 0])
+            history = torch.cat([history, analysis[:, :1]], dim=1)[:, 1:]
+    diag = Diagnostics.of(torch.cat(hx_background, 1), torch.cat(hx_analysis, 1))
+    rows = np.concatenate([b.rows for b in batches])
+    used = obs.isel(obs=rows) if background is not None else obs
+    diagnostics = {}
+    for name in DIAGNOSTICS:
+        full = torch.full((used.sizes["obs"],), float("nan"))
+        full[torch.from_numpy(rows) if background is None else slice(None)] = getattr(diag, name)
+        diagnostics[name] = full
+    ds = model.dataset(series, torch.stack(analyses, 1).numpy(), np.array([_seconds(b.time) for b in batches]))
+    add_observation_diagnostics(ds, used, diagnostics)
+    ds.attrs.update({"title": "storm analysis", "daflow_method": "storm", "guidance": guidance,
+                     "guidance_gamma" if guidance == "sda" else "guidance_zeta": gamma if guidance == "sda" else zeta,
+                     "sample_steps": sample_steps})
+    return ds
 
 
 def _seconds(time) -> float:
