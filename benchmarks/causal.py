@@ -5,7 +5,7 @@
    times and ratio (same p-value resolution 1/501).
 3. ENSO (real files): Nino3.4 target, WWV, u10 and Nino3.4 at lags 1-12; daflow's links beside
    tigramite PCMCI (CMIknn) on the same data.
-Needs tigramite and numba (pip install tigramite numba; not a daflow dependency).
+Needs tigramite, numba and joblib (pip install tigramite numba joblib; not daflow dependencies).
 """
 from __future__ import annotations
 
