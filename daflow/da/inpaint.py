@@ -7,8 +7,11 @@ rest of each member's field, level by level, from its updated observed values:
   fixed (Damelin & Hoang 2018; ``skimage.restoration.inpaint_biharmonic``). Reproduces any field
   that is biharmonic, e.g. linear or harmonic ones.
 - ``navier-stokes`` and ``telea``: OpenCV's ``cv2.inpaint`` (Bertalmio, Bertozzi & Sapiro 2001;
-  Telea 2004). OpenCV accepts single-channel float32 images, so the fields go in as float32 with
-  no 8-bit round trip and no scaling; ``radius`` is the neighbourhood in grid points.
+  Telea 2004); ``radius`` is the neighbourhood in grid points. Navier-Stokes takes the fields as
+  float32, unscaled, with no 8-bit round trip. OpenCV's Telea on float32 input is wrong (a
+  constant 273.15 K field comes back with errors of 1-3 K), so Telea gets 16-bit images: each
+  field mapped linearly from [min, max] of its observed values to [0, 65535] and back
+  (quantisation (max - min) / 65535, about 1e-3 K for SQG).
 - ``dct-tv``: a sparse fit in the orthonormal 2-D DCT basis with total variation,
   min_c 1/2 |M (D^T c - f)|^2 + lam |c|_1 + tv TV_eps(D^T c), by FISTA (Beck & Teboulle 2009) with
   continuation on lam, on fields standardised by their observed mean and standard deviation
@@ -37,7 +40,8 @@ METHODS = ("biharmonic", "navier-stokes", "telea", "dct-tv", "oi")
 
 def inpaint(fields: np.ndarray, observed: np.ndarray, method: str, periodic: bool = False,
             background: np.ndarray | None = None, radius: int = 5, source=None) -> np.ndarray:
-    """Fill ``fields`` (K, ny, nx) where ``observed`` (ny, nx) is False; observed values are kept.
+    """Fill ``fields`` (K, ny, nx) where ``observed`` (ny, nx) is False; observed values are kept
+    and the unobserved ones (NaN allowed) are not used.
 
     ``background`` (N, ny, nx) is the ensemble that gives the covariance of ``oi``.
     DataError when the mask observes nothing.
@@ -46,6 +50,7 @@ def inpaint(fields: np.ndarray, observed: np.ndarray, method: str, periodic: boo
     if not observed.any():
         raise DataError(source, "the observation mask observes nothing: nothing to inpaint from")
     fields = np.asarray(fields, dtype=np.float64)
+    fields = np.where(observed, fields, fields[:, observed].mean(1)[:, None, None])  # unobserved values unused
     if observed.all():
         return fields.copy()
     if method == "oi":
@@ -71,7 +76,13 @@ def _biharmonic(fields: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 def _opencv(fields: np.ndarray, observed: np.ndarray, flag: int, radius: int) -> np.ndarray:
     hole = (~observed).astype(np.uint8)
-    return np.stack([cv2.inpaint(f.astype(np.float32), hole, radius, flag) for f in fields]).astype(np.float64)
+    if flag == cv2.INPAINT_NS:
+        return np.stack([cv2.inpaint(f.astype(np.float32), hole, radius, flag) for f in fields]).astype(np.float64)
+    low = np.array([f[observed].min() for f in fields])[:, None, None]
+    span = np.maximum(np.array([f[observed].max() for f in fields])[:, None, None] - low, 1e-300)
+    levels = np.round((fields - low) / span * 65535).clip(0, 65535).astype(np.uint16)
+    filled = np.stack([cv2.inpaint(f, hole, radius, flag) for f in levels])
+    return low + filled.astype(np.float64) / 65535 * span
 
 
 def dct_tv_fit(fields: np.ndarray, observed: np.ndarray, lam: float = 0.01, tv: float = 0.002,

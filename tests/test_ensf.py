@@ -1,0 +1,144 @@
+"""EnSF: the schedule's calculus, the mixture score against autograd of the mixture density, the
+sampler against the closed-form Gaussian of its own linear recursion, the likelihood score, seeds,
+and the CLI (single analysis, cycling, bad input exit 65)."""
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from daflow.da.ensf import Schedule, ensf_sample, likelihood_score, mixture_score, paired_score
+
+DAFLOW = ".venv/bin/daflow"
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_schedule_drift_and_diffusion_are_the_derivatives_of_the_forward_process(t):
+    s, h = Schedule(eps_a=0.05, eps_b=0.01), 1e-6
+    assert s.alpha(0) == 1 and math.isclose(s.alpha(1), 0.05) and math.isclose(s.beta2(1), 1.0)
+    dlog_alpha = (math.log(s.alpha(t + h)) - math.log(s.alpha(t - h))) / (2 * h)
+    dbeta2 = (s.beta2(t + h) - s.beta2(t - h)) / (2 * h)
+    assert math.isclose(s.drift(t), dlog_alpha, rel_tol=1e-6)
+    assert math.isclose(s.diffusion2(t), dbeta2 - 2 * dlog_alpha * s.beta2(t), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("alpha,beta2", [(0.9, 0.05), (0.5, 0.5), (0.1, 1.0)])
+def test_mixture_score_is_the_gradient_of_the_mixture_log_density(alpha, beta2):
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(4, 5, generator=g, dtype=torch.float64)
+    zg = z.clone().requires_grad_(True)
+    log_density = torch.logsumexp(-((zg[:, None, :] - alpha * x[None]) ** 2).sum(-1) / (2 * beta2), dim=1).sum()
+    (exact,) = torch.autograd.grad(log_density, zg)
+    for block in (1, 3, 7):  # mini-batched over members == unbatched
+        torch.testing.assert_close(mixture_score(z, x, alpha, beta2, block), exact, rtol=1e-10, atol=1e-10)
+    # one member: the paired form
+    torch.testing.assert_close(mixture_score(z[:1], x[:1], alpha, beta2), paired_score(z[:1], x[:1], alpha, beta2))
+
+
+def test_mixture_score_is_finite_far_from_every_member_in_float32():
+    x = torch.randn(20, 10_000)
+    z = x[:1] + 50.0  # logits of order -1e7 / beta2: the running-max softmax must not overflow
+    score = mixture_score(z, x, 1.0, 1e-3, block=6)
+    assert torch.isfinite(score).all()
+
+
+def test_likelihood_score_and_curvature_of_arctan_observations_with_a_repeated_variable():
+    z = torch.randn(3, 6, dtype=torch.float64)
+    index, r = torch.tensor([0, 2, 2, 5]), torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    y = torch.tensor([0.3, -0.2, 0.1, 1.0], dtype=torch.float64)
+    grad, curvature = likelihood_score(z, lambda v: torch.atan(v[:, index]), y, r)
+    slope = 1 / (1 + z[:, index] ** 2)
+    expect_grad = torch.zeros_like(z).index_add_(1, index, (y - torch.atan(z[:, index])) / r**2 * slope)
+    expect_curv = torch.zeros_like(z).index_add_(1, index, slope**2 / r**2)
+    torch.testing.assert_close(grad, expect_grad)
+    torch.testing.assert_close(curvature, expect_curv)
+
+
+def _gaussian_recursion(steps, schedule, y, r, damping=True):
+    """Mean and variance after the sampler's (affine) recursion with the exact N(0, 1) prior score."""
+    mean, var, dt = 0.0, 1.0, 1.0 / steps
+    for k in range(steps):
+        t = 1.0 - k * dt
+        a, b2, g2 = schedule.alpha(t), schedule.beta2(t), schedule.diffusion2(t)
+        c = g2 * dt * ((1 - t) if damping else 1)
+        p = 1 / r**2
+        # increment = [-(g2/(a^2+b2) + f) dt - c p] z + c p y + noise, divided by (1 + c p)
+        slope = 1 + (-(g2 / (a * a + b2) + schedule.drift(t)) * dt - c * p) / (1 + c * p)
+        mean = slope * mean + c * p * y / (1 + c * p)
+        var = slope**2 * var + g2 * dt / (1 + c * p) ** 2
+    return mean, var
+
+
+@pytest.mark.parametrize("r", [0.5, 1e6])
+def test_large_ensemble_mixture_sampler_matches_the_closed_form_gaussian(r):
+    """1-D Gaussian prior, y = x + N(0, r^2): the mixture score of N members tends to the Gaussian
+    prior's score, so the samples tend to the Gaussian whose moments the linear recursion gives.
+    With r -> infinity that is the prior itself. (With r = 0.5, y = 1 the limit is mean 0.88,
+    variance 0.14, not the Kalman 0.8 and 0.2: the damped likelihood score is a heuristic.)"""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4000, 1, generator=g, dtype=torch.float64)
+    x = (x - x.mean()) / x.std(correction=0)
+    y, rr = torch.tensor([1.0], dtype=torch.float64), torch.tensor([r], dtype=torch.float64)
+    schedule = Schedule(0.05, 0.0)
+    z = ensf_sample(x, lambda v: v, y, rr, g, steps=200, schedule=schedule, score="mixture", block=1000)
+    mean, var = _gaussian_recursion(200, schedule, 1.0, r)
+    assert abs(z.mean().item() - mean) < 0.03, (z.mean().item(), mean)
+    assert abs(z.var().item() / var - 1) < 0.1, (z.var().item(), var)
+
+
+def test_same_seed_same_samples_and_other_seed_other_samples():
+    x = torch.randn(5, 8, dtype=torch.float64)
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        return ensf_sample(x, torch.atan, torch.zeros(8, dtype=torch.float64), torch.full((8,), 0.1, dtype=torch.float64),
+                           g, steps=20)
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+
+@pytest.fixture(scope="module")
+def l96(tmp_path_factory):
+    w = tmp_path_factory.mktemp("ensf")
+    run = lambda *a: subprocess.run([DAFLOW, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", "500",
+        "--dt", "0.01", "--steps", "0", "--seed", "1", "-o", w / "x0.nc")
+    run("forecast", "--init", w / "x0.nc", "--steps", "200", "--output-every", "10", "-o", w / "truth.nc")
+    run("ingest", w / "truth.nc", "--observe", "--fraction", "1", "--operator", "arctan", "--error-std", "0.05",
+        "--seed", "2", "-o", w / "obs.nc")
+    run("forecast", "--init", w / "x0.nc", "--members", "20", "--perturb", "1.0", "--steps", "0", "--seed", "3",
+        "-o", w / "ens.nc")
+    return w
+
+
+def test_cli_cycling_tracks_lorenz96_with_arctan_observations(l96):
+    out = l96 / "a.nc"
+    subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--init", l96 / "ens.nc", "--obs", l96 / "obs.nc",
+                    "--seed", "5", "-o", out], check=True, capture_output=True)
+    truth = xr.open_dataset(l96 / "truth.nc")["x"].values
+    analysis = xr.open_dataset(out)["x"].mean("member").values
+    rmse = np.sqrt(((analysis[5:] - truth[5:]) ** 2).mean())
+    assert rmse < 1.0, rmse  # climatology is about 3.6
+
+
+def test_cli_single_analysis_writes_the_analysis_and_observation_diagnostics(l96):
+    out = l96 / "one.nc"
+    subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", l96 / "obs.nc",
+                    "--score", "mixture", "--ensf-steps", "20", "--seed", "7", "-o", out], check=True, capture_output=True)
+    ds = xr.open_dataset(out)
+    assert ds.sizes["member"] == 20 and ds.sizes["time"] == 1 and ds.attrs["daflow_method"] == "ensf"
+    oma, omb = ds["obs_oma"].values, ds["obs_omb"].values
+    assert np.isfinite(oma).all() and np.sqrt(np.mean(oma**2)) < np.sqrt(np.mean(omb**2))
+
+
+@pytest.mark.parametrize("change,message", [({"error_std": 0.0}, "error_std"), ({"operator": "cube"}, "operator")])
+def test_cli_bad_observations_exit_65_with_one_line(l96, change, message):
+    obs = xr.open_dataset(l96 / "obs.nc").load()
+    for var, value in change.items():
+        obs[var] = ("obs", np.full(obs.sizes["obs"], value, dtype=obs[var].dtype if var != "operator" else object))
+    bad = l96 / f"bad_{message}.nc"
+    obs.to_netcdf(bad)
+    done = subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", bad,
+                           "-o", l96 / "never.nc"], capture_output=True, text=True)
+    assert done.returncode == 65 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+    assert not (l96 / "never.nc").exists()
