@@ -16,7 +16,9 @@ s_max^(1/rho)))^rho, rho = 7; ``churn`` > 0 adds EDM's stochastic step (noise ra
 Posterior sampling (assimilation) replaces the prior score by the posterior score
 grad log p(x | y) = grad log p_sigma(x) + grad_x log p(y | x), i.e. D'(x) = D(x) + sigma^2 grad_x log p(y | x),
 with the likelihood evaluated through the denoised estimate x_0 = D(x; sigma):
-- SDA (Rozet & Louppe 2023, "Score-based data assimilation"): p(y | x) ~ N(y; H(x_0), Sigma_y + gamma sigma^2 I);
+- SDA (Rozet & Louppe 2023, "Score-based data assimilation"): p(y | x) ~ N(y; H(x_0), Sigma_y + gamma (s_y sigma)^2 I),
+  sigma being the noise level of the normalised state and s_y the normalisation scale (the training
+  standard deviation) of the observed level, so that gamma is dimensionless whatever the units;
 - DPS (Chung et al. 2023, "Diffusion posterior sampling"): grad_x log p(y | x) ~ -zeta grad_x |y - H(x_0)|_R / sigma^2
   with |r|_R the norm of the residual weighted by Sigma_y^-1/2 (the step normalised by the residual).
 """
@@ -75,7 +77,8 @@ class Likelihood:
     """Observations y = H(x) + e, e ~ N(0, diag(error_std^2)), on the physical (denormalised) state.
 
     observe: maps a (B, T, C, ny, nx) physical state to (B, n_obs) observation equivalents.
-    method: "sda" (Gaussian form with gamma) or "dps" (step zeta).
+    method: "sda" (Gaussian form with gamma) or "dps" (step zeta); scale: (n_obs,) physical units per
+    unit of normalised state at each observation (s_y of the SDA variance), 1 by default.
     """
 
     observe: Callable[[torch.Tensor], torch.Tensor]
@@ -84,12 +87,13 @@ class Likelihood:
     method: str = "sda"
     gamma: float = 1e-2
     zeta: float = 1.0
+    scale: torch.Tensor | float = 1.0
 
     def log_likelihood(self, physical: torch.Tensor, sigma: float) -> torch.Tensor:
         """(B,) log p(y | x) from the denoised physical state (B, T, C, ny, nx)."""
         residual = self.value - self.observe(physical)  # (B, n_obs)
         if self.method == "sda":
-            return -0.5 * (residual**2 / (self.error_std**2 + self.gamma * sigma**2)).sum(-1)
+            return -0.5 * (residual**2 / (self.error_std**2 + self.gamma * (self.scale * sigma) ** 2)).sum(-1)
         if self.method == "dps":
             return -self.zeta * (residual / self.error_std).norm(dim=-1) / max(sigma, 1e-3) ** 2
         raise ValueError(f"unknown guidance {self.method!r}; choose sda or dps")

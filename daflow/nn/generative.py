@@ -58,7 +58,8 @@ class GenerativeModel:
         if obs is not None:
             def observe(physical: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) -> (B, n_obs), first target frame
                 return obs.apply(physical[:, 0].reshape(physical.shape[0], -1))
-            likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta)
+            scale = self.std.flatten()[obs.index // (history.shape[-2] * history.shape[-1])]  # (n_obs,) std of each observed level
+            likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta, scale)
         out = sample(self.denoiser, (history - self.mean) / self.std, noise, self.sample_steps, self.churn,
                      likelihood, lambda x: x * self.std + self.mean, generator)
         return out * self.std + self.mean
