@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,16 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-WRAPPER = """
-import resource, subprocess, sys, time
-start = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-"""
-PLAIN = """
-import sys, xarray as xr
-xr.open_dataset(sys.argv[1], engine="cfgrib", backend_kwargs={"indexpath": ""}).to_netcdf(sys.argv[2])
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import PLAIN_GRIB_TO_NETCDF, measure_process  # noqa: E402
+
 NLAT, NLON = 721, 1440
 
 
@@ -64,12 +56,6 @@ def write_grib(path: Path, size_gb: float) -> int:
     return count
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", WRAPPER, *command], check=True, capture_output=True, text=True)
-    seconds, peak = map(float, out.stdout.split())
-    return seconds, peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=2.0)
@@ -85,9 +71,9 @@ def main() -> None:
         messages = write_grib(grib, size)
         written = time.perf_counter() - started
         gb = grib.stat().st_size / 1e9
-        ours = measure([daflow, "ingest", str(grib), "--chunks", "time=24", "--quiet", "-o", f"{work}/daflow.nc"])
+        ours = measure_process([daflow, "ingest", str(grib), "--chunks", "time=24", "--quiet", "-o", f"{work}/daflow.nc"])
         Path(f"{work}/daflow.nc").unlink()
-        plain = measure([sys.executable, "-c", PLAIN, str(grib), f"{work}/plain.nc"])
+        plain = measure_process([sys.executable, "-c", PLAIN_GRIB_TO_NETCDF, str(grib), f"{work}/plain.nc"])
     figures = {"grib_gb": gb, "messages": messages, "grib_write_seconds": written,
                "daflow_seconds": ours[0], "daflow_peak_mib": ours[1],
                "plain_seconds": plain[0], "plain_peak_mib": plain[1],

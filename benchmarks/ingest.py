@@ -10,32 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 from daflow.settings import sample_data_dir  # noqa: E402
-
-WRAPPER = """
-import resource, subprocess, sys, time
-start = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-"""
-PLAIN = """
-import sys, xarray as xr
-xr.open_dataset(sys.argv[1], engine="cfgrib", backend_kwargs={"indexpath": ""}).to_netcdf(sys.argv[2])
-"""
-
+from measure import PLAIN_GRIB_TO_NETCDF, measure_process  # noqa: E402
 
 def measure(command: list[str], repeats: int) -> tuple[float, float]:
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", WRAPPER, *command], check=True, capture_output=True, text=True)
-        seconds, peak_mib = map(float, out.stdout.split())
-        runs.append((seconds, peak_mib))
+    """Median seconds and largest peak MiB over ``repeats`` fresh processes."""
+    runs = [measure_process(command) for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
 
 
@@ -51,7 +36,7 @@ def main() -> None:
     repeats = 1 if args.quick else 5
     with tempfile.TemporaryDirectory() as work:
         ours = measure([daflow, "ingest", str(source), "-o", f"{work}/daflow.nc", "--quiet"], repeats)
-        plain = measure([sys.executable, "-c", PLAIN, str(source), f"{work}/plain.nc"], repeats)
+        plain = measure([sys.executable, "-c", PLAIN_GRIB_TO_NETCDF, str(source), f"{work}/plain.nc"], repeats)
     figures = {
         "file": source.name, "repeats": repeats,
         "daflow_seconds": ours[0], "daflow_peak_mib": ours[1],

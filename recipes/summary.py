@@ -3,14 +3,17 @@ import json
 import sys
 from pathlib import Path
 
+COLUMNS = {"RMSE": "rmse", "unobserved": "rmse_unobserved", "spread": "spread", "CRPS": "crps"}
+
 
 def cell(figures: dict, key: str) -> str:
     return "-" if figures.get(key) is None else f"{figures[key]:.3f}"
 
 
 title, files = sys.argv[1], sys.argv[2:]
+scores = {Path(name).stem: json.loads(Path(name).read_text()) for name in files}
+shown = {head: key for head, key in COLUMNS.items() if any(s.get(key) is not None for s in scores.values())}
 print(title)
-print(f"{'run':<14}{'members':>8}{'RMSE':>9}{'spread':>9}{'CRPS':>9}")
-for name in files:
-    s = json.loads(Path(name).read_text())
-    print(f"{Path(name).stem:<14}{s['members']:>8}{cell(s, 'rmse'):>9}{cell(s, 'spread'):>9}{cell(s, 'crps'):>9}")
+print(f"{'run':<16}{'members':>8}" + "".join(f"{head:>11}" for head in shown))
+for run, s in scores.items():
+    print(f"{run:<16}{s['members']:>8}" + "".join(f"{cell(s, key):>11}" for key in shown.values()))
