@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=16, help="Ensemble size of every method [16].")
     parser.add_argument("--epochs", type=int, help="storm training epochs [quick 10, full 60].")
     parser.add_argument("--history", type=int, default=2)
-    parser.add_argument("--gamma", type=float, default=1e-2, help="storm SDA gamma [1e-2].")
+    parser.add_argument("--gamma", type=float, default=1.0, help="storm SDA gamma (dimensionless) [1].")
     parser.add_argument("--sample-steps", type=int, default=10, help="storm sampler steps [10].")
     parser.add_argument("--loc-radius", type=float, default=4.0, help="LETKF localisation radius, grid points [4].")
     parser.add_argument("--rtps", type=float, default=0.5, help="LETKF relaxation to prior spread [0.5].")
