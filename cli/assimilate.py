@@ -15,7 +15,8 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("--background", type=click.Path(dir_okay=False), help="One analysis of this background's last frame at its time.")
 @click.option("--inflation", type=click.FloatRange(min=1), help="Multiplicative inflation of the background anomalies [1].")
 @click.option("--rtps", type=click.FloatRange(0, 1), help="Relaxation to prior spread, alpha in [0, 1] [0].")
-@click.option("--loc-radius", type=click.FloatRange(min=0, min_open=True), help="[letkf] Localisation radius: grid units, or km on lat/lon grids [4].")
+@click.option("--loc-radius", type=click.FloatRange(min=0, min_open=True),
+              help="[letkf] Localisation radius: grid units, or km on lat/lon grids [4].")
 @click.option("--rotate", is_flag=True, default=None, help="[etkf] Random mean-preserving rotation of the square root.")
 @click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
@@ -23,12 +24,14 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
 @click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
 @click.option("--gamma", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="[storm] SDA gamma: variance gamma sigma^2 added to R.")
+@click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[storm] Steps of the diffusion sampler.")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b [0].")
 @click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
-@click.option("--truncate", type=click.FloatRange(0, 1, max_open=True), help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
+@click.option("--truncate", type=click.FloatRange(0, 1, max_open=True),
+              help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
@@ -37,9 +40,9 @@ METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
-               save_background, checkpoint, members, guidance, gamma, ensf_steps, eps_a, eps_b, score, damping, truncate,
+               save_background, checkpoint, members, guidance, gamma, sample_steps, ensf_steps, eps_a, eps_b, score, damping, truncate,
                spread_reset, inpaint, dtype, seed, output):
-    """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF or the EnSF.
+    """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
     output holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
@@ -49,18 +52,16 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
     from daflow.da.cycle import assimilate_files
     from daflow.io.contract import write_dataset
 
+    if (init is None) == (background is None):
+        raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
     if (method == "storm") != (checkpoint is not None):
         raise click.UsageError("--checkpoint is needed by, and only by, --method storm")
     if method == "storm":
         from daflow.nn.generative import assimilate as generative_assimilate
 
-        if (init is None) == (background is None):
-            raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
         write_dataset(generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
-                                            guidance=guidance, gamma=gamma), output, "analysis")
+                                            guidance=guidance, gamma=gamma, sample_steps=sample_steps), output, "analysis")
         return
-    if (init is None) == (background is None):
-        raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")
     if (method == "oi") != (climatology is not None):

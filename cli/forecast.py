@@ -18,6 +18,7 @@ from daflow_cli.common import common_options, parse_pairs, scheduler_option
 @click.option("--output-every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every K-th step.")
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
+@click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[--model storm] Steps of the diffusion sampler.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,
@@ -25,7 +26,7 @@ from daflow_cli.common import common_options, parse_pairs, scheduler_option
 @scheduler_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
 @common_options
-def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, dtype, seed,
+def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps, dtype, seed,
              split, scheduler, output):
     """Integrate a model (Lorenz-63, Lorenz-96, ...) batched over members; write a state file.
 
@@ -43,7 +44,7 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
     if model_name == "storm":
         from daflow.nn.generative import forecast as generative_forecast
 
-        write_dataset(generative_forecast(checkpoint, init, steps, members or 1, seed), output, "state")
+        write_dataset(generative_forecast(checkpoint, init, steps, members or 1, seed, sample_steps), output, "state")
         return
     if init == "random" and model_name is None:
         raise click.UsageError("--init random needs --model")

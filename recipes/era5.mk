@@ -7,6 +7,7 @@ ERA_GRIB := $(DAFLOW_SAMPLE_DATA)/grib/era5-2mt-2019-03-uk.grib
 ERA_EPOCHS ?= 20
 ERA_MEMBERS ?= 8
 ERA_HISTORY ?= 2
+ERA_SAMPLE_STEPS ?= 10
 ERA_TEST ?= 2019-03-25/2019-03-31T23:00
 
 .PHONY: era5-t2m
@@ -26,7 +27,7 @@ $(ERA)/model/config.json: $(ERA)/train.nc
 	$(DAFLOW) train --data $< --history $(ERA_HISTORY) --epochs $(ERA_EPOCHS) -o $(ERA)/model
 $(ERA)/storm.nc: $(ERA)/model/config.json $(ERA)/init.nc $(ERA)/obs.nc
 	$(DAFLOW) assimilate --method storm --checkpoint $(ERA)/model --init $(ERA)/init.nc --obs $(ERA)/obs.nc \
-	  --members $(ERA_MEMBERS) --seed 1 -o $@
+	  --members $(ERA_MEMBERS) --sample-steps $(ERA_SAMPLE_STEPS) --seed 1 -o $@
 $(ERA)/storm.json: $(ERA)/storm.nc $(ERA)/test.nc $(ERA)/obs.nc
 	$(DAFLOW) score --truth $(ERA)/test.nc --forecast $< --obs $(ERA)/obs.nc --plot $(ERA)/storm.png -o $(ERA)/storm-scores.nc --json > $@
 $(ERA)/summary.txt: $(ERA)/storm.json
