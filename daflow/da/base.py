@@ -41,6 +41,7 @@ class Filter(ABC):
 
     name: ClassVar[str]
     min_members: ClassVar[int] = 2
+    differentiates: ClassVar[bool] = False  # True when ``update`` uses autograd (cycling then keeps it on)
 
     def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None):
         if inflation < 1.0 or not 0.0 <= rtps <= 1.0:

@@ -162,6 +162,7 @@ class EnSF(Filter):
     """Ensemble score filter; two passes with inpainting when the grid is partly observed."""
 
     name = "ensf"
+    differentiates = True
 
     def __init__(self, grid, ensf_steps: int = 100, eps_a: float = 0.05, eps_b: float = 0.0,
                  score: str = "paired", damping: bool = True, truncate: float = 0.0,
