@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import click
 
+from daflow.da import FILTERS
 from daflow_cli.common import common_options
 
-METHODS = ["oi", "enkf", "etkf", "letkf", "ensf", "storm"]
+METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a trained generative model
 
 
 @click.command()
