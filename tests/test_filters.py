@@ -8,6 +8,7 @@ import torch
 import xarray as xr
 from click.testing import CliRunner
 
+from daflow.da import FILTERS
 from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
 from daflow.da.cycle import AssimilationRun, cycle, make_filter
 from daflow.da.localization import gaspari_cohn
@@ -237,3 +238,23 @@ def test_bad_input_exits_65_with_one_line(osse, tmp_path, problem):
     assert result.exit_code == 65, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", sorted(FILTERS))
+def test_every_filter_cycles_through_the_cli_with_a_nonlinear_operator(method, daflow, tmp_path):
+    """Cycling runs in torch inference mode unless a filter differentiates; a filter that needs
+    autograd (OI's linearisation, EnSF's likelihood score) must say so, or it fails here."""
+    run = lambda *args: daflow(*args).exit_code  # noqa: E731
+    assert run("forecast", "--model", "lorenz96", "--param", "dim=12", "--init", "random", "--spinup", "100",
+               "--steps", "0", "--seed", "1", "-o", tmp_path / "x0.nc") == 0
+    assert run("forecast", "--init", tmp_path / "x0.nc", "--steps", "6", "-o", tmp_path / "truth.nc") == 0
+    assert run("ingest", tmp_path / "truth.nc", "--observe", "--fraction", "0.5", "--operator", "arctan",
+               "--error-std", "0.1", "--seed", "2", "-o", tmp_path / "obs.nc") == 0
+    members = "1" if method == "oi" else "6"
+    assert run("forecast", "--init", tmp_path / "x0.nc", "--members", members, "--perturb", "0.5", "--seed", "3",
+               "-o", tmp_path / "ens.nc") == 0
+    extra = ("--climatology", tmp_path / "truth.nc") if method == "oi" else ("--ensf-steps", "10") if method == "ensf" else ()
+    result = daflow("assimilate", "--method", method, "--init", tmp_path / "ens.nc", "--obs", tmp_path / "obs.nc",
+                    *extra, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 0, result.stderr
+    assert np.isfinite(xr.open_dataset(tmp_path / "an.nc")["x"].values).all()

@@ -17,6 +17,7 @@ MAX_STATE = 20_000
 class OptimalInterpolation(Filter):
     name = "oi"
     min_members = 1
+    differentiates = True  # H is linearised by autograd
 
     def __init__(self, grid, covariance: torch.Tensor, **options):
         super().__init__(grid, **options)
