@@ -113,11 +113,6 @@ def knn_cmi(x, y, z=None, k: int = 8, local: bool = False):
     return values if local else float(values.mean())
 
 
-def knn_mi(x, y, k: int = 8, local: bool = False):
-    """KSG (algorithm 1) I(X; Y)."""
-    return knn_cmi(x, y, None, k, local)
-
-
 def knn_entropy(x, k: int = 8) -> float:
     """Kozachenko-Leonenko H(X) in nats, max norm."""
     x = as_2d(x)
