@@ -5,7 +5,7 @@ adding one file and one line here.
 """
 from __future__ import annotations
 
-import importlib
+from daflow.registry import load
 
 FILTERS: dict[str, str] = {
     "oi": "daflow.da.oi:OptimalInterpolation",
@@ -17,8 +17,4 @@ FILTERS: dict[str, str] = {
 
 
 def filter_class(name: str):
-    try:
-        module, cls = FILTERS[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(FILTERS)}") from None
-    return getattr(importlib.import_module(module), cls)
+    return load(FILTERS, name, "method")

@@ -5,9 +5,8 @@ import every model's dependencies. Adding a model is adding one line here and on
 """
 from __future__ import annotations
 
-import importlib
-
 from daflow.models.base import Model, params_from_attrs
+from daflow.registry import load
 
 MODELS: dict[str, str] = {
     "lorenz63": "daflow.models.lorenz:Lorenz63",
@@ -18,11 +17,7 @@ MODELS: dict[str, str] = {
 
 def model_class(name: str) -> type[Model]:
     """The class registered under ``name``; ValueError naming the choices when unknown."""
-    try:
-        module, cls = MODELS[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}") from None
-    return getattr(importlib.import_module(module), cls)
+    return load(MODELS, name, "model")
 
 
 def get_model(name: str, **params) -> Model:
