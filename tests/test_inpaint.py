@@ -1,9 +1,13 @@
-"""Inpainting: exact reconstruction of the fields each method must reproduce, kept observations, bad masks."""
+"""Inpainting: exact reconstruction of the fields each method must reproduce, kept observations, bad masks;
+EnSF's pseudo-observations (background plus inpainted increment)."""
 import numpy as np
 import pytest
+import torch
 from scipy.fft import idctn
 
+from daflow.da.ensf import EnSF
 from daflow.da.inpaint import METHODS, dct_tv_fit, inpaint
+from daflow.da.observations import ObsBatch, StateGrid
 from daflow.errors import DataError
 
 NY, NX = 48, 40
@@ -72,3 +76,35 @@ def test_every_method_keeps_observed_values_and_fills_smooth_periodic_fields(met
 def test_a_mask_observing_nothing_is_a_data_error(method):
     with pytest.raises(DataError, match="observes nothing"):
         inpaint(np.zeros((1, NY, NX)), np.zeros((NY, NX), bool), method, background=np.zeros((3, NY, NX)))
+
+
+def _two_level_filter_and_obs(mask, members=6, seed=5):
+    grid = StateGrid("t", ("level", "y", "x"), (2, NY, NX), {"level": np.arange(2), "y": np.arange(NY), "x": np.arange(NX)})
+    columns = np.flatnonzero(mask.ravel())
+    index = torch.from_numpy(np.concatenate([columns, NY * NX + columns]))
+    obs = ObsBatch(0.0, np.arange(index.numel()), torch.zeros(index.numel(), dtype=torch.float64),
+                   torch.ones(index.numel(), dtype=torch.float64), index, np.concatenate([columns, columns]),
+                   [(lambda v: v, None)])
+    background = torch.from_numpy(np.random.default_rng(seed).normal(size=(members, 2 * NY * NX)))
+    return EnSF(grid, seed=seed), obs, background
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pseudo_observations_keep_each_members_own_unobserved_values_when_nothing_changed(method):
+    """Regression: pass 2 used to inpaint the analysed field itself, which replaces each member's unobserved
+    small scales by a smooth fill (errors of ~4 K on SQG at 25% observed). The increment is what is inpainted:
+    with no increment the pseudo-observations are the members' own background values, rough as they are."""
+    mask = _mask(0.25, seed=6)
+    filt, obs, background = _two_level_filter_and_obs(mask)
+    index, values, errors = filt._pseudo_observations(background, background.clone(), obs, method)
+    torch.testing.assert_close(values, background[:, index], rtol=0, atol=1e-9)
+    assert index.numel() == 2 * (~mask).sum() and (errors > 0).all()
+
+
+def test_pseudo_observations_add_an_inpainted_smooth_increment_to_each_member():
+    y, x = np.mgrid[0:NY, 0:NX] / 10.0
+    shift = np.stack([0.3 * x - 0.2 * y + 1, x**2 - y**2]).reshape(-1)   # biharmonic on both levels
+    mask = _mask(0.25, seed=7, frame=True)
+    filt, obs, background = _two_level_filter_and_obs(mask)
+    index, values, _ = filt._pseudo_observations(background, background + torch.from_numpy(shift), obs, "biharmonic")
+    torch.testing.assert_close(values, background[:, index] + torch.from_numpy(shift)[index], rtol=0, atol=1e-8)

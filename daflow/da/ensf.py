@@ -30,11 +30,11 @@ prior and linear H the EnSF posterior is not the Kalman posterior (tests/test_en
 gap), it is the closed-form Gaussian of the linear reverse SDE.
 
 Partial observations on a 2-D grid (two-pass scheme, DESIGN.md): pass 1 updates with the real
-observations; each member's unobserved points are then filled level by level from its updated
-observed points (:mod:`daflow.da.inpaint`); pass 2 analyses the background again with the real
-observations plus the inpainted values as pseudo-observations (identity, per member), whose error
-standard deviation is the inpainting error measured by cross-validation on the ensemble mean
-(10% of the observed points of each level held out).
+observations; each member's pass-1 increment a_i - x_i at its observed points is then inpainted
+level by level onto the unobserved points (:mod:`daflow.da.inpaint`); pass 2 analyses the background
+again with the real observations plus x_i + I(a_i - x_i) as pseudo-observations (identity, per
+member), whose error standard deviation is the inpainting error of the mean increment measured by
+cross-validation (10% of the observed points of each level held out).
 
 Heuristics of the published code, off by default: ``truncate T`` stops the reverse integration at
 pseudo-time T and returns z_T; ``spread_reset`` rescales the analysis anomalies to the background
@@ -211,14 +211,23 @@ class EnSF(Filter):
         return (self.inpaint or "biharmonic") if partial else None
 
     def _pseudo_observations(self, background, analysis, obs, method):
-        """(flat index (q,), values (N, q), error std (q,)) of the inpainted unobserved points."""
+        """(flat index (q,), values (N, q), error std (q,)) of the inpainted unobserved points.
+
+        Member i's pseudo-observation is its background plus its inpainted pass-1 increment,
+        x_i + I(a_i - x_i): the increment is inpainted, not the analysed field, so the small scales
+        the model carries in x_i are kept and only the correction is interpolated (inpainting the
+        field itself replaces them by a smooth fill: on SQG 64 x 64 with 25% observed, biharmonic
+        fills of the field err by about 4 K, of the increment by 3.3-3.6 K). With ``oi`` this is the
+        perturbed-member update x_i + B_uo (B_oo + r^2 I)^{-1} (a_i - x_i)_o.
+        """
         members, levels = analysis.shape[0], self.grid.levels
         hshape = tuple(self.grid.shape[self.grid.dims.index(d)] for d in self.grid.hdims)
         observed = np.zeros((levels, self.grid.columns), dtype=bool)
         flat = obs.index.numpy()
         observed[flat // self.grid.columns, flat % self.grid.columns] = True
-        fields = analysis.detach().cpu().numpy().reshape(members, levels, *hshape)
         prior = background.detach().cpu().numpy().reshape(members, levels, *hshape)
+        increments = analysis.detach().cpu().numpy().reshape(members, levels, *hshape) - prior
+        anomalies = prior - prior.mean(0)
         periodic = self.grid.hdims != ("lat", "lon")
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=self.generator)))
         index, values, errors = [], [], []
@@ -226,11 +235,12 @@ class EnSF(Filter):
             mask = observed[level].reshape(hshape)
             if not mask.any() or mask.all():
                 continue
-            filled = inpaint(fields[:, level], mask, method, periodic, prior[:, level])
+            filled = prior[:, level] + inpaint(increments[:, level], mask, method, periodic, anomalies[:, level])
             missing = np.flatnonzero(~mask.ravel())
             index.append(level * self.grid.columns + missing)
             values.append(filled.reshape(members, -1)[:, missing])
-            error = self._cross_validated_error(fields[:, level].mean(0), mask, method, periodic, prior[:, level], rng)
+            error = self._cross_validated_error(increments[:, level].mean(0), mask, method, periodic,
+                                                anomalies[:, level], rng)
             errors.append(np.full(missing.size, error))
         if not index:
             raise DataError(None, "the observation mask observes nothing on any level: nothing to inpaint from")
