@@ -7,9 +7,9 @@ import torch
 import xarray as xr
 from click.testing import CliRunner
 
-from daflow.causal.estimators import gaussian_cmi, knn_cmi, knn_entropy, transform
+from daflow.causal.estimators import gaussian_cmi, knn_cmi, knn_cmi_surrogates, knn_entropy, transform
 from daflow.causal.framework import analyse, certainty
-from daflow.causal.surrogates import cmi_test, local_permutations
+from daflow.causal.surrogates import block_permutations, cmi_test, local_permutations
 from daflow.io.contract import write_dataset
 from daflow.models.lorenz import Lorenz63
 from daflow_cli.main import main
@@ -87,6 +87,23 @@ def test_local_permutation_keeps_neighbourhoods_and_is_nearly_a_permutation():
     assert np.mean([len(np.unique(p)) for p in perms]) > 0.9 * 500
 
 
+@pytest.mark.parametrize("kind, dx, dz", [("ranks", 1, 2), ("standardize", 2, 2), ("ranks", 1, 0)])
+def test_surrogates_share_tables_yet_equal_the_plain_estimator(kind, dx, dz):
+    """Each surrogate's local CMI from the shared neighbour tables is exactly knn_cmi's on that surrogate
+    (local permutations given Z; plain permutations without Z). At T = 400, k = 4 the neighbour search
+    widens past its first 8 k joint and 64 Z neighbours for a few hundred samples."""
+    rng = np.random.default_rng(10)
+    t = 400
+    z = rng.standard_normal((t, dz))
+    x = rng.standard_normal((t, dx)) + z[:, :1].sum(1, keepdims=True)
+    y = z.sum(1) + 0.3 * x[:, 0] + rng.standard_normal(t)
+    X, Y, Z = (transform(a, kind) for a in (x, y, z))
+    perms = local_permutations(Z, 30, 5, rng) if dz else block_permutations(t, 30, 1, rng)
+    Z = Z if dz else None
+    fast = knn_cmi_surrogates(X, Y, Z, perms, k=4)
+    assert np.array_equal(fast, np.stack([knn_cmi(X[p], Y, Z, k=4, local=True) for p in perms]))
+
+
 def test_p_values_uniform_under_the_null():
     rng = np.random.default_rng(7)
     pvals = []
@@ -147,12 +164,15 @@ def test_cli_bad_input_exits_65(tmp_path):
     t = xr.date_range("2000-01-01", periods=40, freq="MS")
     rng = np.random.default_rng(8)
     good = xr.Dataset({"a": ("time", rng.standard_normal(40)), "b": ("time", rng.standard_normal(40)),
-                       "flat": ("time", np.ones(40)), "gap": ("time", np.full(40, np.nan))}, coords={"time": t})
+                       "flat": ("time", np.ones(40)), "gap": ("time", np.full(40, np.nan)),
+                       "sparse": ("time", np.where(np.arange(40) % 4 == 0, rng.standard_normal(40), np.nan))},
+                      coords={"time": t})
     write_dataset(good, tmp_path / "s.nc", "state")
     runner = CliRunner()
-    cases = {"constant": ["--drivers", "flat"], "all NaN": ["--drivers", "gap"],
-             "not shorter": ["--drivers", "b", "--lags", "1-40"], "too few": ["--drivers", "b", "--k", "30"]}
-    for words, extra in cases.items():
+    cases = [("constant", ["--drivers", "flat"]), ("all NaN", ["--drivers", "gap"]),
+             ("not shorter", ["--drivers", "b", "--lags", "1-40"]), ("too few", ["--drivers", "b", "--k", "30"]),
+             ("too few", ["--drivers", "sparse"])]
+    for words, extra in cases:
         res = runner.invoke(main, ["causal", str(tmp_path / "s.nc"), "--target", "a", "-o", str(tmp_path / "o.nc"), *extra])
         assert res.exit_code == 65, (words, res.output)
         assert words in res.output and len(res.output.strip().splitlines()) == 1

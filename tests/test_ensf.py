@@ -56,21 +56,23 @@ def test_likelihood_score_and_curvature_of_arctan_observations_with_a_repeated_v
     torch.testing.assert_close(curvature, expect_curv)
 
 
-def _gaussian_recursion(steps, schedule, y, r, damping=True):
-    """Mean and variance after the sampler's (affine) recursion with the exact N(0, 1) prior score."""
+def _gaussian_recursion(steps, schedule, y, r, damping=True, prior_mean=0.0, prior_var=1.0):
+    """Mean and variance after the sampler's (affine) recursion with the exact score of the Gaussian
+    prior N(prior_mean, prior_var) (prior_var = 0: a point mass, the paired score of one member)."""
     mean, var, dt = 0.0, 1.0, 1.0 / steps
     for k in range(steps):
         t = 1.0 - k * dt
         a, b2, g2 = schedule.alpha(t), schedule.beta2(t), schedule.diffusion2(t)
         c = g2 * dt * ((1 - t) if damping else 1)
-        p = 1 / r**2
-        # increment = [-(g2/(a^2+b2) + f) dt - c p] z + c p y + noise, divided by (1 + c p)
-        slope = 1 + (-(g2 / (a * a + b2) + schedule.drift(t)) * dt - c * p) / (1 + c * p)
-        mean = slope * mean + c * p * y / (1 + c * p)
+        p, s2 = 1 / r**2, a * a * prior_var + b2
+        # increment = [g2 (a m - z) / s2 - f z] dt + c p (y - z) + noise, divided by (1 + c p)
+        slope = 1 + (-(g2 / s2 + schedule.drift(t)) * dt - c * p) / (1 + c * p)
+        mean = slope * mean + (g2 * a * prior_mean / s2 * dt + c * p * y) / (1 + c * p)
         var = slope**2 * var + g2 * dt / (1 + c * p) ** 2
     return mean, var
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("r", [0.5, 1e6])
 def test_large_ensemble_mixture_sampler_matches_the_closed_form_gaussian(r):
     """1-D Gaussian prior, y = x + N(0, r^2): the mixture score of N members tends to the Gaussian
@@ -86,6 +88,30 @@ def test_large_ensemble_mixture_sampler_matches_the_closed_form_gaussian(r):
     mean, var = _gaussian_recursion(200, schedule, 1.0, r)
     assert abs(z.mean().item() - mean) < 0.03, (z.mean().item(), mean)
     assert abs(z.var().item() / var - 1) < 0.1, (z.var().item(), var)
+
+
+def test_paired_sampler_matches_its_closed_form_for_one_member():
+    """Paired score, every row the same member x = 0.5, y = x + N(0, 0.3^2) observed as 1.2."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.full((4000, 1), 0.5, dtype=torch.float64)
+    y, r = torch.tensor([1.2], dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64)
+    for schedule in (Schedule(0.05, 0.0), Schedule(0.05, 0.1)):
+        z = ensf_sample(x, lambda v: v, y, r, g, steps=100, schedule=schedule, score="paired")
+        mean, var = _gaussian_recursion(100, schedule, 1.2, 0.3, prior_mean=0.5, prior_var=0.0)
+        assert abs(z.mean().item() - mean) < 0.01 and abs(z.var().item() / var - 1) < 0.1
+
+
+def test_paired_update_vanishes_with_many_steps_unless_eps_b_blurs_the_member():
+    """The bug behind the default eps_b = 0.1: with eps_b = 0 the member is a point mass and the
+    observation moves the sample only through the discretisation (by O(1/N_t)); with eps_b > 0 the
+    update has a limit as N_t grows, between the kernel posterior mean x + eps_b / (eps_b + r^2) (y - x)
+    and the observation (beyond the former: the damped likelihood score is a heuristic)."""
+    def update(steps, eps_b):
+        return _gaussian_recursion(steps, Schedule(0.05, eps_b), 1.2, 0.3, prior_mean=0.5, prior_var=0.0)[0] - 0.5
+    assert update(1000, 0.0) < 0.2 * update(100, 0.0)
+    assert abs(update(1000, 0.1) / update(100, 0.1) - 1) < 0.05
+    kernel = 0.1 / (0.1 + 0.09) * 0.7
+    assert kernel < update(1000, 0.1) < 0.7
 
 
 def test_same_seed_same_samples_and_other_seed_other_samples():

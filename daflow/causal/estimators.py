@@ -11,11 +11,11 @@ subspaces, the sample itself included. Then
 
 and with no Z, n_z = T, which is KSG's first estimator I(X; Y) = psi(k) + psi(T) - <psi(n_x) + psi(n_y)>.
 The term inside < > is the local (pointwise) CMI of sample i. Kozachenko-Leonenko entropy with the
-same norm: H(X) = -psi(k) + psi(T) + d <ln(2 eps_i)>. Neighbours come from scipy's cKDTree;
-counts in the subspaces that do not change between surrogates (YZ and Z) come from row-sorted
-distance tables and a binary search, the rest from vectorised ``query_ball_point(...,
-return_length=True)`` range queries, all surrogates in one tree (each on its own "universe"
-coordinate, far from the others).
+same norm: H(X) = -psi(k) + psi(T) + d <ln(2 eps_i)>. One estimate: neighbours from scipy's
+cKDTree, counts from vectorised ``query_ball_point(..., return_length=True)`` range queries. The
+surrogates of a significance test (:func:`knn_cmi_surrogates`) change X only, so they share
+each sample's neighbours in the Y-Z and Z subspaces, sorted by distance once; the same numbers,
+exactly, at a fraction of the cost.
 
 Gaussian closed form: I(X; Y | Z) = 1/2 ln(|S_xz| |S_yz| / (|S_z| |S_xyz|)) with S the sample
 covariances; for a bivariate Gaussian I = -1/2 ln(1 - rho^2). Local version:
@@ -33,7 +33,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-DENSE_LIMIT = 3000  # largest T for which the fixed subspaces use T x T sorted distance tables
+DENSE_LIMIT = 2000  # largest T for which the surrogates share T x T sorted neighbour tables
 
 ESTIMATORS = ("ksg", "gaussian", "binned")
 TRANSFORMS = ("ranks", "standardize", None)
@@ -62,55 +62,133 @@ def _empty(t: int) -> np.ndarray:
     return np.zeros((t, 0))
 
 
-def _max_dist_table(a: np.ndarray) -> np.ndarray:
-    """(T, d) -> (T, T) max-norm distances, each row sorted ascending."""
-    d = np.zeros((len(a), len(a)))
-    for col in a.T:
-        np.maximum(d, np.abs(col[:, None] - col[None, :]), out=d)
-    return np.sort(d, axis=1)
-
-
-def _count_strictly_within(points: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Samples of the fixed set ``points`` (T, d) closer than radii (S, T) to each sample, self included."""
-    s, t = radii.shape
+def _count_within(points: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Samples of ``points`` (T, d) strictly closer than radii (T,) to each sample, itself included."""
     if points.shape[1] == 0:
-        return np.full((s, t), t)
-    if t <= DENSE_LIMIT:
-        table = _max_dist_table(points)
-        return np.stack([np.searchsorted(table[i], radii[:, i], side="left") for i in range(t)], axis=1)
+        return np.full(len(points), len(points))
     tree = cKDTree(points)
-    queries = np.broadcast_to(points, (s, *points.shape)).reshape(s * t, -1)
-    r = np.nextafter(radii.ravel(), 0)
-    return tree.query_ball_point(queries, r, p=np.inf, workers=-1, return_length=True).reshape(s, t)
-
-
-def knn_local_cmi_batch(xs: np.ndarray, y: np.ndarray, z: np.ndarray, k: int = 8) -> np.ndarray:
-    """Local Frenzel-Pompe CMI of S versions of X against one Y and Z.
-
-    xs (S, T, dx), y (T, dy), z (T, dz) with dz >= 0 -> (S, T) local CMI in nats. Used for one
-    estimate (S = 1) and for all the surrogates of a significance test at once.
-    """
-    s, t, dx = xs.shape
-    if t <= k:
-        raise ValueError(f"{t} samples are too few for k = {k} neighbours")
-    span = max([1.0] + [float(np.ptp(a)) for a in (xs, y, z) if a.size])
-    universe = np.repeat(np.arange(s, dtype=np.float64) * 3 * span, t)[:, None]  # (S*T, 1)
-    xz = np.concatenate([universe, xs.reshape(s * t, dx), np.tile(z, (s, 1))], axis=1)
-    joint = np.concatenate([xz, np.tile(y, (s, 1))], axis=1)
-    eps = cKDTree(joint).query(joint, k=[k + 1], p=np.inf, workers=-1)[0][:, 0]
-    n_xz = cKDTree(xz).query_ball_point(xz, np.nextafter(eps, 0), p=np.inf, workers=-1, return_length=True)
-    eps = eps.reshape(s, t)
-    n_yz = _count_strictly_within(np.concatenate([y, z], axis=1), eps)
-    n_z = _count_strictly_within(z, eps)
-    return digamma(k) - digamma(n_xz.reshape(s, t)) - digamma(n_yz) + digamma(n_z)
+    return tree.query_ball_point(points, np.nextafter(radii, 0), p=np.inf, workers=-1, return_length=True)
 
 
 def knn_cmi(x, y, z=None, k: int = 8, local: bool = False):
     """Frenzel-Pompe I(X; Y | Z) (KSG I(X; Y) when z is None) of already transformed data."""
     x, y = as_2d(x), as_2d(y)
     z = _empty(len(x)) if z is None else as_2d(z)
-    values = knn_local_cmi_batch(x[None], y, z, k)[0]
+    if len(x) <= k:
+        raise ValueError(f"{len(x)} samples are too few for k = {k} neighbours")
+    joint = np.hstack([x, y, z])
+    eps = cKDTree(joint).query(joint, k=[k + 1], p=np.inf, workers=-1)[0][:, 0]
+    values = (digamma(k) - digamma(_count_within(np.hstack([x, z]), eps))
+              - digamma(_count_within(np.hstack([y, z]), eps)) + digamma(_count_within(z, eps)))
     return values if local else float(values.mean())
+
+
+def _sorted_neighbours(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, d) -> each row's samples by increasing max-norm distance (T, T) and those distances,
+    with +inf appended (T, T + 1)."""
+    d = np.zeros((len(a), len(a)))
+    for col in a.T:
+        np.maximum(d, np.abs(col[:, None] - col[None, :]), out=d)
+    order = np.argsort(d, axis=1)
+    return order, np.hstack([np.take_along_axis(d, order, axis=1), np.full((len(a), 1), np.inf)])
+
+
+def _with_x(xs: np.ndarray, order: np.ndarray, dist: np.ndarray, cols: slice, pairs=None) -> np.ndarray:
+    """max(|x*_s(j) - x*_s(i)|, dist(i, j)) for the neighbours j = order[i, cols] of sample i.
+
+    xs (dx, S, T): S versions of X. All samples of all versions: (S, T, w); only the (version,
+    sample) ``pairs`` (two index arrays of length P): (P, w).
+    """
+    out = dist[:, cols] if pairs is None else dist[pairs[1], cols]
+    for xc in xs:
+        if pairs is None:
+            near = np.take(xc, order[:, cols], axis=1) - xc[..., None]
+        else:
+            s, i = pairs
+            near = xc.ravel()[(s * xc.shape[1])[:, None] + order[i, cols]] - xc[s, i][:, None]
+        out = np.maximum(out, np.abs(near))
+    return out
+
+
+def _chunks(n: int, width: int, t: int = 1):
+    """Index slices that keep the (chunk, t, width) work arrays near a million entries."""
+    step = max(1, 2**20 // (width * t))
+    return (slice(a, a + step) for a in range(0, n, step))
+
+
+def _below(dist: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Entries of each sorted row dist[i] below radii[:, i]: (T, T + 1), (S, T) -> (S, T)."""
+    return np.stack([np.searchsorted(row, r) for row, r in zip(dist, radii.T)], axis=1)
+
+
+def _kth_joint_distance(xs: np.ndarray, order_yz: np.ndarray, dist_yz: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each sample of each version to its k-th neighbour in (X*, Y, Z): (S, T)."""
+    s, t = xs.shape[1:]
+    w = min(8 * k, t)
+    eps = np.empty((s, t))
+    for c in _chunks(s, w, t):
+        eps[c] = np.partition(_with_x(xs[:, c], order_yz, dist_yz, slice(0, w)), k, axis=2)[..., k]
+    todo = np.nonzero(eps > dist_yz[:, w])
+    while len(todo[0]):
+        w = min(2 * w, t)
+        for c in _chunks(len(todo[0]), w):
+            pairs = todo[0][c], todo[1][c]
+            eps[pairs] = np.partition(_with_x(xs, order_yz, dist_yz, slice(0, w), pairs), k, axis=1)[:, k]
+        todo = np.nonzero(eps > dist_yz[:, w])
+    return eps
+
+
+def _count_xz(xs: np.ndarray, order_z: np.ndarray, dist_z: np.ndarray, eps: np.ndarray, n_z: np.ndarray) -> np.ndarray:
+    """n_xz: of the n_z neighbours in Z order, those also closer than eps in X*: (S, T)."""
+    s, t = eps.shape
+    w = min(64, t)
+    n_xz = np.empty((s, t), dtype=np.int64)
+    for c in _chunks(s, w, t):
+        n_xz[c] = (_with_x(xs[:, c], order_z, dist_z, slice(0, w)) < eps[c, :, None]).sum(axis=2)
+    while w < t:
+        todo = np.nonzero(n_z > w)
+        for c in _chunks(len(todo[0]), w):
+            pairs = todo[0][c], todo[1][c]
+            near = _with_x(xs, order_z, dist_z, slice(w, min(2 * w, t)), pairs)
+            n_xz[pairs] += (near < eps[pairs][:, None]).sum(axis=1)
+        w *= 2
+    return n_xz
+
+
+def knn_cmi_surrogates(x, y, z, perms: np.ndarray, k: int = 8) -> np.ndarray:
+    """Local Frenzel-Pompe CMI of each surrogate X[perm] against Y given Z: perms (S, T) -> (S, T).
+
+    Equal, value for value, to ``knn_cmi(x[perm], y, z, k, local=True)`` for each perm. The Y-Z and
+    Z subspaces are the same in all surrogates, so each sample's neighbours in them are sorted by
+    distance once (T x T tables). The joint distance eps_i is then the (k+1)-th smallest
+    max(|x*_i - x*_j|, d_yz(i, j)) over the first w neighbours j in Y-Z order, exact as soon as it is
+    not above the (w+1)-th Y-Z distance (no later neighbour can come closer); w doubles for the
+    samples where it is. n_yz and n_z are binary searches in the sorted rows; n_xz scans the n_z
+    neighbours in Z order. With no Z and perms that are permutations, X* takes X's values, so n_x of
+    sample i is a binary search in the sorted row of its source perm(i) in X's own table. Otherwise
+    (or T > DENSE_LIMIT) one :func:`knn_cmi` per surrogate.
+    """
+    x, y = as_2d(x), as_2d(y)
+    z = _empty(len(x)) if z is None else as_2d(z)
+    s, t = perms.shape
+    bijective = bool((np.sort(perms, axis=1) == np.arange(t)).all())
+    if t > DENSE_LIMIT or (z.shape[1] == 0 and not bijective):
+        return np.stack([knn_cmi(x[p], y, z, k, local=True) for p in perms])
+    if t <= k:
+        raise ValueError(f"{t} samples are too few for k = {k} neighbours")
+    xs = x.T[:, perms]  # (dx, S, T)
+    order_yz, dist_yz = _sorted_neighbours(np.hstack([y, z]))
+    eps = _kth_joint_distance(xs, order_yz, dist_yz, k)
+    n_yz = _below(dist_yz, eps)
+    if z.shape[1] == 0:
+        n_z = np.full((s, t), t)
+        at_source = np.take_along_axis(eps, np.argsort(perms, axis=1), axis=1)
+        n_xz = np.take_along_axis(_below(_sorted_neighbours(x)[1], at_source), perms, axis=1)
+    else:
+        order_z, dist_z = _sorted_neighbours(z)
+        n_z = _below(dist_z, eps)
+        n_xz = _count_xz(xs, order_z, dist_z, eps, n_z)
+    return digamma(k) - digamma(n_xz) - digamma(n_yz) + digamma(n_z)
 
 
 def knn_entropy(x, k: int = 8) -> float:

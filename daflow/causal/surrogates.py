@@ -15,15 +15,15 @@ the X-Z dependence:
   blocks of ``block_length`` consecutive samples and the blocks are permuted.
 
 p-value = (1 + #{surrogates >= estimate}) / (1 + n_surrogates), so its resolution is
-1 / (1 + n_surrogates). For the k-NN estimator all surrogates are estimated in one vectorised pass
-(:func:`daflow.causal.estimators.knn_local_cmi_batch`).
+1 / (1 + n_surrogates). For the k-NN estimator the surrogates share the neighbour tables of the
+fixed Y-Z and Z subspaces (:func:`daflow.causal.estimators.knn_cmi_surrogates`).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from daflow.causal.estimators import as_2d, cmi, knn_local_cmi_batch
+from daflow.causal.estimators import as_2d, cmi, knn_cmi_surrogates
 
 
 def local_permutations(z: np.ndarray, n: int, shuffle_neighbors: int, rng: np.random.Generator) -> np.ndarray:
@@ -32,34 +32,31 @@ def local_permutations(z: np.ndarray, n: int, shuffle_neighbors: int, rng: np.ra
     m = min(shuffle_neighbors, t)
     neighbours = cKDTree(z).query(z, k=m, p=np.inf, workers=-1)[1].reshape(t, m)  # (T, m), self first
     choice = np.argsort(rng.random((n, t, m)), axis=2)                               # random order per sample
-    proposals = np.take_along_axis(np.broadcast_to(neighbours, (n, t, m)), choice, axis=2)  # (n, T, m)
-    priority = rng.random((n, t))
-    perm = np.full((n, t), -1)
-    used = np.zeros((n, t), dtype=bool)
-    rows = np.arange(n)[:, None]
+    offset = (np.arange(n) * t)[:, None, None]                       # indices into all surrogates, flattened
+    proposals = (neighbours.ravel()[(np.arange(t) * m)[:, None] + choice] + offset).reshape(-1, m).T.copy()
+    priority = rng.random(n * t)
+    perm = np.full(n * t, -1)
+    used = np.zeros(n * t, dtype=bool)
     for r in range(m):
-        want = proposals[:, :, r]                                          # (n, T)
-        open_ = (perm < 0) & ~used[rows, want]
+        want = proposals[r]
+        open_ = (perm < 0) & ~used[want]
         # the highest-priority open proposal for each neighbour wins
         key = np.where(open_, priority, -1.0)
-        best = np.full((n, t), -1.0)
-        np.maximum.at(best, (np.broadcast_to(rows, want.shape), want), key)
-        win = open_ & (key == best[rows, want])
-        perm[win] = want[win]
-        used[np.broadcast_to(rows, want.shape)[win], want[win]] = True
-    unserved = perm < 0
-    perm[unserved] = proposals[:, :, -1][unserved]
-    return perm
+        best = np.full(n * t, -1.0)
+        np.maximum.at(best, want, key)
+        win = open_ & (key == best[want])
+        perm = np.where(win, want, perm)
+        used[want[win]] = True
+    perm = np.where(perm < 0, proposals[-1], perm)
+    return perm.reshape(n, t) - offset[:, :, 0]
 
 
 def block_permutations(t: int, n: int, block_length: int, rng: np.random.Generator) -> np.ndarray:
     """n index arrays (n, T) that permute blocks of ``block_length`` consecutive samples."""
     starts = np.arange(0, t, block_length)
-    perms = []
-    for _ in range(n):
-        order = rng.permutation(len(starts))
-        perms.append(np.concatenate([np.arange(starts[b], min(starts[b] + block_length, t)) for b in order]))
-    return np.stack(perms)
+    order = np.stack([rng.permutation(len(starts)) for _ in range(n)])
+    index = (starts[order][:, :, None] + np.arange(block_length)).reshape(n, -1)
+    return index[index < t].reshape(n, t)  # the last block may be short
 
 
 def surrogate_cmi(x, y, z=None, n: int = 200, estimator: str = "ksg", k: int = 8, method: str = "local",
@@ -76,7 +73,7 @@ def surrogate_cmi(x, y, z=None, n: int = 200, estimator: str = "ksg", k: int = 8
     else:
         raise ValueError(f"unknown surrogate method {method!r}; expected local or block")
     if estimator == "ksg":
-        return knn_local_cmi_batch(x[perms], y, z, k).mean(axis=1)
+        return knn_cmi_surrogates(x, y, z, perms, k).mean(axis=1)
     return np.array([cmi(x[p], y, z, estimator, k, bins=bins) for p in perms])
 
 

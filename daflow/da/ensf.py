@@ -21,6 +21,19 @@ z <- z - [b(t) z - sigma^2(t) S_post(z, t)] dt + sigma(t) sqrt(dt) xi, with the 
 taken linearly implicit (Gauss-Newton curvature; :func:`ensf_sample`) so that precise
 observations do not make the explicit step unstable.
 
+Why eps_b > 0 by default (0.1). The training-free prior of the ``paired`` score is a point mass
+at member i when eps_b = 0: its score (alpha_t x^i - z) / beta_t^2 grows like 1/t while h(t) grad
+log p(y | z) stays bounded, so the exact reverse SDE returns z_0 = x^i whatever the observation;
+only the Euler discretisation lets the likelihood act, through the last few steps, with a weight
+of order 1/N_t (on Lorenz-96 with arctan observations, 40 variables, 150 cycles: analysis RMSE
+0.17, 0.43, 2.1 for N_t = 20, 100, 500). With beta_0^2 = eps_b the forward process starts from
+the blurred prior N(x^i, eps_b I) (a kernel of variance eps_b std_b^2 per variable after the
+standardisation below), the reverse SDE has a proper limit in which the observation acts with a
+gain of order eps_b std_b^2 / (eps_b std_b^2 + r^2), and the result no longer depends on N_t
+(RMSE 0.11 for N_t = 50 and 100 in the same run; 0.118, 0.110, 0.139, 0.21 for eps_b = 0.05, 0.1,
+0.3, 0.6). The kernel's variance is also added to the members each cycle, which keeps the
+ensemble from collapsing (an additive inflation proportional to the spread).
+
 The filter works on the standardised state u = (x - mean_b) / std_b (background mean and spread per
 variable) with H_u(u) = H(mean_b + std_b u): an exact change of variables that puts the prior on
 the scale of the N(0, I) start, as the published SQG code does.
@@ -65,7 +78,7 @@ class Schedule:
     """alpha_t = 1 - (1 - eps_a) t, beta_t^2 = eps_b + (1 - eps_b) t, with b(t) and sigma^2(t)."""
 
     eps_a: float = 0.05
-    eps_b: float = 0.0
+    eps_b: float = 0.1
 
     def alpha(self, t: float) -> float:
         return 1.0 - (1.0 - self.eps_a) * t
@@ -164,7 +177,7 @@ class EnSF(Filter):
     name = "ensf"
     differentiates = True
 
-    def __init__(self, grid, ensf_steps: int = 100, eps_a: float = 0.05, eps_b: float = 0.0,
+    def __init__(self, grid, ensf_steps: int = 100, eps_a: float = 0.05, eps_b: float = 0.1,
                  score: str = "paired", damping: bool = True, truncate: float = 0.0,
                  spread_reset: bool = False, inpaint: str | None = None, **options):
         if spread_reset:
