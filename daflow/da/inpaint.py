@@ -1,7 +1,8 @@
 """Inpainting: fill the unobserved points of 2-D fields from the observed ones (Liang et al. 2025).
 
 EnSF under partial observations updates the observed grid points; these methods then fill the
-rest of each member's field, level by level, from its updated observed values:
+rest of each member's analysis increment, level by level, from its values at the observed points
+(daflow.da.ensf: the pseudo-observations are background plus inpainted increment):
 
 - ``biharmonic``: the biharmonic extension Delta^2 u = 0 off the mask with the observed values
   fixed (Damelin & Hoang 2018; ``skimage.restoration.inpaint_biharmonic``). Reproduces any field
