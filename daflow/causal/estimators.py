@@ -171,8 +171,7 @@ def knn_cmi_surrogates(x, y, z, perms: np.ndarray, k: int = 8) -> np.ndarray:
     x, y = as_2d(x), as_2d(y)
     z = _empty(len(x)) if z is None else as_2d(z)
     s, t = perms.shape
-    bijective = bool((np.sort(perms, axis=1) == np.arange(t)).all())
-    if t > DENSE_LIMIT or (z.shape[1] == 0 and not bijective):
+    if t > DENSE_LIMIT or (z.shape[1] == 0 and not (np.sort(perms, axis=1) == np.arange(t)).all()):
         return np.stack([knn_cmi(x[p], y, z, k, local=True) for p in perms])
     if t <= k:
         raise ValueError(f"{t} samples are too few for k = {k} neighbours")
