@@ -86,6 +86,30 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius):
     return out
 
 
+ABLATION = {                                   # EnSF options changed from the defaults, per row
+    "default (paired, N_t 100, damping, eps_b 0.1)": {},
+    "mixture score": {"score": "mixture"},
+    "N_t = 50": {"ensf_steps": 50},
+    "N_t = 500": {"ensf_steps": 500},
+    "no damping": {"damping": False},
+    "eps_b = 0 (point-mass members)": {"eps_b": 0.0},
+    "truncate T = 0.1": {"truncate": 0.1},
+    "spread reset": {"spread_reset": True},
+}
+
+
+def ablation(dim, cycles, seeds):
+    """EnSF time-mean RMSE for each row of ABLATION, without and with shocks."""
+    out = []
+    for shocks, seed in itertools.product((False, True), seeds):
+        model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
+        for name, options in ABLATION.items():
+            rmse = cycle(EnSF(StateGrid.from_model(model), seed=seed, **options), model, truth, obs, ens)
+            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 BIG = """
 import resource, sys, time, torch
 sys.path.insert(0, "benchmarks")
@@ -121,14 +145,22 @@ def main():
     parser.add_argument("--quick", action="store_true", help="dim 40, 60 cycles, one seed, small LETKF grid")
     parser.add_argument("--big", action="store_true", help="also time one analysis at dim 10^6")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the dim-10^6 analysis [2]")
+    parser.add_argument("--dims", default="40,1000", help="state dimensions of the full run [40,1000]")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the full run and the ablation [3]")
+    parser.add_argument("--ablation", type=int, metavar="DIM", help="only the EnSF ablation table at this dimension")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.quick:
+    seeds = list(range(args.seeds))
+    if args.ablation:
+        result = {"ablation": ablation(args.ablation, 150, seeds)}
+    elif args.quick:
         runs = [compare(40, 60, s, [0], [1.05, 1.2], [4]) for s in (False, True)]
+        result = {"runs": [r for rr in runs for r in rr]}
     else:
-        runs = [compare(d, 150, s, [0, 1, 2], [1.02, 1.05, 1.1, 1.2], [2, 4, 8]) for d in (40, 1000) for s in (False, True)]
-    result = {"runs": [r for rr in runs for r in rr]}
+        runs = [compare(int(d), 150, s, seeds, [1.02, 1.05, 1.1, 1.2], [2, 4, 8])
+                for d in args.dims.split(",") for s in (False, True)]
+        result = {"runs": [r for rr in runs for r in rr]}
     if args.big:
         result["dim_1e6"] = big(args.threads)
     if args.json:
