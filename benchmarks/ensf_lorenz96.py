@@ -86,26 +86,57 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius):
     return out
 
 
+ABLATION = {                                   # EnSF options changed from the defaults, per row
+    "default (paired, N_t 100, damping, eps_b 0.1)": {},
+    "mixture score": {"score": "mixture"},
+    "N_t = 50": {"ensf_steps": 50},
+    "N_t = 500": {"ensf_steps": 500},
+    "no damping": {"damping": False},
+    "eps_b = 0 (point-mass members)": {"eps_b": 0.0},
+    "truncate T = 0.1": {"truncate": 0.1},
+    "spread reset": {"spread_reset": True},
+}
+
+
+def ablation(dim, cycles, seeds):
+    """EnSF time-mean RMSE for each row of ABLATION, without and with shocks."""
+    out = []
+    for shocks, seed in itertools.product((False, True), seeds):
+        model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
+        for name, options in ABLATION.items():
+            rmse = cycle(EnSF(StateGrid.from_model(model), seed=seed, **options), model, truth, obs, ens)
+            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 BIG = """
-import resource, time, torch
-from daflow.da.ensf import ensf_sample
-torch.set_num_threads(2)
+import resource, sys, time, torch
+sys.path.insert(0, "benchmarks")
+from ensf_lorenz96 import batch
+from daflow.da.ensf import EnSF
+from daflow.da.observations import StateGrid
+from daflow.models import get_model
+torch.set_num_threads({threads})
 n, g = 10**6, torch.Generator().manual_seed(0)
-prior = torch.randn(20, n, generator=g)
-y, r = torch.atan(torch.randn(n, generator=g)), torch.full((n,), 0.05)
+grid = StateGrid.from_model(get_model("lorenz96", dim=n, dtype=torch.float32))
+truth = 8 * torch.randn(n, generator=g)
+background = truth + torch.randn(20, n, generator=g)
+y = torch.atan(truth) + 0.05 * torch.randn(n, generator=g)
 t0 = time.perf_counter()
-ensf_sample(prior, torch.atan, y, r, g, steps=100, score="{score}")
+EnSF(grid, ensf_steps=100, score="{score}", seed=0).transform(background, batch(y))
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 """
 
 
-def big():
-    """One EnSF analysis at dim 10^6 (standardised prior, arctan of every variable), fresh process."""
+def big(threads=2):
+    """One EnSF analysis (CLI path: standardisation, sampler) at dim 10^6, float32, fresh process each."""
     out = {}
     for score in ("paired", "mixture"):
-        sec, gib = map(float, subprocess.check_output([sys.executable, "-c", BIG.format(score=score)], text=True).split())
-        out[score] = {"seconds": sec, "peak_gib": gib}
-        print(f"dim 1e6 EnSF ({score}) one analysis: {sec:.1f} s, peak RSS {gib:.2f} GiB", flush=True)
+        code = BIG.format(score=score, threads=threads)
+        sec, gib = map(float, subprocess.check_output([sys.executable, "-c", code], text=True).split())
+        out[score] = {"seconds": sec, "peak_gib": gib, "threads": threads}
+        print(f"dim 1e6 EnSF ({score}, {threads} threads) one analysis: {sec:.1f} s, peak RSS {gib:.2f} GiB", flush=True)
     return out
 
 
@@ -113,16 +144,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="dim 40, 60 cycles, one seed, small LETKF grid")
     parser.add_argument("--big", action="store_true", help="also time one analysis at dim 10^6")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the dim-10^6 analysis [2]")
+    parser.add_argument("--dims", default="40,1000", help="state dimensions of the full run [40,1000]")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the full run and the ablation [3]")
+    parser.add_argument("--ablation", type=int, metavar="DIM", help="only the EnSF ablation table at this dimension")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.quick:
+    seeds = list(range(args.seeds))
+    if args.ablation:
+        result = {"ablation": ablation(args.ablation, 150, seeds)}
+    elif args.quick:
         runs = [compare(40, 60, s, [0], [1.05, 1.2], [4]) for s in (False, True)]
+        result = {"runs": [r for rr in runs for r in rr]}
     else:
-        runs = [compare(d, 150, s, [0, 1, 2], [1.02, 1.05, 1.1, 1.2], [2, 4, 8]) for d in (40, 1000) for s in (False, True)]
-    result = {"runs": [r for rr in runs for r in rr]}
+        runs = [compare(int(d), 150, s, seeds, [1.02, 1.05, 1.1, 1.2], [2, 4, 8])
+                for d in args.dims.split(",") for s in (False, True)]
+        result = {"runs": [r for rr in runs for r in rr]}
     if args.big:
-        result["dim_1e6"] = big()
+        result["dim_1e6"] = big(args.threads)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

@@ -12,7 +12,8 @@ from daflow_cli.common import common_options, print_json
 @click.option("--history", required=True, type=click.IntRange(min=1), help="K: frames of context before the target frame.")
 @click.option("--epochs", required=True, type=click.IntRange(min=1), help="Total number of epochs (with --resume: including those done).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
-              help="TOML with [architecture] (patch, width, depth, heads, tile, target) and [training] (batch_size, learning_rate, ...).")
+              help="TOML with [architecture] (patch, width, depth, heads, tile, target), [normalisation] (predict = \"state\" or "
+                   "\"increment\") and [training] (batch_size, learning_rate, ...).")
 @click.option("--resume", is_flag=True, help="Continue the training stored in MODEL_DIR.")
 @click.option("-o", "--output", "model_dir", required=True, type=click.Path(file_okay=False), help="Model directory (safetensors + JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the epochs' losses as one JSON object on stdout.")

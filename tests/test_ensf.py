@@ -9,7 +9,7 @@ import pytest
 import torch
 import xarray as xr
 
-from daflow.da.ensf import Schedule, ensf_sample, likelihood_score, mixture_score, paired_score
+from daflow.da.ensf import SAMPLE_ELEMENTS, Schedule, ensf_sample, likelihood_score, mixture_score, paired_score
 
 DAFLOW = ".venv/bin/daflow"
 
@@ -48,7 +48,7 @@ def test_likelihood_score_and_curvature_of_arctan_observations_with_a_repeated_v
     z = torch.randn(3, 6, dtype=torch.float64)
     index, r = torch.tensor([0, 2, 2, 5]), torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
     y = torch.tensor([0.3, -0.2, 0.1, 1.0], dtype=torch.float64)
-    grad, curvature = likelihood_score(z, lambda v: torch.atan(v[:, index]), y, r)
+    grad, curvature = likelihood_score(z, torch.atan, y, r, index)
     slope = 1 / (1 + z[:, index] ** 2)
     expect_grad = torch.zeros_like(z).index_add_(1, index, (y - torch.atan(z[:, index])) / r**2 * slope)
     expect_curv = torch.zeros_like(z).index_add_(1, index, slope**2 / r**2)
@@ -112,6 +112,17 @@ def test_paired_update_vanishes_with_many_steps_unless_eps_b_blurs_the_member():
     assert abs(update(1000, 0.1) / update(100, 0.1) - 1) < 0.05
     kernel = 0.1 / (0.1 + 0.09) * 0.7
     assert kernel < update(1000, 0.1) < 0.7
+
+
+def test_samples_drawn_in_blocks_of_rows_each_see_their_own_row_of_observations():
+    """At large n the sampler works through blocks of rows; a row of values per sample (pseudo-
+    observations) must follow its sample. n > SAMPLE_ELEMENTS / 2: one row per block."""
+    n = SAMPLE_ELEMENTS // 2 + 1
+    g = torch.Generator().manual_seed(4)
+    prior = torch.randn(3, n, generator=g)
+    value = torch.tensor([[-2.0], [0.0], [2.0]]).expand(3, n)
+    z = ensf_sample(prior, lambda v: v, value, torch.tensor([0.01]), g, steps=10, score="paired")
+    torch.testing.assert_close(z.mean(1), torch.tensor([-2.0, 0.0, 2.0]), atol=0.05, rtol=0)
 
 
 def test_same_seed_same_samples_and_other_seed_other_samples():

@@ -1,7 +1,11 @@
-"""Diffusion sampling against Gaussian oracles, and the transformer's shapes and conditioning."""
+"""Diffusion sampling against Gaussian oracles, the transformer's shapes and conditioning, and the
+normalisation's round trip."""
+import numpy as np
+import pytest
 import torch
 
 from daflow.nn.diffusion import Denoiser, Likelihood, sample, score_matching_loss
+from daflow.nn.normalisation import Normalisation
 from daflow.nn.transformer import Architecture
 
 
@@ -53,3 +57,20 @@ def test_history_conditions_the_output():
     a = denoiser(torch.zeros(1, 2, 1, 8, 8), target, sigma)
     b = denoiser(torch.ones(1, 2, 1, 8, 8), target, sigma)
     assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("predict", ["state", "increment"])
+def test_normalisation_round_trip(predict):
+    """Targets of windows of 2 members x 30 times, 2 levels, map back to the physical future frames
+    exactly (to float32 rounding), T = 3 chained increments included, and have unit variance."""
+    rng = np.random.default_rng(0)
+    drift = np.cumsum(rng.standard_normal((2, 30, 2, 5, 6)), axis=1)
+    frames = (np.array([280.0, 5.0])[:, None, None] + np.array([3.0, 0.1])[:, None, None] * drift).astype(np.float32)
+    norm = Normalisation.fit(frames, predict)
+    assert Normalisation.from_dict(norm.to_dict()).to_dict() == norm.to_dict()
+    physical = torch.from_numpy(frames)
+    windows = physical.unfold(1, 5, 1).permute(0, 1, 5, 2, 3, 4).reshape(-1, 5, 2, 5, 6)  # (B, K + T, C, ny, nx)
+    history, future = windows[:, :2], windows[:, 2:]
+    target = norm.targets(norm.normalise(history), norm.normalise(future))
+    torch.testing.assert_close(norm.to_physical(target, history[:, -1:]), future, rtol=0, atol=1e-4)
+    torch.testing.assert_close(target.std(dim=(0, 1, 3, 4)), torch.ones(2), rtol=0.05, atol=0)

@@ -1,5 +1,6 @@
 """daflow train: bit-for-bit resume, torchrun data-parallel on 2 CPU processes, checkpoints that refuse
 pickles and mismatched data (exit 65), and the generative forecast/analysis through the CLI."""
+import json
 import os
 import shutil
 import subprocess
@@ -166,3 +167,52 @@ def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tm
                     "--members", 2, "-o", tmp_path / "an.nc")
     assert result.exit_code == 65 and "not a whole number of model steps" in result.output
     assert not (tmp_path / "an.nc").exists()
+
+
+def _forecast(daflow, model, init, out, seed=0):
+    result = daflow("forecast", "--model", "storm", "--checkpoint", model, "--init", init, "--steps", 1,
+                    "--members", 3, "--seed", seed, "-o", out)
+    assert result.exit_code == 0, result.output
+    return xr.open_dataset(out).theta.values[:, 1]  # (member, level, y, x): the sampled frame
+
+
+def test_increment_model_adds_its_draw_to_the_last_frame(series, daflow, tmp_path):
+    """With learning rate 0 the network F is 0, so D(x; sigma) = x / (1 + sigma^2), the exact denoiser
+    of r ~ N(0, I): both models draw the same r from the same seed, and map it to x = mu + s r
+    ("state") and x = x_{t-1} + s_inc r ("increment", from the last frame of the init file)."""
+    frozen = TINY.replace("batch_size = 8", "batch_size = 8\nlearning_rate = 0.0")
+    draws = {}
+    for predict in ("state", "increment"):
+        (tmp_path / f"{predict}.toml").write_text(f"{frozen}[normalisation]\npredict = \"{predict}\"\n")
+        result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
+                        "--config", tmp_path / f"{predict}.toml", "-o", tmp_path / predict)
+        assert result.exit_code == 0, result.output
+        norm = json.loads((tmp_path / predict / "config.json").read_text())["normalisation"]
+        assert norm["predict"] == predict
+        x = _forecast(daflow, tmp_path / predict, series / "truth.nc", tmp_path / f"{predict}.nc")
+        last = xr.open_dataset(series / "truth.nc").theta.values[-1]
+        origin = np.array(norm["mean"])[:, None, None] if predict == "state" else last
+        draws[predict] = (x - origin) / np.array(norm["std" if predict == "state" else "increment_std"])[:, None, None]
+    np.testing.assert_allclose(draws["increment"], draws["state"], rtol=0, atol=2e-4)
+    assert draws["state"].std() > 0.5
+
+
+def test_checkpoint_without_predict_loads_as_state(series, daflow, tmp_path):
+    """A checkpoint written before the option (no normalisation.predict) samples as the state model
+    it is, and resumes as one; an unknown predict in the TOML exits 65."""
+    (tmp_path / "state.toml").write_text(f"{TINY}[normalisation]\npredict = \"state\"\n")
+    assert daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
+                  "--config", tmp_path / "state.toml", "-o", tmp_path / "new").exit_code == 0
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["normalisation"]["predict"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    np.testing.assert_array_equal(_forecast(daflow, tmp_path / "old", series / "truth.nc", tmp_path / "old.nc"),
+                                  _forecast(daflow, tmp_path / "new", series / "truth.nc", tmp_path / "new.nc"))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 2, "-o", tmp_path / "old", "--resume")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["normalisation"]["predict"] == "state"
+    (tmp_path / "bad.toml").write_text(f"{TINY}[normalisation]\npredict = \"tendency\"\n")
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
+                    "--config", tmp_path / "bad.toml", "-o", tmp_path / "bad")
+    assert result.exit_code == 65 and "predict" in result.output

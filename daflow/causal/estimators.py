@@ -111,8 +111,8 @@ def _with_x(xs: np.ndarray, order: np.ndarray, dist: np.ndarray, cols: slice, pa
 
 
 def _chunks(n: int, width: int, t: int = 1):
-    """Index slices that keep the (chunk, t, width) work arrays near a million entries."""
-    step = max(1, 2**20 // (width * t))
+    """Index slices that keep the (chunk, t, width) work arrays near 250,000 entries (cache-sized)."""
+    step = max(1, 2**18 // (width * t))
     return (slice(a, a + step) for a in range(0, n, step))
 
 
@@ -144,13 +144,13 @@ def _count_xz(xs: np.ndarray, order_z: np.ndarray, dist_z: np.ndarray, eps: np.n
     w = min(64, t)
     n_xz = np.empty((s, t), dtype=np.int64)
     for c in _chunks(s, w, t):
-        n_xz[c] = (_with_x(xs[:, c], order_z, dist_z, slice(0, w)) < eps[c, :, None]).sum(axis=2)
+        n_xz[c] = np.count_nonzero(_with_x(xs[:, c], order_z, dist_z, slice(0, w)) < eps[c, :, None], axis=2)
     while w < t:
         todo = np.nonzero(n_z > w)
         for c in _chunks(len(todo[0]), w):
             pairs = todo[0][c], todo[1][c]
             near = _with_x(xs, order_z, dist_z, slice(w, min(2 * w, t)), pairs)
-            n_xz[pairs] += (near < eps[pairs][:, None]).sum(axis=1)
+            n_xz[pairs] += np.count_nonzero(near < eps[pairs][:, None], axis=1)
         w *= 2
     return n_xz
 
@@ -171,8 +171,7 @@ def knn_cmi_surrogates(x, y, z, perms: np.ndarray, k: int = 8) -> np.ndarray:
     x, y = as_2d(x), as_2d(y)
     z = _empty(len(x)) if z is None else as_2d(z)
     s, t = perms.shape
-    bijective = bool((np.sort(perms, axis=1) == np.arange(t)).all())
-    if t > DENSE_LIMIT or (z.shape[1] == 0 and not bijective):
+    if t > DENSE_LIMIT or (z.shape[1] == 0 and not (np.sort(perms, axis=1) == np.arange(t)).all()):
         return np.stack([knn_cmi(x[p], y, z, k, local=True) for p in perms])
     if t <= k:
         raise ValueError(f"{t} samples are too few for k = {k} neighbours")

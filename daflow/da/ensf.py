@@ -70,6 +70,7 @@ from daflow.da.observations import ObsBatch
 from daflow.errors import DataError
 
 SCORES = ("mixture", "paired")
+SAMPLE_ELEMENTS = 2**21
 HOLD_OUT = 0.1
 
 
@@ -93,55 +94,71 @@ class Schedule:
         return (1.0 - self.eps_b) - 2.0 * self.drift(t) * self.beta2(t)
 
 
-def mixture_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float, block: int = 32) -> torch.Tensor:
-    """Score (M, n) at z (M, n) of 1/N sum_j N(alpha x_j, beta2 I), x (N, n); members in blocks.
+class MixturePrior:
+    """The ensemble x (N, n) as the mixture 1/N sum_j N(alpha x_j, beta2 I), centred once per analysis.
 
     Distances are taken from the centre c = alpha mean(x), and |z - c|^2 (the same for every j)
-    drops out of the softmax: logit_j = [2 (z - c).(d_j) - |d_j|^2] / (2 beta2), d_j = alpha x_j - c.
+    drops out of the softmax: with d_j = alpha x_j - c = alpha (x_j - mean(x)),
+    logit_j = [2 (z - c).d_j - |d_j|^2] / (2 beta2); the centred members and their squared norms
+    are kept, so a score costs two matrix products and no (N, n) temporary.
     """
-    centre = alpha * x.mean(0)
-    zc = z - centre                                                     # (M, n)
-    running_max = torch.full((z.shape[0],), -math.inf, dtype=z.dtype, device=z.device)
-    total = torch.zeros_like(running_max)
-    weighted = torch.zeros_like(z)                                      # sum_j w_j d_j, unnormalised
-    for xb in x.split(block):
-        d = alpha * xb - centre                                         # (B, n)
-        logits = (2.0 * zc @ d.T - d.square().sum(1)) / (2.0 * beta2)   # (M, B)
-        new_max = torch.maximum(running_max, logits.max(1).values)
-        rescale = torch.exp(running_max - new_max)
-        w = torch.exp(logits - new_max[:, None])                        # (M, B)
-        total = total * rescale + w.sum(1)
-        weighted = weighted * rescale[:, None] + w @ d
-        running_max = new_max
-    return (weighted / total[:, None] - zc) / beta2
+
+    def __init__(self, x: torch.Tensor):
+        self.mean = x.mean(0)
+        self.centred = x - self.mean
+        self.norms = self.centred.square().sum(1)
+
+    def score(self, z: torch.Tensor, alpha: float, beta2: float, block: int = 32) -> torch.Tensor:
+        """Score (M, n) at z (M, n); members in blocks with an online (running-max) softmax."""
+        zc = z - alpha * self.mean                                          # (M, n)
+        running_max = torch.full((z.shape[0],), -math.inf, dtype=z.dtype, device=z.device)
+        total = torch.zeros_like(running_max)
+        weighted = torch.zeros_like(z)                                      # sum_j w_j d_j / alpha, unnormalised
+        for xb, nb in zip(self.centred.split(block), self.norms.split(block)):
+            logits = (zc @ xb.T).mul_(2.0 * alpha).sub_(alpha * alpha * nb).div_(2.0 * beta2)  # (M, B)
+            new_max = torch.maximum(running_max, logits.max(1).values)
+            rescale = torch.exp(running_max - new_max)
+            w = torch.exp(logits - new_max[:, None])                        # (M, B)
+            total = total * rescale + w.sum(1)
+            weighted = weighted.mul_(rescale[:, None]).addmm_(w, xb)
+            running_max = new_max
+        return weighted.mul_(alpha / total[:, None]).sub_(zc).div_(beta2)
+
+
+def mixture_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float, block: int = 32) -> torch.Tensor:
+    """Score (M, n) at z (M, n) of 1/N sum_j N(alpha x_j, beta2 I), x (N, n); members in blocks."""
+    return MixturePrior(x).score(z, alpha, beta2, block)
 
 
 def paired_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float) -> torch.Tensor:
     """Score of N(alpha x_i, beta2 I) at z_i, row by row: (alpha x - z) / beta2."""
-    return (alpha * x - z) / beta2
+    return torch.add(z, x, alpha=-alpha).div_(-beta2)
 
 
-def likelihood_score(z: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor],
-                     value: torch.Tensor, error_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_z log p(y | z), Gauss-Newton curvature diag(J^T R^-1 J)), both (M, n), by autograd.
+def likelihood_score(z: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: torch.Tensor,
+                     error_std: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_z log p(y | z), Gauss-Newton curvature diag(J^T R^-1 J)), both (M, n).
 
-    grad = J^T R^-1 (y - H(z)) is one vector-Jacobian product; the curvature is J^T R^-1 (J 1),
-    a Jacobian-vector product with ones and a second vjp: exact for operators where each
-    observation depends on one state variable (identity, arctan, subsampling), an approximation
-    used only as a step preconditioner otherwise. No (n x n) or (p x n) array is formed.
+    H(z) = observe(z[:, index]) (index None: every variable in order) with ``observe`` element-wise,
+    as every observation operator is: observation k sees one state variable, so J = diag(H') G with
+    G the selection by ``index``. One forward-mode autograd pass through ``observe`` gives H and H';
+    then grad = G^T [H' R^-1 (y - H)] and curvature = G^T [H'^2 R^-1], exact, with repeated
+    variables summed (index_add). No (n x n) or (p x n) array is formed.
     """
+    at = z if index is None else z.index_select(1, index)
+    hz, slope = torch.func.jvp(observe, (at,), (torch.ones_like(at),))
     precision = error_std.square().reciprocal()
-    hz, pullback = torch.func.vjp(observe, z)
-    _, slope = torch.func.jvp(observe, (z,), (torch.ones_like(z),))   # (M, p): dH_i/dz at its variable
-    (grad,) = pullback((value - hz) * precision)
-    (curvature,) = pullback(slope * precision)
-    return grad, curvature
+    grad = torch.sub(value, hz).mul_(precision).mul_(slope)        # hz, slope may alias z (identity H)
+    curvature = slope.square().mul_(precision)
+    if index is None:
+        return grad, curvature
+    return (torch.zeros_like(z).index_add_(1, index, grad), torch.zeros_like(z).index_add_(1, index, curvature))
 
 
 def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: torch.Tensor,
                 error_std: torch.Tensor, generator: torch.Generator, steps: int = 100,
                 schedule: Schedule = Schedule(), score: str = "mixture", damping: bool = True,
-                truncate: float = 0.0, block: int = 32) -> torch.Tensor:
+                truncate: float = 0.0, block: int = 32, index: torch.Tensor | None = None) -> torch.Tensor:
     """Posterior samples (N, n) from the prior ensemble (N, n) by reverse Euler-Maruyama.
 
     The step is linearly implicit in the likelihood (drift-implicit Euler-Maruyama with the
@@ -150,24 +167,47 @@ def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Ten
     Explicit Euler is unstable once c P > 2 (precise observations of a standardised state,
     e.g. r = 0.1 with N_t = 100); this step is stable for any N_t and equals plain Euler-Maruyama
     where nothing is observed (P = 0) and as dt -> 0.
-    ``value`` and ``error_std`` broadcast against H(z) (N, p) (a row per sample for pseudo-observations).
+    H(z) = observe(z[:, index]) with ``observe`` element-wise (:func:`likelihood_score`); ``value`` and
+    ``error_std`` broadcast against H(z) (N, p) (a row per sample for pseudo-observations).
+    Each row of z is observed on its own, so the samples are drawn in blocks
+    of rows of about ``SAMPLE_ELEMENTS`` values: at large n every temporary of a step then stays
+    below the allocator's mmap threshold and is reused instead of page-faulted afresh (a 20 x 10^6
+    float32 temporary costs ~20 ms in page faults, more than the arithmetic on it).
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose from {', '.join(SCORES)}")
+    members = prior.shape[0]
+    rows = max(1, SAMPLE_ELEMENTS // max(1, prior.shape[1]))
+    per_row = lambda a, part: a[part] if a.dim() == 2 and a.shape[0] == members else a  # noqa: E731
+    parts = [slice(s, s + rows) for s in range(0, members, rows)]
+    mixture = MixturePrior(prior) if score == "mixture" else None
+    out = torch.empty_like(prior)
+    for part in parts:
+        out[part] = _reverse_sde(prior, mixture, part, observe, index, per_row(value, part), per_row(error_std, part),
+                                 generator, steps, schedule, damping, truncate, block)
+    return out
+
+
+def _reverse_sde(prior, mixture, part, observe, index, value, error_std, generator, steps, schedule, damping,
+                 truncate, block):
+    """The samples ``part`` (a slice of rows) of :func:`ensf_sample`, with in-place arithmetic."""
     dt = 1.0 / steps
-    z = torch.randn(prior.shape, generator=generator, dtype=prior.dtype, device=prior.device)
+    own = prior[part]
+    z = torch.randn(own.shape, generator=generator, dtype=prior.dtype, device=prior.device)
+    noise = torch.empty_like(z)
     for k in range(steps):
         t = 1.0 - k * dt
         if t <= truncate + 1e-12:
             break
         alpha, beta2, g2 = schedule.alpha(t), schedule.beta2(t), schedule.diffusion2(t)
-        prior_score = (mixture_score(z, prior, alpha, beta2, block) if score == "mixture"
-                       else paired_score(z, prior, alpha, beta2))
-        grad, curvature = likelihood_score(z, observe, value, error_std)
+        increment = (mixture.score(z, alpha, beta2, block) if mixture is not None
+                     else paired_score(z, own, alpha, beta2))
+        grad, curvature = likelihood_score(z, observe, value, error_std, index)
         c = g2 * dt * ((1.0 - t) if damping else 1.0)
-        noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        increment = (g2 * prior_score - schedule.drift(t) * z) * dt + c * grad + math.sqrt(g2 * dt) * noise
-        z = z + increment / (1.0 + c * curvature)
+        noise.normal_(generator=generator)
+        increment.mul_(g2 * dt).add_(z, alpha=-schedule.drift(t) * dt).add_(grad, alpha=c)
+        increment.add_(noise, alpha=math.sqrt(g2 * dt))
+        z.addcdiv_(increment, curvature.mul_(c).add_(1.0))
     return z
 
 
@@ -195,22 +235,26 @@ class EnSF(Filter):
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         mean, std = x.mean(0), x.std(0).clamp_min(torch.finfo(x.dtype).eps)
         prior = (x - mean) / std                                        # (N, n) standardised
+        shift, scale = mean[obs.index], std[obs.index]
+        every = obs.index.numel() == x.shape[1] and torch.equal(obs.index, torch.arange(x.shape[1]))
 
-        def observe(u):
-            return obs.apply(mean + std * u)
+        def observe(v):                                                 # H_u at the observed points
+            return obs.operate(torch.addcmul(shift, scale, v))
 
-        analysis = mean + std * self._sample(prior, observe, obs.value, obs.error_std)
+        analysis = self._sample(prior, observe, None if every else obs.index, obs.value, obs.error_std)
         method = self._inpaint_method(obs)
-        if method is None:
-            return analysis
-        index, values, errors = self._pseudo_observations(x, analysis, obs, method)
-        return mean + std * self._sample(
-            prior, lambda u: torch.cat([observe(u), mean[index] + std[index] * u[:, index]], 1),
-            torch.cat([obs.value.expand(x.shape[0], -1), values], 1), torch.cat([obs.error_std, errors]))
+        if method is not None:
+            index, values, errors = self._pseudo_observations(x, analysis.mul(std).add_(mean), obs, method)
+            p = obs.index.numel()
+            analysis = self._sample(
+                prior, lambda v: torch.cat([observe(v[:, :p]), torch.addcmul(mean[index], std[index], v[:, p:])], 1),
+                torch.cat([obs.index, index]), torch.cat([obs.value.expand(x.shape[0], -1), values], 1),
+                torch.cat([obs.error_std, errors]))
+        return analysis.mul_(std).add_(mean)
 
-    def _sample(self, prior, observe, value, error_std):
+    def _sample(self, prior, observe, index, value, error_std):
         return ensf_sample(prior, observe, value, error_std, self.generator, self.steps, self.schedule,
-                           self.score, self.damping, self.truncate)
+                           self.score, self.damping, self.truncate, index=index)
 
     def _inpaint_method(self, obs: ObsBatch) -> str | None:
         """The inpainting method, None for one pass: default biharmonic when a 2-D grid is partly observed."""

@@ -17,8 +17,9 @@ Posterior sampling (assimilation) replaces the prior score by the posterior scor
 grad log p(x | y) = grad log p_sigma(x) + grad_x log p(y | x), i.e. D'(x) = D(x) + sigma^2 grad_x log p(y | x),
 with the likelihood evaluated through the denoised estimate x_0 = D(x; sigma):
 - SDA (Rozet & Louppe 2023, "Score-based data assimilation"): p(y | x) ~ N(y; H(x_0), Sigma_y + gamma (s_y sigma)^2 I),
-  sigma being the noise level of the normalised state and s_y the normalisation scale (the training
-  standard deviation) of the observed level, so that gamma is dimensionless whatever the units;
+  sigma being the noise level of the network's normalised target and s_y the physical units per unit
+  of that target at the observed level (the training standard deviation of the state, or of its
+  one-step increment, :mod:`daflow.nn.normalisation`), so that gamma is dimensionless whatever the units;
 - DPS (Chung et al. 2023, "Diffusion posterior sampling"): grad_x log p(y | x) ~ -zeta grad_x |y - H(x_0)|_R / sigma^2
   with |r|_R the norm of the residual weighted by Sigma_y^-1/2 (the step normalised by the residual).
 """
@@ -78,7 +79,7 @@ class Likelihood:
 
     observe: maps a (B, T, C, ny, nx) physical state to (B, n_obs) observation equivalents.
     method: "sda" (Gaussian form with gamma) or "dps" (step zeta); scale: (n_obs,) physical units per
-    unit of normalised state at each observation (s_y of the SDA variance), 1 by default.
+    unit of the normalised target at each observation (s_y of the SDA variance), 1 by default.
     """
 
     observe: Callable[[torch.Tensor], torch.Tensor]

@@ -21,6 +21,7 @@ from daflow.io.contract import open_dataset
 from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Likelihood, sample
+from daflow.nn.normalisation import Normalisation
 
 
 class GenerativeModel:
@@ -30,9 +31,7 @@ class GenerativeModel:
         self.denoiser, self.config = load_denoiser(checkpoint)
         self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
         self.arch = self.denoiser.arch
-        norm = self.config["normalisation"]
-        self.mean = torch.tensor(norm["mean"]).reshape(-1, 1, 1)  # (C, 1, 1)
-        self.std = torch.tensor(norm["std"]).reshape(-1, 1, 1)
+        self.norm = Normalisation.from_dict(self.config["normalisation"])
 
     def read(self, path: str, kinds=("state", "analysis")) -> Series:
         """A state file's series, checked against the training data and long enough for the history."""
@@ -52,17 +51,23 @@ class GenerativeModel:
 
     def next_frames(self, history: torch.Tensor, generator: torch.Generator, obs: ObsBatch | None = None,
                     guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0) -> torch.Tensor:
-        """(members, T, C, ny, nx) physical samples of the target frames given a physical history."""
+        """(members, T, C, ny, nx) physical samples of the target frames given a physical history (members, K, C, ny, nx).
+
+        The sampler works on the network's target r (the state or the increment, see
+        :mod:`daflow.nn.normalisation`); r is mapped to physical frames for the observation operator
+        and for the output, x = mu + s r or x = x_{t-1} + s_inc r.
+        """
         noise = torch.randn((history.shape[0], self.arch.target, *history.shape[2:]), generator=generator)
         likelihood = None
         if obs is not None:
             def observe(physical: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) -> (B, n_obs), first target frame
                 return obs.apply(physical[:, 0].reshape(physical.shape[0], -1))
-            scale = self.std.flatten()[obs.index // (history.shape[-2] * history.shape[-1])]  # (n_obs,) std of each observed level
+            scale = self.norm.target_scale[obs.index // (history.shape[-2] * history.shape[-1])]  # (n_obs,) s or s_inc of each observed level
             likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta, scale)
-        out = sample(self.denoiser, (history - self.mean) / self.std, noise, self.sample_steps, self.churn,
-                     likelihood, lambda x: x * self.std + self.mean, generator)
-        return out * self.std + self.mean
+        last = history[:, -1:]  # (members, 1, C, ny, nx)
+        out = sample(self.denoiser, self.norm.normalise(history), noise, self.sample_steps, self.churn,
+                     likelihood, lambda r: self.norm.to_physical(r, last), generator)
+        return self.norm.to_physical(out, last)
 
     def dataset(self, series: Series, frames: np.ndarray, seconds: np.ndarray) -> xr.Dataset:
         """State dataset of (member, time, C, ny, nx) physical frames in the layout of ``series``."""

@@ -1,7 +1,9 @@
 """Training the denoiser by denoising score matching on windows of a state series (``daflow train``).
 
-Frames are normalised per level with the mean and standard deviation of the training period
-(stored in the checkpoint). The series is split by time: the first (1 - validation_fraction) of
+Frames are normalised per level with the mean and standard deviation of the training period,
+and the network learns either the target state or its increment from the last history frame
+(``[normalisation] predict`` of the TOML config, :mod:`daflow.nn.normalisation`); both are
+stored in the checkpoint. The series is split by time: the first (1 - validation_fraction) of
 the frames train, the rest validate; a window is K history frames followed by T target frames,
 never crossing the split. Each epoch draws a permutation of the training windows, and for each
 batch the noise levels and noises, from one torch generator seeded by ``seed``; the generator
@@ -21,7 +23,6 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -29,10 +30,12 @@ from daflow.errors import DataError
 from daflow.nn import checkpoint as ckpt
 from daflow.nn.data import Series, check_matches, describe
 from daflow.nn.diffusion import Denoiser, score_matching_loss
+from daflow.nn.normalisation import PREDICT, Normalisation
 from daflow.nn.transformer import Architecture
 from daflow.progress import track
 
 ARCH_OPTIONS = ("target", "patch", "width", "depth", "heads", "tile")
+DEFAULT_PREDICT = "state"  # the better in cycled ERA5 t2m (benchmarks/README.md); "increment" accumulates its errors
 
 
 @dataclass(frozen=True)
@@ -45,21 +48,24 @@ class TrainingOptions:
     seed: int = 0
 
 
-def read_config_file(path: str | None) -> tuple[dict, TrainingOptions]:
-    """([architecture] options, [training] options) of a TOML file; DataError on unknown keys."""
+def read_config_file(path: str | None) -> tuple[dict, str, TrainingOptions]:
+    """([architecture] options, [normalisation] predict, [training] options) of a TOML file; DataError on unknown keys."""
     if path is None:
-        return {}, TrainingOptions()
+        return {}, DEFAULT_PREDICT, TrainingOptions()
     try:
         config = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise DataError(path, f"not a readable TOML file ({err})") from None
-    arch, train = config.pop("architecture", {}), config.pop("training", {})
+    arch, norm, train = (config.pop(section, {}) for section in ("architecture", "normalisation", "training"))
     known = {f.name for f in fields(TrainingOptions)}
-    unknown = sorted(set(config) | (set(arch) - set(ARCH_OPTIONS)) | (set(train) - known))
+    unknown = sorted(set(config) | (set(arch) - set(ARCH_OPTIONS)) | (set(norm) - {"predict"}) | (set(train) - known))
     if unknown:
         raise DataError(path, f"unknown setting(s) {', '.join(unknown)}; [architecture] takes {', '.join(ARCH_OPTIONS)}, "
-                        f"[training] takes {', '.join(sorted(known))}")
-    return arch, TrainingOptions(**train)
+                        f"[normalisation] takes predict, [training] takes {', '.join(sorted(known))}")
+    predict = norm.get("predict", DEFAULT_PREDICT)
+    if predict not in PREDICT:
+        raise DataError(path, f"[normalisation] predict = {predict!r}; choose {' or '.join(PREDICT)}")
+    return arch, predict, TrainingOptions(**train)
 
 
 def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +101,7 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         options = TrainingOptions(**config["training"]["options"])
         arch = Architecture(**config["architecture"])
     else:
-        arch_options, options = read_config_file(config_file)
+        arch_options, predict, options = read_config_file(config_file)
         levels, ny, nx = series.frames.shape[2:]
         arch = Architecture(levels=levels, ny=ny, nx=nx, history=history, **arch_options)
     members, times = series.frames.shape[:2]
@@ -107,12 +113,10 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
     valid_starts = window_starts(members, split, times, length)
 
     if resume:
-        mean, std = (np.array(config["normalisation"][k], dtype=np.float32) for k in ("mean", "std"))
+        norm = Normalisation.from_dict(config["normalisation"])
     else:
-        mean = series.frames[:, :split].mean(axis=(0, 1, 3, 4))
-        std = series.frames[:, :split].std(axis=(0, 1, 3, 4))
-        std = np.where(std > 0, std, 1.0).astype(np.float32)
-    frames = torch.from_numpy((series.frames - mean[:, None, None]) / std[:, None, None])
+        norm = Normalisation.fit(series.frames[:, :split], predict)
+    frames = norm.normalise(torch.from_numpy(series.frames))  # (member, time, C, ny, nx)
 
     torch.manual_seed(options.seed)  # initial weights
     denoiser = Denoiser(arch)
@@ -138,7 +142,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             log_sigma = torch.randn(len(chosen), generator=generator)
             noise = torch.randn((len(chosen), arch.target, *frames.shape[2:]), generator=generator)
             mine = slice(rank * len(chosen) // world, (rank + 1) * len(chosen) // world)  # this process's share
-            hist, targ = windows(frames, chosen[mine], arch.history, arch.target)
+            hist, future = windows(frames, chosen[mine], arch.history, arch.target)
+            targ = norm.targets(hist, future)
             loss = score_matching_loss(denoiser=model, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
                                        noise=noise[mine]) * (world * hist.shape[0] / len(chosen))
             optimizer.zero_grad(set_to_none=True)
@@ -151,10 +156,10 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             dist.all_reduce(total_tensor)
             total = float(total_tensor)
         losses.append({"epoch": epoch + 1, "train": total / len(train_starts),
-                       "validation": validation_loss(denoiser, frames, valid_starts, arch, options.seed)})
+                       "validation": validation_loss(denoiser, frames, valid_starts, arch, norm, options.seed)})
         config = {
             "architecture": arch.to_dict(), "data": describe(series),
-            "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
+            "normalisation": norm.to_dict(),
             "training": {"epoch": epoch + 1, "losses": losses, "options": options.__dict__, "world_size": world,
                          "train_frames": split, "validation_frames": times - split},
         }
@@ -167,7 +172,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
 
 
 @torch.no_grad()
-def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tensor, arch: Architecture, seed: int) -> float | None:
+def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tensor, arch: Architecture,
+                    norm: Normalisation, seed: int) -> float | None:
     """Score-matching loss on the validation windows with fixed noises (comparable across epochs)."""
     if len(starts) == 0:
         return None
@@ -175,7 +181,8 @@ def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tens
     generator = torch.Generator().manual_seed(seed + 1)
     total = 0.0
     for chosen in starts.split(64):
-        hist, targ = windows(frames, chosen, arch.history, arch.target)
+        hist, future = windows(frames, chosen, arch.history, arch.target)
+        targ = norm.targets(hist, future)
         total += float(score_matching_loss(denoiser, hist, targ, torch.randn(len(chosen), generator=generator),
                                            torch.randn(targ.shape, generator=generator))) * len(chosen)
     return total / len(starts)
