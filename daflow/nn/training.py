@@ -150,7 +150,7 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             loss.backward()
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), options.grad_clip)
             optimizer.step()
-            total += float(loss) * len(chosen) / world
+            total += float(loss.detach()) * len(chosen) / world
         if world > 1:
             total_tensor = torch.tensor(total)
             dist.all_reduce(total_tensor)
