@@ -7,7 +7,8 @@ observed with error 0.5 K (synthetic: ERA5 value + N(0, 0.5^2)). Every method re
 field hour by hour, cycling on its own previous analyses (never the true field):
 
 - storm: posterior ensemble p(x_t | its own K previous analyses, y_t), SDA guidance
-  (:mod:`daflow.nn.diffusion`); each member keeps its own history;
+  (:mod:`daflow.nn.diffusion`); each member keeps its own history; ``--predict increment`` trains
+  the network on x_t - x_{t-1} instead of x_t (:mod:`daflow.nn.normalisation`);
 - oi: :class:`daflow.da.oi.OptimalInterpolation` with the previous OI analysis as background and
   B = the covariance of the 1-hour changes x_t - x_{t-1} over the training period, times
   ``--oi-scale`` (the background error of a persisted analysis is its own error plus that change);
@@ -37,7 +38,8 @@ from daflow.da.oi import OptimalInterpolation, climatological_covariance
 from daflow.io.ingest import ingest
 from daflow.nn.data import read_series
 from daflow.nn.generative import GenerativeModel
-from daflow.nn.training import train
+from daflow.nn.normalisation import PREDICT
+from daflow.nn.training import DEFAULT_PREDICT, train
 from daflow.obs.operators import get_operator
 from daflow.score.metrics import crps_ensemble
 from daflow.settings import sample_data_dir
@@ -47,9 +49,9 @@ TEST_START = np.datetime64("2019-03-25T00:00")
 FRACTION, ERROR_STD = 0.05, 0.5
 
 
-def architecture_toml(width: int, depth: int, patch: int, batch: int, lr: float) -> str:
+def architecture_toml(width: int, depth: int, patch: int, predict: str, batch: int, lr: float) -> str:
     return (f"[architecture]\nwidth = {width}\ndepth = {depth}\nheads = 4\npatch = {patch}\n"
-            f"[training]\nbatch_size = {batch}\nlearning_rate = {lr}\n")
+            f"[normalisation]\npredict = \"{predict}\"\n[training]\nbatch_size = {batch}\nlearning_rate = {lr}\n")
 
 
 def observations(truth: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,13 +90,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Reduced configuration (about 1-3 minutes).")
     parser.add_argument("--json", help="Write the figures as one JSON object to this file.")
     parser.add_argument("--png", default="era5_t2m.png", help="Figure of one test hour [era5_t2m.png].")
-    parser.add_argument("--epochs", type=int, help="Training epochs [quick 10, full 60].")
+    parser.add_argument("--epochs", type=int, help="Training epochs [quick 10, full 120].")
     parser.add_argument("--history", type=int, default=2, help="K history frames [2].")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--patch", type=int, default=4)
+    parser.add_argument("--predict", choices=PREDICT, default=DEFAULT_PREDICT,
+                        help=f"The network's target: the state or its increment from the last history frame [{DEFAULT_PREDICT}].")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
-    parser.add_argument("--sample-steps", type=int, help="Sampler steps [quick 8, full 10].")
+    parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
     parser.add_argument("--gamma", type=float, default=1.87e-3, help="SDA guidance gamma (dimensionless) [1.87e-3].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
     parser.add_argument("--oi-scale", type=float, default=1.0, help="Factor on the OI covariance [1].")
@@ -103,9 +107,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads [2].")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    epochs = args.epochs or (10 if args.quick else 60)
+    epochs = args.epochs or (10 if args.quick else 120)
     members = args.members or (8 if args.quick else 16)
-    steps = args.sample_steps or (8 if args.quick else 10)
+    steps = args.sample_steps
     hours = args.hours or (24 if args.quick else 168)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -124,13 +128,13 @@ def main() -> None:
     truth = field[first:split + hours].reshape(-1, n)                # (k + hours, n)
     obs = observations(field[first:split + hours], mask, rng)        # (k + hours, p)
     print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
-          f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, {epochs} epochs, {members} members, "
-          f"{steps} steps, gamma={args.gamma}")
+          f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
+          f"{epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or f"{tmp}/model"
         config = Path(tmp) / "arch.toml"
-        config.write_text(architecture_toml(args.width, args.depth, args.patch, 32, 1e-3))
+        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.predict, 32, 1e-3))
         start = time.perf_counter()
         train(read_series(ds.isel(time=slice(0, split)), "t2m", GRIB), k, epochs, model_dir, str(config),
               resume=(Path(model_dir) / "config.json").exists())
