@@ -99,7 +99,7 @@ def main() -> None:
                         help=f"The network's target: the state or its increment from the last history frame [{DEFAULT_PREDICT}].")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
     parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
-    parser.add_argument("--gamma", type=float, default=1.87e-3, help="SDA guidance gamma (dimensionless) [1.87e-3].")
+    parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
     parser.add_argument("--oi-scale", type=float, default=1.0, help="Factor on the OI covariance [1].")
     parser.add_argument("--model-dir", help="Keep the checkpoint here (default: a temporary directory); "
