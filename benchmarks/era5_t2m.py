@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Reduced configuration (about 1-3 minutes).")
     parser.add_argument("--json", help="Write the figures as one JSON object to this file.")
     parser.add_argument("--png", default="era5_t2m.png", help="Figure of one test hour [era5_t2m.png].")
-    parser.add_argument("--epochs", type=int, help="Training epochs [quick 10, full 120].")
+    parser.add_argument("--epochs", type=int, help="Training epochs [quick 10, full 200].")
     parser.add_argument("--history", type=int, default=2, help="K history frames [2].")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=3)
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
     parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
+    parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
     parser.add_argument("--oi-scale", type=float, default=1.0, help="Factor on the OI covariance [1].")
     parser.add_argument("--model-dir", help="Keep the checkpoint here (default: a temporary directory); "
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads [2].")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    epochs = args.epochs or (10 if args.quick else 120)
+    epochs = args.epochs or (10 if args.quick else 200)
     members = args.members or (8 if args.quick else 16)
     steps = args.sample_steps
     hours = args.hours or (24 if args.quick else 168)
@@ -129,7 +130,7 @@ def main() -> None:
     obs = observations(field[first:split + hours], mask, rng)        # (k + hours, p)
     print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
           f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
-          f"{epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}")
+          f"{epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or f"{tmp}/model"
@@ -139,7 +140,7 @@ def main() -> None:
         train(read_series(ds.isel(time=slice(0, split)), "t2m", GRIB), k, epochs, model_dir, str(config),
               resume=(Path(model_dir) / "config.json").exists())
         train_seconds = time.perf_counter() - start
-        model = GenerativeModel(model_dir, sample_steps=steps)
+        model = GenerativeModel(model_dir, sample_steps=steps, churn=args.churn)
         print(f"trained in {train_seconds:.0f} s")
 
         init = np.stack([biharmonic(obs[j], mask, shape).ravel() for j in range(k)])   # (k, n)
