@@ -2,16 +2,13 @@
 sampler against the closed-form Gaussian of its own linear recursion, the likelihood score, seeds,
 and the CLI (single analysis, cycling, bad input exit 65)."""
 import math
-import subprocess
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-from daflow.da.ensf import SAMPLE_ELEMENTS, Schedule, ensf_sample, likelihood_score, mixture_score, paired_score
-
-DAFLOW = ".venv/bin/daflow"
+from daflow.da.ensf import SAMPLE_ELEMENTS, MixturePrior, Schedule, ensf_sample, likelihood_score, paired_score
 
 
 @pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
@@ -32,15 +29,15 @@ def test_mixture_score_is_the_gradient_of_the_mixture_log_density(alpha, beta2):
     log_density = torch.logsumexp(-((zg[:, None, :] - alpha * x[None]) ** 2).sum(-1) / (2 * beta2), dim=1).sum()
     (exact,) = torch.autograd.grad(log_density, zg)
     for block in (1, 3, 7):  # mini-batched over members == unbatched
-        torch.testing.assert_close(mixture_score(z, x, alpha, beta2, block), exact, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(MixturePrior(x).score(z, alpha, beta2, block), exact, rtol=1e-10, atol=1e-10)
     # one member: the paired form
-    torch.testing.assert_close(mixture_score(z[:1], x[:1], alpha, beta2), paired_score(z[:1], x[:1], alpha, beta2))
+    torch.testing.assert_close(MixturePrior(x[:1]).score(z[:1], alpha, beta2), paired_score(z[:1], x[:1], alpha, beta2))
 
 
 def test_mixture_score_is_finite_far_from_every_member_in_float32():
     x = torch.randn(20, 10_000)
     z = x[:1] + 50.0  # logits of order -1e7 / beta2: the running-max softmax must not overflow
-    score = mixture_score(z, x, 1.0, 1e-3, block=6)
+    score = MixturePrior(x).score(z, 1.0, 1e-3, block=6)
     assert torch.isfinite(score).all()
 
 
@@ -135,9 +132,9 @@ def test_same_seed_same_samples_and_other_seed_other_samples():
 
 
 @pytest.fixture(scope="module")
-def l96(tmp_path_factory):
+def l96(tmp_path_factory, daflow_process):
     w = tmp_path_factory.mktemp("ensf")
-    run = lambda *a: subprocess.run([DAFLOW, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run = daflow_process
     run("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", "500",
         "--dt", "0.01", "--steps", "0", "--seed", "1", "-o", w / "x0.nc")
     run("forecast", "--init", w / "x0.nc", "--steps", "200", "--output-every", "10", "-o", w / "truth.nc")
@@ -148,20 +145,19 @@ def l96(tmp_path_factory):
     return w
 
 
-def test_cli_cycling_tracks_lorenz96_with_arctan_observations(l96):
+def test_cli_cycling_tracks_lorenz96_with_arctan_observations(l96, daflow_process):
     out = l96 / "a.nc"
-    subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--init", l96 / "ens.nc", "--obs", l96 / "obs.nc",
-                    "--seed", "5", "-o", out], check=True, capture_output=True)
+    daflow_process("assimilate", "--method", "ensf", "--init", l96 / "ens.nc", "--obs", l96 / "obs.nc", "--seed", "5", "-o", out)
     truth = xr.open_dataset(l96 / "truth.nc")["x"].values
     analysis = xr.open_dataset(out)["x"].mean("member").values
     rmse = np.sqrt(((analysis[5:] - truth[5:]) ** 2).mean())
     assert rmse < 1.0, rmse  # climatology is about 3.6
 
 
-def test_cli_single_analysis_writes_the_analysis_and_observation_diagnostics(l96):
+def test_cli_single_analysis_writes_the_analysis_and_observation_diagnostics(l96, daflow_process):
     out = l96 / "one.nc"
-    subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", l96 / "obs.nc",
-                    "--score", "mixture", "--ensf-steps", "20", "--seed", "7", "-o", out], check=True, capture_output=True)
+    daflow_process("assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", l96 / "obs.nc",
+                   "--score", "mixture", "--ensf-steps", "20", "--seed", "7", "-o", out)
     ds = xr.open_dataset(out)
     assert ds.sizes["member"] == 20 and ds.sizes["time"] == 1 and ds.attrs["daflow_method"] == "ensf"
     oma, omb = ds["obs_oma"].values, ds["obs_omb"].values
@@ -169,13 +165,13 @@ def test_cli_single_analysis_writes_the_analysis_and_observation_diagnostics(l96
 
 
 @pytest.mark.parametrize("change,message", [({"error_std": 0.0}, "error_std"), ({"operator": "cube"}, "operator")])
-def test_cli_bad_observations_exit_65_with_one_line(l96, change, message):
+def test_cli_bad_observations_exit_65_with_one_line(l96, daflow_process, change, message):
     obs = xr.open_dataset(l96 / "obs.nc").load()
     for var, value in change.items():
         obs[var] = ("obs", np.full(obs.sizes["obs"], value, dtype=obs[var].dtype if var != "operator" else object))
     bad = l96 / f"bad_{message}.nc"
     obs.to_netcdf(bad)
-    done = subprocess.run([DAFLOW, "assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", bad,
-                           "-o", l96 / "never.nc"], capture_output=True, text=True)
+    done = daflow_process("assimilate", "--method", "ensf", "--background", l96 / "ens.nc", "--obs", bad,
+                          "-o", l96 / "never.nc", check=False)
     assert done.returncode == 65 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
     assert not (l96 / "never.nc").exists()

@@ -125,11 +125,6 @@ class MixturePrior:
         return weighted.mul_(alpha / total[:, None]).sub_(zc).div_(beta2)
 
 
-def mixture_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float, block: int = 32) -> torch.Tensor:
-    """Score (M, n) at z (M, n) of 1/N sum_j N(alpha x_j, beta2 I), x (N, n); members in blocks."""
-    return MixturePrior(x).score(z, alpha, beta2, block)
-
-
 def paired_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float) -> torch.Tensor:
     """Score of N(alpha x_i, beta2 I) at z_i, row by row: (alpha x - z) / beta2."""
     return torch.add(z, x, alpha=-alpha).div_(-beta2)
