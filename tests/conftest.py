@@ -1,5 +1,9 @@
-"""Shared fixtures: the real sample data (skipped when absent), a CLI runner, a GRIB writer."""
+"""Shared fixtures: the real sample data (skipped when absent), CLI runners, a GRIB writer."""
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +29,18 @@ def daflow():
 
     def run(*args):
         return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def daflow_process():
+    """Run the installed ``daflow ARGS...`` (the console script beside this Python) as a subprocess,
+    for data fixtures shared by a module's tests; CalledProcessError unless ``check=False``."""
+    executable = str(Path(sys.executable).with_name("daflow"))
+
+    def run(*args, check=True):
+        return subprocess.run([executable, *map(str, args)], check=check, capture_output=True, text=True)
 
     return run
 

@@ -21,10 +21,10 @@ T1, T2 = "2026-01-01T06:00Z", "2026-01-01T12:00Z"
 
 
 @pytest.fixture(scope="module")
-def osse(tmp_path_factory):
+def osse(tmp_path_factory, daflow_process):
     """A Lorenz-96 truth, observations of two cycles and a 10-member initial ensemble."""
     base = tmp_path_factory.mktemp("osse")
-    run = lambda *a: subprocess.run([DAFLOW, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run = daflow_process
     run("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", "300",
         "--steps", "2", "--start", "2026-01-01T00:00Z", "--seed", "3", "-o", base / "truth.nc")
     (base / "incoming").mkdir()
