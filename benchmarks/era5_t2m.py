@@ -49,9 +49,10 @@ TEST_START = np.datetime64("2019-03-25T00:00")
 FRACTION, ERROR_STD = 0.05, 0.5
 
 
-def architecture_toml(width: int, depth: int, patch: int, predict: str, batch: int, lr: float) -> str:
+def architecture_toml(width: int, depth: int, patch: int, predict: str, batch: int, lr: float, history_noise: float) -> str:
     return (f"[architecture]\nwidth = {width}\ndepth = {depth}\nheads = 4\npatch = {patch}\n"
-            f"[normalisation]\npredict = \"{predict}\"\n[training]\nbatch_size = {batch}\nlearning_rate = {lr}\n")
+            f"[normalisation]\npredict = \"{predict}\"\n[training]\nbatch_size = {batch}\nlearning_rate = {lr}\n"
+            f"history_noise = {history_noise}\n")
 
 
 def observations(truth: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,6 +98,9 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=4)
     parser.add_argument("--predict", choices=PREDICT, default=DEFAULT_PREDICT,
                         help=f"The network's target: the state or its increment from the last history frame [{DEFAULT_PREDICT}].")
+    parser.add_argument("--history-noise", type=float, default=0.0,
+                        help="RMS of the smooth perturbation of the history frames in training, in units of the "
+                             "t2m standard deviation ([training] history_noise) [0].")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
     parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
@@ -130,12 +134,12 @@ def main() -> None:
     obs = observations(field[first:split + hours], mask, rng)        # (k + hours, p)
     print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
           f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
-          f"{epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
+          f"history noise {args.history_noise}, {epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or f"{tmp}/model"
         config = Path(tmp) / "arch.toml"
-        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.predict, 32, 1e-3))
+        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.predict, 32, 1e-3, args.history_noise))
         start = time.perf_counter()
         train(read_series(ds.isel(time=slice(0, split)), "t2m", GRIB), k, epochs, model_dir, str(config),
               resume=(Path(model_dir) / "config.json").exists())

@@ -6,6 +6,7 @@ import torch
 
 from daflow.nn.diffusion import Denoiser, Likelihood, sample, score_matching_loss
 from daflow.nn.normalisation import Normalisation
+from daflow.nn.training import history_perturbation
 from daflow.nn.transformer import Architecture
 
 
@@ -74,3 +75,17 @@ def test_normalisation_round_trip(predict):
     target = norm.targets(norm.normalise(history), norm.normalise(future))
     torch.testing.assert_close(norm.to_physical(target, history[:, -1:]), future, rtol=0, atol=1e-4)
     torch.testing.assert_close(target.std(dim=(0, 1, 3, 4)), torch.ones(2), rtol=0.05, atol=0)
+
+
+def test_history_perturbation_has_its_rms_and_spares_the_stream_when_off():
+    """Each window's perturbation has RMS std per level, is smooth (neighbours correlate) and is
+    one field for all K frames; std = 0 draws nothing, so runs without it keep their random stream."""
+    g = torch.Generator().manual_seed(0)
+    e = history_perturbation(64, torch.Size([2, 33, 49]), 4, 0.3, g)  # (B, 1, C, ny, nx)
+    assert e.shape == (64, 1, 2, 33, 49)
+    torch.testing.assert_close(e.pow(2).mean(dim=(-2, -1)).sqrt(), torch.full((64, 1, 2), 0.3))
+    neighbours = torch.corrcoef(torch.stack([e[..., :-1].flatten(), e[..., 1:].flatten()]))[0, 1]
+    assert neighbours > 0.8
+    state = g.get_state()
+    assert not history_perturbation(8, torch.Size([1, 8, 8]), 4, 0.0, g).any()
+    assert torch.equal(g.get_state(), state)

@@ -40,16 +40,20 @@ def series(tmp_path_factory):
     return folder
 
 
-def _train(daflow, folder, out, epochs, *extra):
+def _train(daflow, folder, out, epochs, *extra, config=None):
     result = daflow("train", "--data", folder / "truth.nc", "--history", 2, "--epochs", epochs,
-                    "--config", folder / "tiny.toml", "-o", out, *extra)
+                    "--config", config or folder / "tiny.toml", "-o", out, *extra)
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_resume_is_bit_for_bit(series, daflow, tmp_path):
-    straight = _train(daflow, series, tmp_path / "straight", 3)
-    stopped = _train(daflow, series, tmp_path / "stopped", 1)
+@pytest.mark.parametrize("history_noise", [0.0, 0.3])
+def test_resume_is_bit_for_bit(series, daflow, tmp_path, history_noise):
+    """Also with the history perturbation, whose draws come from the checkpointed generator."""
+    config = tmp_path / "config.toml"
+    config.write_text(TINY + f"history_noise = {history_noise}\n")
+    straight = _train(daflow, series, tmp_path / "straight", 3, config=config)
+    stopped = _train(daflow, series, tmp_path / "stopped", 1, config=config)
     result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 3, "-o", stopped, "--resume")
     assert result.exit_code == 0, result.output
     for name in ("model.safetensors", "training.safetensors"):

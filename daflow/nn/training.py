@@ -46,6 +46,7 @@ class TrainingOptions:
     grad_clip: float = 1.0
     validation_fraction: float = 0.1
     seed: int = 0
+    history_noise: float = 0.0
 
 
 def read_config_file(path: str | None) -> tuple[dict, str, TrainingOptions]:
@@ -141,9 +142,11 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             chosen = train_starts[order[i * batch:(i + 1) * batch]]
             log_sigma = torch.randn(len(chosen), generator=generator)
             noise = torch.randn((len(chosen), arch.target, *frames.shape[2:]), generator=generator)
+            perturbation = history_perturbation(len(chosen), frames.shape[2:], arch.patch, options.history_noise, generator)
             mine = slice(rank * len(chosen) // world, (rank + 1) * len(chosen) // world)  # this process's share
             hist, future = windows(frames, chosen[mine], arch.history, arch.target)
             targ = norm.targets(hist, future)
+            hist = hist + perturbation[mine]
             loss = score_matching_loss(denoiser=model, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
                                        noise=noise[mine]) * (world * hist.shape[0] / len(chosen))
             optimizer.zero_grad(set_to_none=True)
@@ -169,6 +172,27 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
     if world > 1:
         dist.barrier()
     return config if epochs > done else ckpt.read_config(model_dir)
+
+
+def history_perturbation(batch: int, shape: torch.Size, spacing: int, std: float,
+                         generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, C, ny, nx) smooth perturbations of the history frames, RMS ``std`` (normalised units); 0 when std = 0.
+
+    Cycled, the history frames are the method's own analyses, whose errors the network never sees
+    when it trains on true histories: its conditional p(x_t | history) is then too sharp and the
+    posterior ensemble under-dispersive. Adding e = std * bilinear(N(0, 1) on nodes ``spacing``
+    cells apart), normalised to unit RMS per window, trains p(x_t | history + e) instead (noise
+    augmentation of the conditioning; the targets stay true). The same e is added to all K frames
+    of a window, as cycling errors persist from hour to hour, so the history's tendency is kept.
+    Drawn only when std > 0, so runs without it keep their random stream.
+    """
+    if std == 0:
+        return torch.zeros(batch, 1, *shape)
+    levels, ny, nx = shape
+    nodes = torch.randn((batch, levels, ny // spacing + 2, nx // spacing + 2), generator=generator)
+    field = torch.nn.functional.interpolate(nodes, size=(ny, nx), mode="bilinear", align_corners=True)
+    field = field / field.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt()
+    return std * field.unsqueeze(1)
 
 
 @torch.no_grad()
