@@ -6,7 +6,8 @@ The setting of Liang et al. (2025): a nature run (random start spun up 100 days)
 same points on both levels), linear y = x + N(0, 1 K^2) or arctan y = arctan(x) + N(0, 0.01^2).
 Methods, all on the same truth, observations and initial ensemble: EnSF with default options and
 ``inpaint`` none / each inpainting method, and the LETKF over a small grid of localisation radius x
-RTPS (the best by unobserved-point RMSE reported). Scores are time means over the cycles after
+RTPS x a factor on its observation-error standard deviation (the usual remedy when an ensemble
+linearises a saturating operator such as arctan; the best by unobserved-point RMSE reported). Scores are time means over the cycles after
 ``--spinup``: RMSE of the ensemble mean over observed and over unobserved points (K), spread (root of
 the mean member variance) and CRPS. ``--png`` draws truth / observations / analysis means of one
 cycle (the last) for the first scenario.
@@ -16,6 +17,7 @@ cycle (the last) for the first scenario.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -104,13 +106,14 @@ def scenario(fraction, kind, seed, cycles, spinup, methods, letkf_grid):
         rows.append({"method": f"ensf+{method}", **scores})
         print(json.dumps({"fraction": fraction, "operator": kind, "seed": seed, **rows[-1]}), flush=True)
     letkf = {}
-    for radius, rtps in letkf_grid:
-        letkf[(radius, rtps)] = cycle(LETKF(grid, loc_radius=radius, rtps=rtps), model, start, truth, batches,
-                                      mask, spinup)
-        print(json.dumps({"fraction": fraction, "operator": kind, "seed": seed, "method": "letkf",
-                          "loc_radius": radius, "rtps": rtps, **letkf[(radius, rtps)][0]}), flush=True)
+    for radius, rtps, factor in letkf_grid:
+        inflated = [dataclasses.replace(b, error_std=factor * b.error_std) for b in batches]
+        letkf[(radius, rtps, factor)] = cycle(LETKF(grid, loc_radius=radius, rtps=rtps), model, start, truth,
+                                              inflated, mask, spinup)
+        print(json.dumps({"fraction": fraction, "operator": kind, "seed": seed, "method": "letkf", "loc_radius": radius,
+                          "rtps": rtps, "obs_error_factor": factor, **letkf[(radius, rtps, factor)][0]}), flush=True)
     best = min(letkf, key=lambda key: letkf[key][0]["rmse_unobserved"])
-    rows.append({"method": "letkf", "loc_radius": best[0], "rtps": best[1], **letkf[best][0]})
+    rows.append({"method": "letkf", "loc_radius": best[0], "rtps": best[1], "obs_error_factor": best[2], **letkf[best][0]})
     means["letkf"] = letkf[best][1]  # None when every LETKF diverged
     return {"fraction": fraction, "operator": kind, "seed": seed, "cycles": cycles, "spinup": spinup,
             "rows": rows}, (truth[-1].numpy(), mask, batches[-1], means, model.state_shape)
@@ -152,6 +155,7 @@ def main():
     parser.add_argument("--methods", default=",".join(("none", *INPAINT_METHODS)), help="EnSF --inpaint values")
     parser.add_argument("--letkf-radius", default="4,8", help="LETKF localisation radii (grid points)")
     parser.add_argument("--letkf-rtps", default="0.5,0.9", help="LETKF RTPS factors")
+    parser.add_argument("--letkf-obs-error", default="1,3", help="LETKF factors on the observation-error std")
     parser.add_argument("--seeds", default="31")
     parser.add_argument("--png", default="ensf_sqg.png")
     parser.add_argument("--json")
@@ -159,8 +163,9 @@ def main():
     torch.set_num_threads(1)
     if args.quick:
         args.cycles, args.spinup, args.scenarios, args.methods = 10, 4, "0.25:linear", "none,biharmonic"
-        args.letkf_radius, args.letkf_rtps = "4", "0.9"
-    letkf_grid = list(itertools.product(map(float, args.letkf_radius.split(",")), map(float, args.letkf_rtps.split(","))))
+        args.letkf_radius, args.letkf_rtps, args.letkf_obs_error = "4", "0.9", "1"
+    letkf_grid = list(itertools.product(*(map(float, a.split(",")) for a in (args.letkf_radius, args.letkf_rtps,
+                                                                            args.letkf_obs_error))))
     results = []
     for i, (spec, seed) in enumerate(itertools.product(args.scenarios.split(","), map(int, args.seeds.split(",")))):
         fraction, kind = spec.split(":")
@@ -179,7 +184,8 @@ def main():
             print(f"{r['method']:22s} {r['rmse_observed']:9.3f} {r['rmse_unobserved']:10.3f} {r['spread']:7.3f} "
                   f"{r['crps']:6.3f} {r['rmse_unobserved'] / letkf['rmse_unobserved']:12.3f} {ratio_none:11.3f} "
                   f"{r['s_per_cycle']:8.2f}")
-        print(f"(LETKF: best of radius x RTPS {letkf_grid}: radius {letkf['loc_radius']}, RTPS {letkf['rtps']})", flush=True)
+        print(f"(LETKF: best of radius x RTPS x obs-error factor {letkf_grid}: radius {letkf['loc_radius']}, "
+              f"RTPS {letkf['rtps']}, obs-error factor {letkf['obs_error_factor']})", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)
