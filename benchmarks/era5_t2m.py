@@ -7,7 +7,9 @@ observed with error 0.5 K (synthetic: ERA5 value + N(0, 0.5^2)). Every method re
 field hour by hour, cycling on its own previous analyses (never the true field):
 
 - storm: posterior ensemble p(x_t | its own K previous analyses, y_t), SDA guidance
-  (:mod:`daflow.nn.diffusion`); each member keeps its own history; ``--predict increment`` trains
+  (:mod:`daflow.nn.diffusion`); each member keeps its own history; trained with smoothly perturbed
+  histories (``--history-noise``, :func:`daflow.nn.training.history_perturbation`), since the
+  histories it cycles on are its own analyses; ``--predict increment`` trains
   the network on x_t - x_{t-1} instead of x_t (:mod:`daflow.nn.normalisation`);
 - oi: :class:`daflow.da.oi.OptimalInterpolation` with the previous OI analysis as background and
   B = the covariance of the 1-hour changes x_t - x_{t-1} over the training period, times
@@ -98,9 +100,9 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=4)
     parser.add_argument("--predict", choices=PREDICT, default=DEFAULT_PREDICT,
                         help=f"The network's target: the state or its increment from the last history frame [{DEFAULT_PREDICT}].")
-    parser.add_argument("--history-noise", type=float, default=0.0,
+    parser.add_argument("--history-noise", type=float, default=0.3,
                         help="RMS of the smooth perturbation of the history frames in training, in units of the "
-                             "t2m standard deviation ([training] history_noise) [0].")
+                             "t2m standard deviation ([training] history_noise) [0.3].")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
     parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
