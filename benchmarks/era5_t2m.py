@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
     parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
+    parser.add_argument("--true-history", action="store_true",
+                        help="storm conditions every hour on the true K previous hours instead of its own analyses "
+                             "(not cycled: the calibration of one analysis step).")
     parser.add_argument("--oi-scale", type=float, default=1.0, help="Factor on the OI covariance [1].")
     parser.add_argument("--model-dir", help="Keep the checkpoint here (default: a temporary directory); "
                         "an existing one is resumed up to --epochs (training time then counts only the new epochs).")
@@ -153,12 +156,15 @@ def main() -> None:
         results, seconds = {}, {}
         generator = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
-        history = torch.from_numpy(init).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
+        start_frames = truth[:k] if args.true_history else init
+        history = torch.from_numpy(start_frames).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
         storm = []
         for t in range(k, k + hours):
             analysis = model.next_frames(history, generator, obs_batch(obs[t], mask), gamma=args.gamma)
             storm.append(analysis[:, 0, 0].reshape(members, n).double().numpy())
-            history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
+            latest = torch.from_numpy(truth[t]).float().reshape(1, 1, 1, *shape).expand_as(analysis[:, :1]) \
+                if args.true_history else analysis[:, :1]
+            history = torch.cat([history[:, 1:], latest], dim=1)
         results["storm"], seconds["storm"] = np.stack(storm), time.perf_counter() - start
 
     start = time.perf_counter()
