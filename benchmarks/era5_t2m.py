@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
     parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
+    parser.add_argument("--history-inflation", type=float, default=0.0,
+                        help="storm: RMS of the smooth field added to each member's history before every sampling, "
+                             "in units of the t2m standard deviation (additive inflation) [0].")
     parser.add_argument("--true-history", action="store_true",
                         help="storm conditions every hour on the true K previous hours instead of its own analyses "
                              "(not cycled: the calibration of one analysis step).")
@@ -139,7 +142,8 @@ def main() -> None:
     obs = observations(field[first:split + hours], mask, rng)        # (k + hours, p)
     print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
           f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
-          f"history noise {args.history_noise}, {epochs} epochs, {members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
+          f"history noise {args.history_noise}, history inflation {args.history_inflation}, {epochs} epochs, "
+          f"{members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or f"{tmp}/model"
@@ -149,7 +153,7 @@ def main() -> None:
         train(read_series(ds.isel(time=slice(0, split)), "t2m", GRIB), k, epochs, model_dir, str(config),
               resume=(Path(model_dir) / "config.json").exists())
         train_seconds = time.perf_counter() - start
-        model = GenerativeModel(model_dir, sample_steps=steps, churn=args.churn)
+        model = GenerativeModel(model_dir, sample_steps=steps, churn=args.churn, history_inflation=args.history_inflation)
         print(f"trained in {train_seconds:.0f} s")
 
         init = np.stack([biharmonic(obs[j], mask, shape).ravel() for j in range(k)])   # (k, n)

@@ -26,6 +26,9 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
 @click.option("--gamma", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="[storm] SDA gamma: variance gamma sigma^2 added to R.")
 @click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[storm] Steps of the diffusion sampler.")
+@click.option("--history-inflation", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="[storm] Each member's history gets a smooth random field of this RMS (in data standard deviations) "
+                   "before every sampling: additive inflation for cycling.")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance [0.1].")
@@ -41,8 +44,8 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
-               save_background, checkpoint, members, guidance, gamma, sample_steps, ensf_steps, eps_a, eps_b, score, damping, truncate,
-               spread_reset, inpaint, dtype, seed, output):
+               save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -61,7 +64,8 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         from daflow.nn.generative import assimilate as generative_assimilate
 
         write_dataset(generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
-                                            guidance=guidance, gamma=gamma, sample_steps=sample_steps), output, "analysis")
+                                            guidance=guidance, gamma=gamma, sample_steps=sample_steps,
+                                            history_inflation=history_inflation), output, "analysis")
         return
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")

@@ -162,6 +162,24 @@ def test_storm_one_cycle_equals_one_analysis(series, daflow, tmp_path):
     np.testing.assert_array_equal(cycled.obs_omb.values, once.obs_omb.values)
 
 
+def test_storm_history_inflation_perturbs_each_members_history(series, daflow, tmp_path):
+    """--history-inflation 0 is the plain run draw for draw (no draws spent); > 0 conditions every
+    member on its own perturbed history, so the same seed gives other analyses; the setting is recorded."""
+    model = _train(daflow, series, tmp_path / "model", 1)
+    init = tmp_path / "init.nc"
+    write_dataset(xr.open_dataset(series / "truth.nc").isel(time=slice(0, 30)).load(), init, "state")
+    obs = _observe(daflow, series, [30, 31], tmp_path / "obs.nc")
+    common = ("--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs, "--members", 3, "--seed", 2)
+    runs = {}
+    for name, extra in (("plain", ()), ("zero", ("--history-inflation", 0)), ("inflated", ("--history-inflation", 0.5))):
+        assert daflow("assimilate", *common, *extra, "-o", tmp_path / f"{name}.nc").exit_code == 0
+        runs[name] = xr.open_dataset(tmp_path / f"{name}.nc")
+    np.testing.assert_array_equal(runs["zero"].theta.values, runs["plain"].theta.values)
+    assert np.abs(runs["inflated"].theta.values - runs["plain"].theta.values).max() > 1e-3
+    assert runs["inflated"].attrs["history_inflation"] == 0.5
+    assert daflow("assimilate", *common, "--history-inflation", -1, "-o", tmp_path / "bad.nc").exit_code == 2
+
+
 def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tmp_path):
     model = _train(daflow, series, tmp_path / "model", 1)
     init = tmp_path / "init.nc"
