@@ -9,7 +9,8 @@ field hour by hour, cycling on its own previous analyses (never the true field):
 - storm: posterior ensemble p(x_t | its own K previous analyses, y_t), SDA guidance
   (:mod:`daflow.nn.diffusion`); each member keeps its own history; trained with smoothly perturbed
   histories (``--history-noise``, :func:`daflow.nn.training.history_perturbation`), since the
-  histories it cycles on are its own analyses; ``--predict increment`` trains
+  histories it cycles on are its own analyses, and sampled with each member's history perturbed
+  the same way (``--history-inflation``, additive inflation); ``--predict increment`` trains
   the network on x_t - x_{t-1} instead of x_t (:mod:`daflow.nn.normalisation`);
 - oi: :class:`daflow.da.oi.OptimalInterpolation` with the previous OI analysis as background and
   B = the covariance of the 1-hour changes x_t - x_{t-1} over the training period, times
@@ -108,9 +109,9 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
     parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
-    parser.add_argument("--history-inflation", type=float, default=0.0,
+    parser.add_argument("--history-inflation", type=float, default=0.8,
                         help="storm: RMS of the smooth field added to each member's history before every sampling, "
-                             "in units of the t2m standard deviation (additive inflation) [0].")
+                             "in units of the t2m standard deviation (additive inflation) [0.8].")
     parser.add_argument("--true-history", action="store_true",
                         help="storm conditions every hour on the true K previous hours instead of its own analyses "
                              "(not cycled: the calibration of one analysis step).")
