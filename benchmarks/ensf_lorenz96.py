@@ -112,8 +112,9 @@ def ablation(dim, cycles, seeds):
     out = []
     for shocks, seed in itertools.product((False, True), seeds):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
+        sgrid = StateGrid.from_model(model)
         for name, options in ABLATION.items():
-            rmse = cycle(EnSF(StateGrid.from_model(model), seed=seed, **options), model, truth, obs, ens)
+            rmse = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens)
             out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse})
             print(json.dumps(out[-1]), flush=True)
     return out

@@ -161,15 +161,14 @@ def main() -> None:
         results, seconds = {}, {}
         generator = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
-        start_frames = truth[:k] if args.true_history else init
-        history = torch.from_numpy(start_frames).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
+        history = torch.from_numpy(init).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
         storm = []
         for t in range(k, k + hours):
+            if args.true_history:  # the true K previous hours instead of its own analyses
+                history = torch.from_numpy(truth[t - k:t]).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
             analysis = model.next_frames(history, generator, obs_batch(obs[t], mask), gamma=args.gamma)
             storm.append(analysis[:, 0, 0].reshape(members, n).double().numpy())
-            latest = torch.from_numpy(truth[t]).float().reshape(1, 1, 1, *shape).expand_as(analysis[:, :1]) \
-                if args.true_history else analysis[:, :1]
-            history = torch.cat([history[:, 1:], latest], dim=1)
+            history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
         results["storm"], seconds["storm"] = np.stack(storm), time.perf_counter() - start
 
     start = time.perf_counter()
