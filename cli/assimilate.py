@@ -31,7 +31,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
                    "before every sampling: additive inflation for cycling.")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
-@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance [0.1].")
+@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance (standardised units) [0.6].")
 @click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
 @click.option("--truncate", type=click.FloatRange(0, 1, max_open=True),
@@ -39,13 +39,20 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
+@click.option("--kernel", type=click.Choice(["blur", "preserve"]),
+              help="[ensf] Prior kernel: members blurred by eps_b, or shrunk to their mean by sqrt(1 - eps_b) first "
+                   "so the kernel density keeps the ensemble variance (Liu & West 2001) [preserve].")
+@click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
+              help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
+@click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
                save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
+               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, dtype, seed,
+               output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -73,7 +80,8 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         raise click.UsageError("--climatology is needed by, and only by, --method oi")
     options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, seed=seed,
                    ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
-                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
+                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
+                   adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)
     try:
         ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
                               save_background=save_background, dtype=getattr(torch, dtype), **options)
