@@ -18,7 +18,9 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--rtps", type=click.FloatRange(0, 1), help="Relaxation to prior spread, alpha in [0, 1] [0].")
 @click.option("--loc-radius", type=click.FloatRange(min=0, min_open=True),
               help="[letkf] Localisation radius: grid units, or km on lat/lon grids [4].")
-@click.option("--rotate", is_flag=True, default=None, help="[etkf] Random mean-preserving rotation of the square root.")
+@click.option("--rotate", is_flag=True, default=None, help="[etkf, enkf-n] Random mean-preserving rotation of the square root.")
+@click.option("--xn", type=click.FloatRange(min=0, min_open=True),
+              help="[enkf-n] Certainty of the inflation hyperprior, DAPPER's xN (> 1 for nearly linear systems) [1].")
 @click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
@@ -43,7 +45,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
-def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, climatology,
+def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
@@ -71,7 +73,7 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         raise click.UsageError("--save-background goes with --init")
     if (method == "oi") != (climatology is not None):
         raise click.UsageError("--climatology is needed by, and only by, --method oi")
-    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, seed=seed,
+    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, xn=xn, seed=seed,
                    ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
                    truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
     try:

@@ -13,6 +13,7 @@ FILTERS: dict[str, str] = {
     "etkf": "daflow.da.etkf:ETKF",
     "letkf": "daflow.da.letkf:LETKF",
     "ensf": "daflow.da.ensf:EnSF",
+    "enkf-n": "daflow.da.enkf_n:EnKFN",
 }
 
 

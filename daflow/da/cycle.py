@@ -11,7 +11,7 @@ used: qc != 0).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ DIAGNOSTICS = {
 def make_filter(method: str, grid: StateGrid, **options) -> Filter:
     """The filter ``method`` with the options it takes (None values are left to its defaults)."""
     cls = filter_class(method)
-    accepted = set()
+    accepted = {f.name for f in fields(cls.settings_class)} if cls.settings_class else set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
             accepted |= set(inspect.signature(klass.__init__).parameters)
