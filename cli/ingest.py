@@ -52,7 +52,7 @@ def _window(ctx, param, value):
 @click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
 @click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="[reports] Fraction of stations withheld for verification, written to --withheld.")
-@click.option("--withheld", type=click.Path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
+@click.option("--withheld", type=output_path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")
