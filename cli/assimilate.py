@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from daflow.da import FILTERS
-from daflow_cli.common import common_options
+from daflow_cli.common import common_options, output_path
 
 METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a trained generative model
 
@@ -45,7 +45,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
               help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json
+from daflow_cli.common import common_options, output_path, print_json
 
 
 @click.command()
@@ -15,7 +15,7 @@ from daflow_cli.common import common_options, print_json
               help="TOML with [architecture] (patch, width, depth, heads, tile, target), [normalisation] (predict = \"state\" or "
                    "\"increment\") and [training] (batch_size, learning_rate, ...).")
 @click.option("--resume", is_flag=True, help="Continue the training stored in MODEL_DIR.")
-@click.option("-o", "--output", "model_dir", required=True, type=click.Path(file_okay=False), help="Model directory (safetensors + JSON).")
+@click.option("-o", "--output", "model_dir", required=True, type=output_path(file_okay=False), help="Model directory (safetensors + JSON).")
 @click.option("--seed", type=int, help="Seed of the initial weights, data order and noises [the config's [training] seed, or 0].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
               help="P: under torchrun, split every window's tokens across groups of P processes (R/P data-parallel groups).")
