@@ -22,6 +22,14 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--xn", type=click.FloatRange(min=0, min_open=True),
               help="[enkf-n] Certainty of the inflation hyperprior, DAPPER's xN (> 1 for nearly linear systems) [1].")
 @click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
+@click.option("--b-std", type=click.FloatRange(min=0, min_open=True),
+              help="[oi --background] Background error std of a parametric B (units of the variable) [t2m: 2 K].")
+@click.option("--b-length", type=click.FloatRange(min=0, min_open=True), help="[oi --background] Correlation length of B in km [t2m: 150].")
+@click.option("--b-correlation", type=click.Choice(["gaussian", "soar"]), help="[oi --background] Correlation function of B [gaussian].")
+@click.option("--qc-k", type=click.FloatRange(min=0, min_open=True),
+              help="[oi --background] Background check: reject |O-B| > k sqrt(sb^2 + so^2) [5].")
+@click.option("--orography", type=click.Path(dir_okay=False),
+              help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
@@ -46,7 +54,8 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
-               save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               b_std, b_length, b_correlation, qc_k, orography, save_background, checkpoint, members, guidance, gamma,
+               sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
@@ -71,11 +80,14 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         return
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")
-    if (method == "oi") != (climatology is not None):
-        raise click.UsageError("--climatology is needed by, and only by, --method oi")
+    if climatology is not None and method != "oi":
+        raise click.UsageError("--climatology goes with --method oi")
+    if method == "oi" and climatology is None and init is not None:
+        raise click.UsageError("cycling OI (--init) needs --climatology; a parametric B analyses one --background")
     options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, xn=xn, seed=seed,
                    ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
-                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
+                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, b_std=b_std, b_length=b_length,
+                   b_correlation=b_correlation, qc_k=qc_k, orography=orography)
     try:
         ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
                               save_background=save_background, dtype=getattr(torch, dtype), **options)
