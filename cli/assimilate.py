@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from daflow.da import FILTERS
-from daflow_cli.common import common_options
+from daflow_cli.common import common_options, output_path
 
 METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a trained generative model
 
@@ -51,7 +51,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_std, b_length, b_correlation, qc_k, orography, save_background, checkpoint, members, guidance, gamma,

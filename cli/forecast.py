@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs, scheduler_option
+from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
 
 
 @click.command()
-@click.option("--init", required=True, metavar="FILE|random", help="State file to continue (its last frame), or 'random'.")
+@click.option("--init", required=True, type=click.Path(dir_okay=False), metavar="FILE|random",
+              help="State file to continue (its last frame), or 'random'.")
 @click.option("--model", "model_name", help="Model name (with --init random; checked against an init file).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Model parameter, e.g. dim=40 (repeatable; overrides the file's).")
 @click.option("--members", type=click.IntRange(min=1), help="Ensemble size: independent random states, or copies of a single state.")
@@ -24,7 +25,7 @@ from daflow_cli.common import common_options, parse_pairs, scheduler_option
 @click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the members in this many dask tasks (local cores, or the --scheduler cluster).")
 @scheduler_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output state file.")
 @common_options
 def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps, dtype, seed,
              split, scheduler, output):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json, scheduler_option
+from daflow_cli.common import common_options, output_path, print_json, scheduler_option
 
 
 @click.command()
@@ -12,9 +12,9 @@ from daflow_cli.common import common_options, print_json, scheduler_option
 @click.option("--obs", type=click.Path(dir_okay=False), help="Observations: split the RMSE into observed / unobserved points.")
 @click.option("--var", "variables", multiple=True, help="Score only this variable (repeatable).")
 @click.option("--burn-in", type=click.IntRange(min=0), default=0, show_default=True, help="Leading common times left out of the time means.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Scores NetCDF file.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Per-time scores as CSV.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
+@click.option("-o", "--output", type=output_path(dir_okay=False), help="Scores NetCDF file.")
+@click.option("--csv", "csv_path", type=output_path(dir_okay=False), help="Per-time scores as CSV.")
+@click.option("--plot", type=output_path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the time-averaged figures as one JSON object on stdout.")
 @scheduler_option
 @common_options

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json
+from daflow_cli.common import common_options, output_path, print_json
 
 
 @click.command()
@@ -15,7 +15,7 @@ from daflow_cli.common import common_options, print_json
               help="TOML with [architecture] (patch, width, depth, heads, tile, target), [normalisation] (predict = \"state\" or "
                    "\"increment\") and [training] (batch_size, learning_rate, ...).")
 @click.option("--resume", is_flag=True, help="Continue the training stored in MODEL_DIR.")
-@click.option("-o", "--output", "model_dir", required=True, type=click.Path(file_okay=False), help="Model directory (safetensors + JSON).")
+@click.option("-o", "--output", "model_dir", required=True, type=output_path(file_okay=False), help="Model directory (safetensors + JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the epochs' losses as one JSON object on stdout.")
 @common_options
 def train(data, variable, history, epochs, config_file, resume, model_dir, as_json):
