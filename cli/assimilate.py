@@ -49,6 +49,8 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
+@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
@@ -56,7 +58,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_std, b_length, b_correlation, qc_k, orography, save_background, checkpoint, members, guidance, gamma,
                sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
+               score, damping, truncate, spread_reset, inpaint, sequence_parallel, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -73,10 +75,13 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         raise click.UsageError("--checkpoint is needed by, and only by, --method storm")
     if method == "storm":
         from daflow.nn.generative import assimilate as generative_assimilate
+        from daflow.nn.sequence import writes_output
 
-        write_dataset(generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
-                                            guidance=guidance, gamma=gamma, sample_steps=sample_steps,
-                                            history_inflation=history_inflation), output, "analysis")
+        ds = generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
+                                   guidance=guidance, gamma=gamma, sample_steps=sample_steps,
+                                   history_inflation=history_inflation, sequence_parallel=sequence_parallel)
+        if writes_output():
+            write_dataset(ds, output, "analysis")
         return
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")
