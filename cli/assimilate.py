@@ -21,7 +21,19 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--rotate", is_flag=True, default=None, help="[etkf, enkf-n] Random mean-preserving rotation of the square root.")
 @click.option("--xn", type=click.FloatRange(min=0, min_open=True),
               help="[enkf-n] Certainty of the inflation hyperprior, DAPPER's xN (> 1 for nearly linear systems) [1].")
-@click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
+@click.option("--climatology", type=click.Path(dir_okay=False),
+              help="[oi, 3dvar, 4dvar] State file whose time series gives the covariance B.")
+@click.option("--b-scale", type=click.FloatRange(min=0, min_open=True), help="[3dvar, 4dvar] Factor on B (DAPPER's xB) [1].")
+@click.option("--b-std", type=click.FloatRange(min=0, min_open=True),
+              help="[3dvar, 4dvar] Parametric B: background error standard deviation (instead of --climatology).")
+@click.option("--b-length", type=click.FloatRange(min=0, min_open=True),
+              help="[3dvar, 4dvar] Parametric B: correlation length, grid units, or km on lat/lon grids.")
+@click.option("--correlation", type=click.Choice(["gaussian", "soar"]), help="[3dvar, 4dvar] Parametric B's correlation [gaussian].")
+@click.option("--minimizer", type=click.Choice(["cg", "lbfgs"]),
+              help="[3dvar, 4dvar] Incremental Gauss-Newton with conjugate gradients, or L-BFGS [cg].")
+@click.option("--outer-loops", type=click.IntRange(min=1), help="[3dvar, 4dvar] Outer (linearisation) loops [3].")
+@click.option("--inner-iterations", type=click.IntRange(min=1), help="[3dvar, 4dvar] Iterations per outer loop [100].")
+@click.option("--window", type=click.IntRange(min=1), help="[4dvar] Observation times per assimilation window [5].")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
@@ -46,6 +58,7 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
+               b_scale, b_std, b_length, correlation, minimizer, outer_loops, inner_iterations, window,
                save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
@@ -71,9 +84,9 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         return
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")
-    if (method == "oi") != (climatology is not None):
-        raise click.UsageError("--climatology is needed by, and only by, --method oi")
     options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, xn=xn, seed=seed,
+                   b_scale=b_scale, b_std=b_std, b_length=b_length, correlation=correlation, minimizer=minimizer,
+                   outer_loops=outer_loops, inner_iterations=inner_iterations, window=window,
                    ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
                    truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
     try:
