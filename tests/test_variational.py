@@ -55,7 +55,7 @@ def test_3dvar_with_linear_h_is_the_kalman_mean(minimizer):
 
 @pytest.mark.parametrize("kind", ["gaussian", "soar"])
 def test_parametric_b(kind):
-    filt = make_filter("3dvar", GRID, b_std=2.0, b_length=1.5, correlation=kind)
+    filt = make_filter("3dvar", GRID, b_std=2.0, b_length=1.5, b_correlation=kind)
     d = N_STATE / np.pi * np.sin(np.pi * np.arange(N_STATE) / N_STATE) / 1.5     # chord of the periodic axis / L
     rho = np.exp(-0.5 * d**2) if kind == "gaussian" else (1 + d) * np.exp(-d)
     np.testing.assert_allclose(filt.B[0].numpy(), 4.0 * rho, rtol=1e-12)
@@ -218,7 +218,7 @@ def files(tmp_path_factory, daflow_process):
 def test_cycle_and_one_analysis_through_the_cli(files, daflow, tmp_path, method):
     out = tmp_path / "an.nc"
     b = (["--climatology", files / "truth.nc", "--window", "3"] if method == "4dvar"
-         else ["--b-std", "1", "--b-length", "2", "--correlation", "soar"])
+         else ["--b-std", "1", "--b-length", "2", "--b-correlation", "soar"])
     result = daflow("assimilate", "--method", method, "--init", files / "x0.nc", "--obs", files / "obs.nc", *b,
                     "--save-background", "-o", out)
     assert result.exit_code == 0, result.output

@@ -18,7 +18,8 @@ b_std^2 times a correlation rho(d / b_length) between horizontal columns (the sa
 level, levels uncorrelated), Gaussian rho = exp(-r^2 / 2) or SOAR rho = (1 + r) exp(-r)
 (second-order auto-regressive; Thiebaux 1976), d in grid units on model grids and great-circle
 km on latitude/longitude grids; a periodic axis of length P is a circle, d its chord
-(P / pi) sin(pi delta / P), so that the correlations of the embedding stay positive definite. Each member of an ensemble is analysed with the same B.
+(P / pi) sin(pi delta / P), so that the correlations of the embedding stay positive definite.
+Each member of an ensemble is analysed with the same B.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ MINIMIZERS = ("cg", "lbfgs")
 class VarSettings:
     """B and minimiser settings of 3D-Var (and 4D-Var, which adds the window).
 
-    b_scale: factor on B; b_std, b_length, correlation: parametric B (instead of a climatology);
+    b_scale: factor on B; b_std, b_length, b_correlation: parametric B (instead of a climatology);
     minimizer: "cg" (incremental Gauss-Newton) or "lbfgs"; outer_loops: Gauss-Newton outer loops
     (and L-BFGS restarts); inner_iterations: CG iterations (L-BFGS iterations) per outer loop;
     tolerance: relative reduction of the gradient norm that stops the inner loop.
@@ -49,7 +50,7 @@ class VarSettings:
     b_scale: float = 1.0
     b_std: float | None = None
     b_length: float | None = None
-    correlation: str = "gaussian"
+    b_correlation: str = "gaussian"
     minimizer: str = "cg"
     outer_loops: int = 3
     inner_iterations: int = 100
@@ -62,8 +63,8 @@ class VarSettings:
             raise ValueError(f"b_std must be positive, got {self.b_std}")
         if self.b_length is not None and not self.b_length > 0:
             raise ValueError(f"b_length must be positive, got {self.b_length}")
-        if self.correlation not in CORRELATIONS:
-            raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}")
+        if self.b_correlation not in CORRELATIONS:
+            raise ValueError(f"b_correlation must be one of {', '.join(CORRELATIONS)}")
         if self.minimizer not in MINIMIZERS:
             raise ValueError(f"minimizer must be one of {', '.join(MINIMIZERS)}")
         if self.outer_loops < 1 or self.inner_iterations < 1:
@@ -94,7 +95,7 @@ def background_covariance(grid: StateGrid, settings: VarSettings, covariance: to
         return settings.b_scale * covariance.to(dtype)
     if settings.b_std is None or settings.b_length is None:
         raise ValueError("needs a climatology, or b_std and b_length")
-    rho = correlation_matrix(grid, settings.b_length, settings.correlation, dtype)
+    rho = correlation_matrix(grid, settings.b_length, settings.b_correlation, dtype)
     return settings.b_scale * settings.b_std**2 * torch.kron(torch.eye(grid.levels, dtype=dtype), rho)
 
 
