@@ -165,3 +165,9 @@ def test_learnt_layouts_decode_exactly_as_eccodes(sample_data, monkeypatch):
             assert np.array_equal(fast[key], values), key
         else:
             assert np.array_equal(fast[key], values, equal_nan=True), key
+
+
+def test_point_grid_is_refused_by_the_generative_model_in_one_line(sample_data, daflow, tmp_path):
+    assert daflow("ingest", sample_data / "grib" / "ecmwf-2t-2018112012-n160.grib", "-o", tmp_path / "bg.nc").exit_code == 0
+    res = daflow("train", "--data", tmp_path / "bg.nc", "--history", "1", "--epochs", "1", "-o", tmp_path / "model")
+    assert res.exit_code == 65 and "point grid" in res.stderr and len(res.stderr.strip().splitlines()) == 1

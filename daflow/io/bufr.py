@@ -517,18 +517,16 @@ def _surface_rows(rows: list, cols: _Columns, platform: str) -> None:
 def read_bufr(path: str | os.PathLike, workers: int | None = None) -> dict[str, np.ndarray]:
     """Columns of every decoded observation in ``path`` (one row per report, variable and level).
 
-    ``workers`` processes decode parts of a large file (default: one per CPU core beyond 2,000
-    messages, when no threaded runtime such as torch is loaded, since the workers are forked).
+    ``workers`` > 1 forked processes decode parts of the file: worth it only for files of many
+    messages that ecCodes must expand (radiosondes); single-report surface messages are read from
+    their bits faster than a worker starts (default 1).
     """
-    import sys
-
     path = Path(path)
     data = path.read_bytes()
     if not data:
         raise DataError(path, "empty file")
     spans, damaged = message_spans(data)
-    if workers is None:
-        workers = 1 if "torch" in sys.modules or len(spans) < 2000 else min(os.cpu_count() or 1, len(spans) // 1000)
+    workers = min(workers or 1, max(len(spans), 1))
     if workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
