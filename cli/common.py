@@ -8,7 +8,7 @@ import warnings
 
 import click
 
-from daflow.errors import DaflowError, DaflowWarning
+from daflow.errors import DaflowError, DaflowWarning, OptionError
 from daflow.progress import set_quiet
 
 
@@ -28,6 +28,8 @@ def common_options(func):
             warnings.showwarning = _one_line_warning(command)
             try:
                 return func(*args, **kwargs)
+            except OptionError as err:  # a library keyword is a CLI flag: usage error, exit 2
+                raise click.UsageError(f"--{err.option.replace('_', '-')}: {err}") from None
             except DaflowError as err:
                 if debug:
                     raise

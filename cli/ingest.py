@@ -68,20 +68,11 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
 
     With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state instead.
     """
+    from daflow.api import ingest as run
     from daflow.io.contract import write_dataset
-    from daflow.io.ingest import ingest as ingest_sources
-    from daflow.parallel import dask_scheduler
 
-    with dask_scheduler(scheduler):
-        ds = ingest_sources(sources, variables=() if observe else variables,
-                            filters=parse_pairs(filters, "--filter"), bbox=bbox, time=window,
-                            chunks=chunks, name=name, renames=parse_pairs(renames, "--rename"))
-        if observe:
-            from daflow.obs.synthetic import observe as draw
-
-            obs = draw(ds, fraction=fraction, error_std=error_std, seed=seed, pattern=pattern,
-                       operator=operator, every=every, variables=variables, source=", ".join(sources))
-            write_dataset(obs, output, "observations")
-        else:
-            kind = ds.attrs.get("daflow_kind")
-            write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")
+    ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
+             rename=parse_pairs(renames, "--rename"), observe=observe, fraction=fraction, error_std=error_std, pattern=pattern,
+             operator=operator, every=every, seed=seed, scheduler=scheduler)
+    kind = "observations" if observe else ds.attrs.get("daflow_kind")
+    write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")

@@ -20,16 +20,11 @@ from daflow_cli.common import common_options, print_json, scheduler_option
 @common_options
 def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_json, scheduler):
     """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra."""
-    from daflow.io.contract import open_dataset, write_dataset
+    from daflow.api import score as run, summary
+    from daflow.io.contract import write_dataset
     from daflow.score.report import print_table, write_csv
-    from daflow.parallel import dask_scheduler
-    from daflow.score.verify import summary, verify
 
-    kinds = ("state", "analysis")
-    with dask_scheduler(scheduler):
-        scores = verify(open_dataset(truth, kinds), open_dataset(forecast, kinds),
-                        open_dataset(obs, ("observations",), dims=("obs",)) if obs else None,
-                        burn_in=burn_in, variables=variables, names=(truth, forecast, obs))
+    scores = run(truth, forecast, obs, var=variables, burn_in=burn_in, scheduler=scheduler)
     if output:
         write_dataset(scores, output, "scores")
     if csv_path:

@@ -23,11 +23,8 @@ def train(data, variable, history, epochs, config_file, resume, model_dir, as_js
 
     Under `torchrun --nproc_per_node P` the same command trains data-parallel.
     """
-    from daflow.io.contract import open_dataset
-    from daflow.nn.data import read_series
-    from daflow.nn.training import train as run_training
+    from daflow.api import train as run
 
-    series = read_series(open_dataset(data, ("state", "analysis")), variable, data)
-    config = run_training(series, history, epochs, model_dir, config_file, resume, source=data)
+    config = run(data, history, epochs, model_dir, var=variable, config=config_file, resume=resume)
     if as_json:
         print_json({"epochs": config["training"]["epoch"], "losses": config["training"]["losses"]})

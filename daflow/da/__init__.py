@@ -16,6 +16,9 @@ FILTERS: dict[str, str] = {
     "enkf-n": "daflow.da.enkf_n:EnKFN",
 }
 
+GENERATIVE = {"storm": "daflow.nn.generative:assimilate"}  # posterior sampling with a trained generative model
+METHODS = [*FILTERS, *GENERATIVE]
+
 
 def filter_class(name: str):
     return load(FILTERS, name, "method")

@@ -22,8 +22,7 @@ from daflow.progress import dask_progress
 
 KINDS = ("state", "observations", "analysis", "scores", "causal")
 CONVENTIONS = "CF-1.10"
-CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i")
-HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",))
+CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "values", "i")
 
 
 def canonical_order(ds: xr.Dataset) -> xr.Dataset:
@@ -34,15 +33,6 @@ def canonical_order(ds: xr.Dataset) -> xr.Dataset:
         other = [d for d in var.dims if d not in CANONICAL_DIMS]
         out[name] = var.transpose(*other, *known)
     return out
-
-
-def horizontal_dims(dims: Iterable[str]) -> tuple[str, ...]:
-    """The horizontal dims of a variable: ('lat','lon'), ('y','x'), ('i',) or ()."""
-    dims = tuple(dims)
-    for group in HORIZONTAL_DIMS:
-        if all(d in dims for d in group):
-            return group
-    return ()
 
 
 def stamp(ds: xr.Dataset, kind: str, command: str | None = None) -> xr.Dataset:
