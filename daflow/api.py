@@ -101,9 +101,11 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
         raise OptionError("sources", "give at least one source")
     variables = tuple([var] if isinstance(var, str) else var)
     with dask_scheduler(scheduler):
-        if all(isinstance(s, xr.Dataset) for s in sources):
+        datasets = [s for s in sources if isinstance(s, xr.Dataset)]
+        ds: xr.Dataset
+        if len(datasets) == len(sources):
             label = "dataset"
-            ds = sources[0] if len(sources) == 1 else xr.concat(list(sources), dim="time")  # type: ignore[type-var]
+            ds = datasets[0] if len(datasets) == 1 else xr.concat(datasets, dim="time")
             if rename:
                 ds = ds.rename(dict(rename))
             if not observe and variables:
@@ -112,7 +114,7 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
                 ds = select_time(ds, time, label)
             if bbox:
                 ds = select_bbox(ds, bbox, label)
-        elif any(isinstance(s, xr.Dataset) for s in sources):
+        elif datasets:
             raise OptionError("sources", "give either files or datasets, not both")
         else:
             label = ", ".join(os.fspath(s) for s in sources)  # type: ignore[arg-type]

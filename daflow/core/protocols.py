@@ -9,7 +9,7 @@ LETKF, EnKF-N, EnSF: :class:`daflow.da.base.Filter`; storm: the generative model
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -38,9 +38,9 @@ class Dynamics(Protocol):
 class Analysis(Protocol):
     """An analysis scheme: background ensemble + observations of one time -> analysis ensemble."""
 
-    name: str
-    min_members: int
-    differentiates: bool  # True when it uses autograd (the cycle then keeps autograd on)
+    name: ClassVar[str]
+    min_members: ClassVar[int]
+    differentiates: ClassVar[bool]  # True when it uses autograd (the cycle then keeps autograd on)
 
     def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         """The analysis (members, n) of ``background`` (members, n)."""

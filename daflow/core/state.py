@@ -131,7 +131,7 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
         raise DataError(name_, f"no state variable {name!r} for model {model.name}")
     var = ds[name]
     space = tuple(d for d in var.dims if d not in ("member", "time"))
-    if sorted(space) != sorted(model.dims) or tuple(var.sizes[d] for d in model.dims) != model.state_shape:
+    if sorted(map(str, space)) != sorted(model.dims) or tuple(var.sizes[d] for d in model.dims) != model.state_shape:
         raise DataError(name_, f"{name} has dims {dict(var.sizes)}; {model.name} {model.params} needs "
                         f"{dict(zip(model.dims, model.state_shape))}")
     ensemble = "member" in var.dims

@@ -72,7 +72,8 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
         if model_name is None:
             raise OptionError("model", "init 'random' needs a model")
         try:
-            model = model_class(model_name)(**parse_params(model_name, params or {}), **({"dtype": dtype} if dtype else {}))
+            options: dict[str, Any] = {"dtype": dtype} if dtype else {}
+            model = model_class(model_name)(**parse_params(model_name, params or {}), **options)
         except ValueError as err:
             raise OptionError("model" if str(err).startswith("unknown model") else "param", str(err)) from None
         dt = dt or model.default_dt

@@ -128,7 +128,9 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
         raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
     model = GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation)
     obs_path, init_name, background_name = names.get("obs"), names.get("init"), names.get("background")
-    series = model.read(background if background is not None else init, background_name if background is not None else init_name)
+    start = background if background is not None else init
+    assert start is not None
+    series = model.read(start, background_name if background is not None else init_name)
     grid = StateGrid(series.variable, ("level", *series.dims[-2:]), series.frames.shape[2:],
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
     located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
