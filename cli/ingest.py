@@ -48,6 +48,11 @@ def _window(ctx, param, value):
 @click.option("--chunks", callback=_chunks, metavar="DIM=N[,DIM=N]", help="Dask chunks for streaming, e.g. time=24 [default: time=auto].")
 @click.option("--name", help="Name of the series of a single-series index file.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a variable (repeatable).")
+@click.option("--obs-errors", type=click.Path(dir_okay=False), help="[reports] TOML table of observation errors: [platform] variable = std.")
+@click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
+@click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="[reports] Fraction of stations withheld for verification, written to --withheld.")
+@click.option("--withheld", type=click.Path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")
@@ -62,17 +67,26 @@ def _window(ctx, param, value):
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @scheduler_option
 @common_options
-def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, observe,
-           fraction, error_std, pattern, operator, every, seed, scheduler):
+def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, obs_errors, blacklist, withhold, withheld,
+           observe, fraction, error_std, pattern, operator, every, seed, scheduler):
     """Read GRIB, NetCDF or climate-index files (SOURCES, joined along time) into a state file.
 
-    With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state instead.
+    BUFR (SYNOP, SHIP, TEMP, aircraft), ODB-2 feedback and station CSV files become observation
+    files instead. With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state.
     """
     from daflow.api import ingest as run
     from daflow.io.contract import write_dataset
 
+    if (withhold is None) != (withheld is None):
+        raise click.UsageError("--withhold and --withheld go together")
     ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
-             rename=parse_pairs(renames, "--rename"), observe=observe, fraction=fraction, error_std=error_std, pattern=pattern,
-             operator=operator, every=every, seed=seed, scheduler=scheduler)
+             rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
+             observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,
+             scheduler=scheduler)
+    if withhold is not None:
+        kept, held = ds
+        write_dataset(held, withheld, "observations")
+        write_dataset(kept, output, "observations")
+        return
     kind = "observations" if observe else ds.attrs.get("daflow_kind")
     write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")

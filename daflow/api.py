@@ -87,12 +87,15 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
 
 def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, str] | None = None,  # noqa: A002 (the CLI's --filter)
            bbox: tuple[float, float, float, float] | None = None, time: str | None = None, chunks: Mapping[str, Any] | None = None,
-           name: str | None = None, rename: Mapping[str, str] | None = None, observe: bool = False, fraction: float = 0.05,
+           name: str | None = None, rename: Mapping[str, str] | None = None, obs_errors: str | None = None,
+           blacklist: str | None = None, withhold: float | None = None, observe: bool = False, fraction: float = 0.05,
            error_std: float = 1.0, pattern: str = "fixed", operator: str = "identity", every: int = 1, seed: int | None = None,
-           scheduler: str | None = None) -> xr.Dataset:
+           scheduler: str | None = None) -> Any:
     """``daflow ingest``: sources (files of any supported format, or datasets) joined into the data contract.
 
     ``observe=True`` draws synthetic observations H(x) + N(0, error_std^2) of the state instead.
+    Reports (BUFR, ODB-2, station CSV) become observations; ``withhold`` (a fraction of the
+    stations) returns (assimilated, withheld) observation datasets.
     """
     from daflow.io.ingest import ingest as ingest_sources, select_bbox, select_time
     from daflow.parallel import dask_scheduler
@@ -120,7 +123,11 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
             label = ", ".join(os.fspath(s) for s in sources)  # type: ignore[arg-type]
             ds = ingest_sources(sources, variables=() if observe else variables, filters=dict(filter or {}),  # type: ignore[arg-type]
                                 bbox=bbox, time=time, chunks=dict(chunks) if chunks else None, name=name,
-                                renames=dict(rename or {}))
+                                renames=dict(rename or {}), errors=obs_errors, blacklist=blacklist)
+        if withhold is not None:
+            from daflow.obs.reports import withhold_stations
+
+            return withhold_stations(ds, withhold, seed, label)
         if observe:
             from daflow.obs.synthetic import observe as draw
 

@@ -1,13 +1,13 @@
 """Grids and the one rule that places observations on them.
 
 A state is flattened in the order of its dims, ``(level, y, x)``, ``(level, lat, lon)``,
-``(level, values)`` or ``(i,)``: flat index = level * columns + column, where a column is one
+``(level, point)`` or ``(i,)``: flat index = level * columns + column, where a column is one
 horizontal point. Four horizontal layouts:
 
 - ``i``: Lorenz variables on a periodic ring (grid indices);
 - ``y``/``x``: a periodic model grid (grid indices, e.g. SQG);
 - ``lat``/``lon``: a regular geographic grid (degrees; longitude wraps at 360);
-- ``values``: unstructured points with per-point ``lat``/``lon`` coordinates (ECMWF's reduced
+- ``point``: unstructured points with per-point ``lat``/``lon`` coordinates (ECMWF's reduced
   Gaussian grids as cfgrib reads them).
 
 :func:`locate` puts observations on a grid: grid indices must be whole and inside; geographic
@@ -27,11 +27,11 @@ import numpy as np
 from daflow.errors import DataError
 
 EARTH_RADIUS_KM = 6371.0
-HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("values",), ("i",))
+HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",), ("point",))
 
 
 def horizontal_dims(dims: Iterable[str]) -> tuple[str, ...]:
-    """The horizontal dims of a variable: ('lat','lon'), ('y','x'), ('values',), ('i',) or ()."""
+    """The horizontal dims of a variable: ('lat','lon'), ('y','x'), ('i',), ('point',) or ()."""
     dims = tuple(dims)
     for group in HORIZONTAL_DIMS:
         if all(d in dims for d in group):
@@ -54,12 +54,12 @@ def great_circle_km(chord_km: np.ndarray) -> np.ndarray:
 class StateGrid:
     """Layout and geometry of one gridded state variable.
 
-    ``coords`` holds the coordinate values along each dim and, for an unstructured ``values``
+    ``coords`` holds the coordinate values along each dim and, for an unstructured ``point``
     grid, the per-point ``lat`` and ``lon``.
     """
 
     variable: str
-    dims: tuple[str, ...]           # e.g. ("i",), ("level", "y", "x"), ("level", "lat", "lon"), ("values",)
+    dims: tuple[str, ...]           # e.g. ("i",), ("level", "y", "x"), ("level", "lat", "lon"), ("point",)
     shape: tuple[int, ...]
     coords: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -72,7 +72,7 @@ class StateGrid:
         """The grid of an xarray variable over ``dims`` (default: all but member and time)."""
         dims = tuple(dims) if dims is not None else tuple(d for d in var.dims if d not in ("member", "time"))
         coords = {d: np.asarray(var[d].values) if d in var.coords else np.arange(var.sizes[d]) for d in dims}
-        if horizontal_dims(dims) == ("values",):
+        if horizontal_dims(dims) == ("point",):
             for name, aliases in (("lat", ("lat", "latitude")), ("lon", ("lon", "longitude"))):
                 found = [a for a in aliases if a in var.coords]
                 if found:
@@ -101,11 +101,11 @@ class StateGrid:
 
     @property
     def geographic(self) -> bool:
-        return self.hdims in (("lat", "lon"), ("values",))
+        return self.hdims in (("lat", "lon"), ("point",))
 
     def column_lat_lon(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lat, lon) in degrees of geographic columns."""
-        if self.hdims == ("values",):
+        if self.hdims == ("point",):
             return self.coords["lat"][columns], self.coords["lon"][columns]
         index = np.unravel_index(columns, self.hshape)
         return self.coords["lat"][index[0]], self.coords["lon"][index[1]]
@@ -132,11 +132,11 @@ def locate(where: Mapping[str, Any], grid: StateGrid, count: int, source: object
     name = None if source is None else str(source)
     hdims = grid.hdims
     sizes = dict(zip(grid.dims, grid.shape))
-    needed = ("lat", "lon") if hdims == ("values",) else hdims
+    needed = ("lat", "lon") if hdims == ("point",) else hdims
     for dim in needed:
         if dim not in where:
             raise DataError(name, f"observations have no location {dim!r} for a state on {', '.join(grid.dims)}")
-    if hdims == ("values",):
+    if hdims == ("point",):
         column = _nearest_point(np.asarray(where["lat"], np.float64), np.asarray(where["lon"], np.float64), grid, name)
     elif hdims:
         index = []
@@ -188,7 +188,7 @@ def _nearest_point(lat: np.ndarray, lon: np.ndarray, grid: StateGrid, source: st
     from scipy.spatial import cKDTree
 
     if "lat" not in grid.coords or "lon" not in grid.coords:
-        raise DataError(source, "the unstructured (values) grid has no lat/lon coordinates")
+        raise DataError(source, "the unstructured (point) grid has no lat/lon coordinates")
     points = unit_vectors(grid.coords["lat"], grid.coords["lon"])
     tree = cKDTree(points)
     distance, nearest = tree.query(unit_vectors(lat, lon))
