@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs, scheduler_option
+from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
 
 
 def _bbox(ctx, param, value):
@@ -40,7 +40,7 @@ def _window(ctx, param, value):
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output NetCDF file.")
 @click.option("--var", "variables", multiple=True, help="Keep only this variable (repeatable).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="GRIB key filter, cfgrib filter_by_keys (repeatable).")
 @click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Bounding box in degrees.")
@@ -52,7 +52,7 @@ def _window(ctx, param, value):
 @click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
 @click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="[reports] Fraction of stations withheld for verification, written to --withheld.")
-@click.option("--withheld", type=click.Path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
+@click.option("--withheld", type=output_path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")

@@ -58,7 +58,8 @@ def _dtype(name: str | None) -> Any:
 
 def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, Any] | None = None, members: int | None = None,
              perturb: float = 0.0, spinup: int | None = None, dt: float | None = None, steps: int = 0, output_every: int = 1,
-             start: str | None = None, checkpoint: str | None = None, sample_steps: int = 24, dtype: str | None = None,
+             start: str | None = None, checkpoint: str | None = None, sample_steps: int = 24, sequence_parallel: int = 1,
+             dtype: str | None = None,
              seed: int | None = None, split: int = 1, scheduler: str | None = None) -> xr.Dataset:
     """``daflow forecast``: a model run from ``init`` (a state dataset or ``"random"``) as a state dataset.
 
@@ -72,7 +73,7 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
         from daflow.nn.generative import forecast as generative_forecast
 
         ds, name = _read(init, STATE_KINDS)
-        return generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, source=name)
+        return generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
     if isinstance(init, str) and init == "random":
         ds_or_random: xr.Dataset | str = "random"
         name = None
@@ -171,7 +172,9 @@ def assimilate(method: str, obs: DatasetLike, init: DatasetLike | None = None, b
         if value is None:
             datasets[key] = None
             continue
-        datasets[key], names[key] = _read(value, STATE_KINDS, ("time",))
+        datasets[key], names[key] = _read(value, STATE_KINDS)
+    if given.get("orography") is not None:  # a model orography file or dataset (OI's surface analysis)
+        given["orography"], names["orography"] = _read(given["orography"], None)
     return run(method, obs_ds, init=datasets["init"], background=datasets["background"], climatology=datasets["climatology"],
                save_background=save_background, dtype=_dtype(dtype), names=names, seed=seed, **given)
 
@@ -198,14 +201,15 @@ def summary(scores: xr.Dataset) -> dict[str, Any]:
 
 
 def train(data: DatasetLike, history: int, epochs: int, output: str | os.PathLike[str], var: str | None = None,
-          config: str | None = None, resume: bool = False) -> dict[str, Any]:
+          config: str | None = None, resume: bool = False, seed: int | None = None, sequence_parallel: int = 1) -> dict[str, Any]:
     """``daflow train``: fit the generative model to ``data``; writes the model directory ``output``, returns its config."""
     from daflow.nn.data import read_series
     from daflow.nn.training import train as run_training
 
     ds, name = _read(data, STATE_KINDS)
     series = read_series(ds, var, name or "data")
-    return run_training(series, history, epochs, os.fspath(output), config, resume, source=name or "data")
+    return run_training(series, history, epochs, os.fspath(output), config, resume, source=name or "data",
+                        sequence_parallel=sequence_parallel, seed=seed)
 
 
 def causal(*inputs: DatasetLike, target: str, drivers: str | Sequence[str] | None = None, lags: str | Sequence[int] = "1-12",

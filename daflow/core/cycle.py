@@ -11,6 +11,7 @@ used: qc != 0).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,12 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
     analyses = torch.empty((len(batches), members, x.shape[1]), dtype=x.dtype)
     backgrounds = torch.empty_like(analyses)
     first_step = 0
+    times = np.array([b.time for b in batches])
+    if getattr(analysis, "window", None) is not None:   # e.g. 4D-Var: windows of observation times analysed at once
+        with threads_for(x.numel()):
+            cycle_windows(state, batches, analysis, x, gaps, backgrounds, analyses, init_name)
+            diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
+        return output(state, obs, analyses, backgrounds if save_background else None, times, diagnostics, analysis)
     # Inference mode drops autograd's bookkeeping from the ~100 small ops of a cycle (about 15%).
     with threads_for(x.numel()), torch.inference_mode(not analysis.differentiates):
         for k, (batch, steps) in enumerate(track(list(zip(batches, gaps)), f"{analysis.name} cycling", len(gaps))):
@@ -75,8 +82,49 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
             x = analysis.transform(x, batch)
             analyses[k] = x
         diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
-    times = np.array([b.time for b in batches])
     return output(state, obs, analyses, backgrounds if save_background else None, times, diagnostics, analysis)
+
+
+def model_forward(state: State, source: object = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """(members, n) -> state after ``steps`` model steps, differentiable (no finiteness check inside:
+    autograd's batched transforms cannot branch on values); DataError naming ``source`` when the
+    model's step is not differentiable."""
+    model, dt, members = state.model, state.dt, state.x.shape[0]
+    shape = model.state_shape
+
+    def forward(x: torch.Tensor, steps: int) -> torch.Tensor:
+        y = x.reshape(x.shape[0], *shape)
+        for _ in range(steps):
+            y = model.step(y, dt)
+        return y.reshape(x.shape[0], -1)
+
+    probe = state.x.reshape(members, -1)[:1].detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            differentiable = forward(probe, 1).requires_grad
+    except RuntimeError:
+        differentiable = False
+    if not differentiable:
+        raise DataError(_str(source), f"model {model.name} has no differentiable step, which a window method needs")
+    return forward
+
+
+def cycle_windows(state: State, batches: list[ObsBatch], analysis: Any, x: torch.Tensor, gaps: list[int],
+                  backgrounds: torch.Tensor, analyses: torch.Tensor, init_name: object = None) -> None:
+    """Windows of ``analysis.window`` observation times: each analysed at once (e.g. 4D-Var), the next
+    starting from the analysis at the last time of the one before."""
+    forward = model_forward(state, init_name)
+    count = len(batches)
+    starts = list(range(0, count, analysis.window))
+    for start in track(starts, f"{analysis.name} cycling", len(starts)):
+        stop = min(start + analysis.window, count)
+        bgs, ans = analysis.analyse_window(x, batches[start:stop], gaps[start:stop], forward)
+        for k, (b, a) in enumerate(zip(bgs, ans), start):
+            if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
+                raise DataError(_str(init_name), f"the model state blew up (NaN/Inf) before observation time "
+                                f"{batches[k].time}; try a smaller time step")
+            backgrounds[k], analyses[k] = b, a
+        x = analyses[stop - 1]
 
 
 def bulk_diagnostics(obs: xr.Dataset, batches: list[ObsBatch], backgrounds: torch.Tensor, analyses: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,6 +158,8 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
     background_name, obs_name = names
     check_members(state, analysis, background_name)
     batches = batches_for(state, obs, obs_name) if batches is None else batches
+    if getattr(analysis, "window", None) is not None:
+        return _analyse_window_once(state, obs, analysis, batches, names)
     matching = [b for b in batches if same_time(b.time, state.time)]
     if not matching:
         raise DataError(_str(obs_name), f"no observation at the background time {state.time} of {background_name}")
@@ -121,6 +171,27 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
     diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
     # diagnostics are in batch order; the output keeps the batch's observations in that order
     return output(state, obs.isel(obs=batch.rows), result[None], None, np.array([batch.time]), diagnostics, analysis)
+
+
+def _analyse_window_once(state: State, obs: xr.Dataset, analysis: Any, batches: list[ObsBatch],
+                         names: tuple[object, object]) -> xr.Dataset:
+    """One window from the background's time: its first ``analysis.window`` observation times at or after it."""
+    background_name, obs_name = names
+    later = [b for b in batches if not before(b.time, state.time)][:analysis.window]
+    if not later:
+        raise DataError(_str(obs_name), f"no observation at or after the background time {state.time} of {background_name}: "
+                        "the window is empty")
+    gaps = [steps_between(a, b.time, state.dt, state.model.time_units, obs_name)
+            for a, b in zip([state.time] + [b.time for b in later[:-1]], later)]
+    x = state.x.reshape(state.x.shape[0], -1)
+    analyses = torch.empty((len(later), *x.shape), dtype=x.dtype)
+    backgrounds = torch.empty_like(analyses)
+    with threads_for(x.numel()):
+        cycle_windows(state, later, analysis, x, gaps, backgrounds, analyses, background_name)
+        full = bulk_diagnostics(obs, later, backgrounds, analyses)
+    rows = np.concatenate([b.rows for b in later])
+    diagnostics = {k: v[torch.from_numpy(rows)] for k, v in full.items()}
+    return output(state, obs.isel(obs=rows), analyses, None, np.array([b.time for b in later]), diagnostics, analysis)
 
 
 def output(state: State, obs: xr.Dataset, analyses: torch.Tensor, backgrounds: torch.Tensor | None, times: np.ndarray,

@@ -1,8 +1,9 @@
 """Assimilation on datasets: build the method, then the one cycle of :mod:`daflow.core.cycle`.
 
 ``assimilate`` cycles from ``init`` (forecasting with the model stored in it between observation
-times) or analyses ``background`` once; both are xarray datasets in memory. Files are read and
-written by the callers (``daflow.api``, ``cli/``).
+times) or analyses ``background`` once; every input is an xarray dataset in memory. Files are
+read and written by the callers (``daflow.api``, ``cli/``). OI of a ``background`` without a
+climatology is the surface analysis with a parametric B (:mod:`daflow.da.surface`).
 """
 from __future__ import annotations
 
@@ -14,34 +15,48 @@ import numpy as np
 import torch
 import xarray as xr
 
-from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics, analyse_once, cycle
+from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics, analyse_once, cycle, model_forward
 from daflow.core.grid import StateGrid
 from daflow.core.state import state_from_dataset
 from daflow.da import filter_class
 from daflow.da.base import Filter
 from daflow.errors import DataError, OptionError
 
-__all__ = ["DIAGNOSTICS", "add_observation_diagnostics", "assimilate", "covariance_from_dataset", "make_filter", "method_options"]
+__all__ = ["DIAGNOSTICS", "add_observation_diagnostics", "accepted_options", "assimilate", "covariance_from_dataset",
+           "make_filter", "model_forward"]
+
+OPTION_NAMES = {"covariance": "climatology"}  # library argument -> the option (dataset) that supplies it
+SURFACE_OPTIONS = ("b_std", "b_length", "b_correlation", "qc_k", "orography")  # of OI's surface analysis
 
 
-def method_options(method: str) -> set[str]:
-    """The keyword options filter ``method`` takes (its settings dataclass and constructor)."""
-    cls = filter_class(method)
+def accepted_options(cls: Any) -> tuple[set[str], set[str]]:
+    """(every option the filter class takes, those it requires), from its settings and constructors."""
     accepted = {f.name for f in fields(cls.settings_class)} if cls.settings_class else set()
+    required = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
-            accepted |= {name for name, p in inspect.signature(klass.__init__).parameters.items()
-                         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    return accepted - {"self", "grid"}
+            for name, p in list(inspect.signature(klass.__init__).parameters.items())[2:]:
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    accepted.add(name)
+                    if p.default is p.empty:
+                        required.add(name)
+    return accepted, required
 
 
 def make_filter(method: str, grid: StateGrid, **options: Any) -> Filter:
     """The filter ``method`` with the options it takes (None values are left to its defaults)."""
+    cls = filter_class(method)
+    accepted, required = accepted_options(cls)
     given = {k: v for k, v in options.items() if v is not None}
-    extra = sorted(set(given) - method_options(method))
+    extra = sorted(set(given) - accepted)
     if extra:
-        raise OptionError(extra[0], f"method {method} does not take {', '.join(extra)}")
-    return filter_class(method)(grid, **given)  # type: ignore[no-any-return]
+        raise OptionError(OPTION_NAMES.get(extra[0], extra[0]),
+                          f"method {method} does not take {', '.join(OPTION_NAMES.get(e, e) for e in extra)}")
+    missing = sorted(required - set(given))
+    if missing:
+        raise OptionError(OPTION_NAMES.get(missing[0], missing[0]),
+                          f"method {method} needs {', '.join(OPTION_NAMES.get(m, m) for m in missing)}")
+    return cls(grid, **given)  # type: ignore[no-any-return]
 
 
 def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, background: xr.Dataset | None = None,
@@ -49,20 +64,30 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
                dtype: torch.dtype = torch.float64, names: dict[str, object] | None = None, **options: Any) -> xr.Dataset:
     """Cycle from ``init`` or analyse ``background`` once (exactly one given); the ``analysis`` dataset.
 
-    ``names`` maps "init", "background", "obs", "climatology" to the sources named in errors.
+    ``names`` maps "init", "background", "obs", "climatology", "orography" to the sources named in errors.
     """
     names = names or {}
     if (init is None) == (background is None):
         raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
     if save_background and init is None:
         raise OptionError("save_background", "save_background goes with init (cycling)")
+    surface = {k: options.pop(k) for k in SURFACE_OPTIONS if k in options}
+    if method == "oi" and climatology is None and background is not None:  # OI's surface analysis: a parametric B
+        return _surface_analysis(background, obs, names, **surface)
+    accepted = accepted_options(filter_class(method))[0]
+    given = [k for k, v in surface.items() if v is not None and k not in accepted]
+    if given:
+        raise OptionError(given[0], f"method {method} does not take {', '.join(given)} "
+                          "(a parametric B goes with oi and a background but no climatology, 3dvar and 4dvar)")
+    options.update({k: v for k, v in surface.items() if k not in given})
     source = "init" if init is not None else "background"
-    state = state_from_dataset(init if init is not None else background, names.get(source), dtype=dtype)  # type: ignore[arg-type]
+    start = init if init is not None else background
+    assert start is not None
+    state = state_from_dataset(start, names.get(source), dtype=dtype)
     grid = StateGrid.from_model(state.model)
-    if ("covariance" in method_options(method)) != (climatology is not None):
-        needs = "needs" if climatology is None else "does not take"
-        raise OptionError("climatology", f"method {method} {needs} a climatology (the background covariance B)")
     if climatology is not None:
+        if "covariance" not in accepted:
+            raise OptionError("climatology", f"method {method} does not take climatology")
         options["covariance"] = covariance_from_dataset(climatology, grid, dtype, names.get("climatology"))
     filt = make_filter(method, grid, **options)
     pair = (names.get(source), names.get("obs"))
@@ -71,14 +96,32 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     return analyse_once(state, obs, filt, names=pair)
 
 
+def _surface_analysis(background: xr.Dataset, obs: xr.Dataset, names: dict[str, object], b_std: Any = None, b_length: Any = None,
+                      b_correlation: Any = None, qc_k: Any = None, orography: xr.Dataset | None = None) -> xr.Dataset:
+    from daflow.da.surface import analyse_forecast
+
+    oro = None
+    if orography is not None:
+        found = [n for n in ("z", "orography", "orog", "hgt") if n in orography.data_vars]
+        if not found:
+            raise DataError(_str(names.get("orography")), "no orography variable (z, orography, orog or hgt)")
+        oro = orography[found[0]].squeeze(drop=True).load()
+        if found[0] == "z":
+            oro = oro / 9.80665  # surface geopotential -> height
+    return analyse_forecast(background.load(), obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
+                            names=(names.get("background"), names.get("obs")))
+
+
 def covariance_from_dataset(ds: xr.Dataset, grid: StateGrid, dtype: torch.dtype, source: object = None) -> torch.Tensor:
     """Sample covariance over the times (and members) of ``grid.variable`` in a state dataset."""
     from daflow.da.oi import climatological_covariance
 
-    name = None if source is None else str(source)
+    name = _str(source)
     if grid.variable not in ds.data_vars:
         raise DataError(name, f"no variable {grid.variable}")
     var = ds[grid.variable]
+    if var.sizes.get("time", 1) < 2:
+        raise DataError(name, "a climatology needs at least two times")
     if tuple(var.sizes.get(d, -1) for d in grid.dims) != grid.shape:
         raise DataError(name, f"{grid.variable} is not on the grid of the ensemble {dict(zip(grid.dims, grid.shape))}")
     samples = var.transpose(..., *grid.dims).values.reshape(-1, grid.size)
@@ -88,3 +131,7 @@ def covariance_from_dataset(ds: xr.Dataset, grid: StateGrid, dtype: torch.dtype,
         return climatological_covariance(torch.from_numpy(samples).to(dtype))
     except ValueError as err:
         raise DataError(name, str(err)) from None
+
+
+def _str(source: object) -> str | None:
+    return None if source is None else str(source)
