@@ -109,7 +109,7 @@ def _surface_analysis(background: xr.Dataset, obs: xr.Dataset, names: dict[str, 
         if found[0] == "z":
             oro = oro / 9.80665  # surface geopotential -> height
     return analyse_forecast(background.load(), obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
-                            names=(names.get("background"), names.get("obs")))
+                            names=(str(names.get("background") or "background"), str(names.get("obs") or "observations")))
 
 
 def covariance_from_dataset(ds: xr.Dataset, grid: StateGrid, dtype: torch.dtype, source: object = None) -> torch.Tensor:
