@@ -98,7 +98,7 @@ def test_option_errors_name_keywords_in_the_api_and_flags_in_the_cli(small_osse,
     with pytest.raises(OptionError, match="method etkf does not take loc_radius") as err:
         daflow.assimilate(method="etkf", init=ens, obs=obs, loc_radius=3)
     assert err.value.option == "loc_radius" and err.value.exit_code == 2
-    with pytest.raises(OptionError, match="needs a climatology"):
+    with pytest.raises(OptionError, match="method oi needs climatology"):
         daflow.assimilate(method="oi", init=ens, obs=obs)
     ens.assign_attrs(daflow_kind="state").to_netcdf(tmp_path / "ens.nc")
     obs.assign_attrs(daflow_kind="observations").to_netcdf(tmp_path / "obs.nc")

@@ -56,7 +56,11 @@ def make_filter(method: str, grid: StateGrid, **options: Any) -> Filter:
     if missing:
         raise OptionError(OPTION_NAMES.get(missing[0], missing[0]),
                           f"method {method} needs {', '.join(OPTION_NAMES.get(m, m) for m in missing)}")
-    return cls(grid, **given)  # type: ignore[no-any-return]
+    try:
+        return cls(grid, **given)  # type: ignore[no-any-return]
+    except ValueError as err:  # a setting the method rejects (checked before any computation): a usage error
+        named = [k for k in sorted(accepted, key=len, reverse=True) if k in str(err)]
+        raise OptionError(OPTION_NAMES.get(named[0], named[0]) if named else "method", f"method {method}: {err}") from None
 
 
 def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, background: xr.Dataset | None = None,
