@@ -135,3 +135,16 @@ def test_reduced_gaussian_grib_is_a_point_grid(sample_data, daflow, tmp_path):
     assert d["t2m"].dims == ("time", "point") and d.sizes["point"] == 108160
     assert d["lat"].dims == ("point",) and d["time"].values[0] == np.datetime64("2018-11-20T12:00")
     assert 200 < float(d["t2m"].min()) and float(d["t2m"].max()) < 330
+
+
+def test_message_spans_skip_headers_and_count_damage(sample_data):
+    """Bulletin headers between messages are skipped; a cut last message is counted, not decoded."""
+    from daflow.io.bufr import message_spans
+
+    raw = (sample_data / "obs" / "synop-2018112012-europe.bufr").read_bytes()
+    spans, damaged = message_spans(raw)
+    assert len(spans) == 1507 and damaged == 0
+    first = raw[spans[0][0]:spans[0][1]]
+    data = b"ZCZC 001\r\r\nSMXX01 ECMF\r\r\n" + first + b"\r\r\nNNNN" + first + first[: len(first) // 2]
+    spans, damaged = message_spans(data)
+    assert [data[a:b] for a, b in spans] == [first, first] and damaged == 1

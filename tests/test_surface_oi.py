@@ -69,3 +69,20 @@ def test_nearest_point_departures_match_the_published_figure(sample_data, daflow
 def test_score_without_truth_needs_obs(daflow, tmp_path):
     res = daflow("score", "--forecast", tmp_path / "x.nc")
     assert res.exit_code == 2 and "--obs" in res.output
+
+
+def test_point_interpolation_is_exact_on_linear_fields_and_differentiable():
+    """On a report at a grid point H takes that value; the torch H has the weights as its gradient."""
+    import torch
+
+    lat = np.repeat(np.arange(-10.0, 10.1, 1.0), 21)
+    lon = np.tile(np.arange(350.0, 371.0, 1.0) % 360, 21)
+    h = PointInterpolator(lat, lon)
+    field = lat * 2.0 + 1.0
+    assert h.apply(field, np.array([3.0]), np.array([5.0]))[0] == pytest.approx(7.0)
+    # a report at the centre of a grid cell: four nearly equidistant points, about their mean (longitude wraps at 0)
+    assert h.apply(field, np.array([0.5]), np.array([-0.5]))[0] == pytest.approx(2.0, abs=1e-3)
+    x = torch.tensor(field, requires_grad=True)
+    y = h.torch(np.array([0.5]), np.array([359.5]))(x)
+    y.sum().backward()
+    assert torch.count_nonzero(x.grad) == 4 and float(x.grad.sum()) == pytest.approx(1.0)

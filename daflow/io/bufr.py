@@ -284,53 +284,155 @@ def _compressed_levels(m: _Message, key: str, subset: int) -> np.ndarray | None:
     return np.array(values) if values else None
 
 
-def read_bufr(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of every decoded observation in ``path`` (one row per report, variable and level)."""
+def message_spans(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """(start, end) of each complete BUFR message in ``data``, and the number of damaged ones.
+
+    Section 0 is ``BUFR`` and the total length (3 bytes); a message ends with ``7777``. Bytes
+    between messages (WMO bulletin headers) are skipped; a message whose length runs past the end
+    of the data or that does not end in ``7777`` is counted as damaged.
+    """
+    spans, damaged, pos = [], 0, 0
+    while True:
+        start = data.find(BUFR_MAGIC, pos)
+        if start < 0 or start + 8 > len(data):
+            return spans, damaged + (start >= 0)
+        end = start + int.from_bytes(data[start + 4:start + 7], "big")
+        if end > len(data) or end - start < 8 or data[end - 4:end] != b"7777":
+            damaged += 1
+            pos = start + 4
+            continue
+        spans.append((start, end))
+        pos = end
+
+
+def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.ndarray], Counter, int]:
+    """Decode the messages at ``spans``: (columns, skipped kinds, number of messages decoded)."""
     import eccodes as ec
 
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file")
     cols = _Columns()
+    surface: dict[str, list] = {}
     skipped: Counter[str] = Counter()
     decoded = 0
-    with open(path, "rb") as f:
-        while True:
+    for start, end in spans:
+        try:
+            h = ec.codes_new_from_message(data[start:end])
+        except ec.GribInternalError:
+            skipped["corrupted message"] += 1
+            continue
+        try:
+            category = int(ec.codes_get(h, "dataCategory"))
+            platform = PLATFORMS.get(category)
+            if platform is None:
+                skipped[f"data category {category} ({CATEGORY_NAMES.get(category, 'unknown')})"] += 1
+                continue
             try:
-                h = ec.codes_bufr_new_from_file(f)
-            except ec.GribInternalError:
-                skipped["truncated or corrupted message"] += 1
-                break
-            if h is None:
-                break
-            try:
-                category = int(ec.codes_get(h, "dataCategory"))
-                platform = PLATFORMS.get(category)
-                if platform is None:
-                    skipped[f"data category {category} ({CATEGORY_NAMES.get(category, 'unknown')})"] += 1
-                    continue
-                try:
-                    ec.codes_set(h, "skipExtraKeyAttributes", 1)
-                    ec.codes_set(h, "unpack", 1)
-                except ec.GribInternalError as err:
-                    skipped[f"data category {category} messages ecCodes cannot expand ({_clean(err)})"] += 1
-                    continue
-                m = _Message(h, ec)
-                if category in (0, 1):
+                ec.codes_set(h, "skipExtraKeyAttributes", 1)
+                ec.codes_set(h, "unpack", 1)
+            except ec.GribInternalError as err:
+                skipped[f"data category {category} messages ecCodes cannot expand ({_clean(err)})"] += 1
+                continue
+            m = _Message(h, ec)
+            if category in (0, 1):
+                if not _surface_row(m, surface.setdefault(platform, [])):
                     _surface(m, cols, platform)
-                elif category == 2:
-                    _sounding(m, cols)
-                else:
-                    _aircraft(m, cols)
-                decoded += 1
-            finally:
-                ec.codes_release(h)
+            elif category == 2:
+                _sounding(m, cols)
+            else:
+                _aircraft(m, cols)
+            decoded += 1
+        finally:
+            ec.codes_release(h)
+    for platform, rows in surface.items():
+        _surface_rows(rows, cols, platform)
+    return cols.arrays(), skipped, decoded
+
+
+SURFACE_ROW = (
+    (1001,), (1002,), (4001,), (4002,), (4003,), (4004,), (4005,), (5001, 5002), (6001, 6002), (7030, 7001),
+    (12004, 12101, 12001), (12006, 12103, 12003), (11011, 11001), (11012, 11002), (10051,), (10004,),
+)
+
+
+def _surface_row(m: _Message, rows: list) -> bool:
+    """A single-report message with a WMO block/station number as one row of Python floats (fast path)."""
+    first = m.first
+    if first is None or first.get(1001) is None or first.get(1002) is None or first[1001] != first[1001] or first[1002] != first[1002]:
+        return False
+    row = []
+    for codes in SURFACE_ROW:
+        for code in codes:
+            value = first.get(code)
+            if value is not None:
+                break
+        row.append(np.nan if value is None else value)
+    rows.append(row)
+    return True
+
+
+def _surface_rows(rows: list, cols: _Columns, platform: str) -> None:
+    if not rows:
+        return
+    a = np.array(rows, dtype=np.float64).T
+    block, number, year, month, day, hour, minute, lat, lon, elevation, t2m, d2m, direction, speed, msl, sp = a
+    station = np.char.add(np.char.zfill(block.astype(np.int64).astype(str), 2), np.char.zfill(number.astype(np.int64).astype(str), 3))
+    parts = np.stack([year, month, day, hour, minute])
+    ok = np.isfinite(parts).all(axis=0)
+    time = np.full(len(rows), np.datetime64("NaT"), dtype="datetime64[s]")
+    if ok.any():
+        y, mo, d, h, mi = (p[ok].astype(np.int64) for p in parts)
+        valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h >= 0) & (h < 24) & (mi >= 0) & (mi < 60)
+        stamp = ((y - 1970).astype("datetime64[Y]").astype("datetime64[M]") + (mo - 1)).astype("datetime64[D]") + (d - 1)
+        stamp = stamp.astype("datetime64[s]") + (h * 3600 + mi * 60).astype("timedelta64[s]")
+        time[np.flatnonzero(ok)[valid]] = stamp[valid]
+    u, v = _wind(direction, speed)
+    cols.add(platform, {"t2m": t2m, "d2m": d2m, "u10": u, "v10": v, "msl": msl, "sp": sp},
+             station=station.astype(object), time=time, lat=lat, lon=lon, elevation=elevation)
+
+
+def read_bufr(path: str | os.PathLike, workers: int | None = None) -> dict[str, np.ndarray]:
+    """Columns of every decoded observation in ``path`` (one row per report, variable and level).
+
+    ``workers`` processes decode parts of a large file (default: one per CPU core beyond 2,000
+    messages, when no threaded runtime such as torch is loaded, since the workers are forked).
+    """
+    import sys
+
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise DataError(path, "empty file")
+    spans, damaged = message_spans(data)
+    if workers is None:
+        workers = 1 if "torch" in sys.modules or len(spans) < 2000 else min(os.cpu_count() or 1, len(spans) // 1000)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        bounds = np.linspace(0, len(spans), workers + 1).astype(int)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_decode_part, [(str(path), spans[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]))
+    else:
+        parts = [_decode(data, spans)]
+    skipped: Counter[str] = Counter()
+    if damaged:
+        skipped["truncated or corrupted message"] += damaged
+    for _, counts, _ in parts:
+        skipped.update(counts)
+    decoded = sum(p[2] for p in parts)
     listed = ", ".join(f"{n} {what}" for what, n in skipped.items())
     if not decoded:
         raise DataError(path, f"no decodable BUFR report: {listed or 'no BUFR message'}")
     if skipped:
         warnings.warn(f"{path}: skipped {sum(skipped.values())} BUFR message(s): {listed}", DaflowWarning, stacklevel=2)
-    return cols.arrays()
+    columns = [p[0] for p in parts if len(p[0]["value"])]
+    return {k: np.concatenate([c[k] for c in columns]) for k in columns[0]}
+
+
+def _decode_part(args):
+    path, spans = args
+    with open(path, "rb") as f:
+        data = f.read(spans[-1][1]) if spans else b""
+    return _decode(data, spans)
 
 
 def _clean(err: Exception) -> str:
