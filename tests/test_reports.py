@@ -171,3 +171,14 @@ def test_point_grid_is_refused_by_the_generative_model_in_one_line(sample_data, 
     assert daflow("ingest", sample_data / "grib" / "ecmwf-2t-2018112012-n160.grib", "-o", tmp_path / "bg.nc").exit_code == 0
     res = daflow("train", "--data", tmp_path / "bg.nc", "--history", "1", "--epochs", "1", "-o", tmp_path / "model")
     assert res.exit_code == 65 and "point grid" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_odb_and_bufr_are_data_errors_without_output(sample_data, daflow, tmp_path):
+    raw = (sample_data / "obs" / "feedback-synop-2017041710.odb").read_bytes()
+    (tmp_path / "cut.odb").write_bytes(raw[:30000])
+    res = daflow("ingest", tmp_path / "cut.odb", "-o", tmp_path / "cut.nc")
+    assert res.exit_code == 65 and "cannot decode the ODB-2 file" in res.stderr and not (tmp_path / "cut.nc").exists()
+    (tmp_path / "bad.bufr").write_bytes(b"BUFR\x00\x00\x10\x03garbage\x00\x01\x02")
+    res = daflow("ingest", tmp_path / "bad.bufr", "-o", tmp_path / "bad.nc")
+    assert res.exit_code == 65 and "no decodable BUFR report: 1 truncated or corrupted message" in res.stderr
+    assert res.stderr.isprintable() or all(c.isprintable() or c.isspace() for c in res.stderr)
