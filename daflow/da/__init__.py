@@ -13,6 +13,9 @@ FILTERS: dict[str, str] = {
     "etkf": "daflow.da.etkf:ETKF",
     "letkf": "daflow.da.letkf:LETKF",
     "ensf": "daflow.da.ensf:EnSF",
+    "enkf-n": "daflow.da.enkf_n:EnKFN",
+    "3dvar": "daflow.da.var3d:Var3D",
+    "4dvar": "daflow.da.var4d:Var4D",
 }
 
 

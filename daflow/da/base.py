@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +42,7 @@ class Filter(ABC):
     name: ClassVar[str]
     min_members: ClassVar[int] = 2
     differentiates: ClassVar[bool] = False  # True when ``update`` uses autograd (cycling then keeps it on)
+    settings_class: ClassVar[type | None] = None  # the method's frozen settings dataclass, if it has one
 
     def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None):
         if inflation < 1.0 or not 0.0 <= rtps <= 1.0:
@@ -69,6 +70,13 @@ class Filter(ABC):
     @abstractmethod
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         """The analysis of x (members, n) with H(x) = hx (members, p)."""
+
+
+def split_settings(settings_class: type, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(settings_class(fields found in ``options``), the other options)."""
+    names = {f.name for f in fields(settings_class)}
+    return (settings_class(**{k: v for k, v in options.items() if k in names}),
+            {k: v for k, v in options.items() if k not in names})
 
 
 def _spread(values: torch.Tensor) -> torch.Tensor:

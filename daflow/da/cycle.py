@@ -11,7 +11,7 @@ used: qc != 0).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -34,17 +34,38 @@ DIAGNOSTICS = {
 }
 
 
+OPTION_NAMES = {"covariance": "climatology"}  # library argument -> the CLI option that supplies it
+
+
+def accepted_options(cls) -> tuple[set[str], set[str]]:
+    """(every option the filter class takes, those it requires), from its settings and constructors."""
+    accepted = {f.name for f in fields(cls.settings_class)} if cls.settings_class else set()
+    required = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            for name, p in list(inspect.signature(klass.__init__).parameters.items())[2:]:
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    accepted.add(name)
+                    if p.default is p.empty:
+                        required.add(name)
+    return accepted, required
+
+
+def _flag(name: str) -> str:
+    return "--" + OPTION_NAMES.get(name, name).replace("_", "-")
+
+
 def make_filter(method: str, grid: StateGrid, **options) -> Filter:
     """The filter ``method`` with the options it takes (None values are left to its defaults)."""
     cls = filter_class(method)
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters)
+    accepted, required = accepted_options(cls)
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - accepted)
     if extra:
-        raise ValueError(f"method {method} does not take {', '.join('--' + e.replace('_', '-') for e in extra)}")
+        raise ValueError(f"method {method} does not take {', '.join(_flag(e) for e in extra)}")
+    missing = sorted(required - set(given))
+    if missing:
+        raise ValueError(f"method {method} needs {', '.join(_flag(m) for m in missing)}")
     return cls(grid, **given)
 
 
@@ -79,6 +100,12 @@ def cycle(run: AssimilationRun, filt: Filter, init_name=None, obs_name=None,
     analyses = torch.empty((len(run.batches), members, x.shape[1]), dtype=x.dtype)
     backgrounds = torch.empty_like(analyses)
     first_step = 0
+    if getattr(filt, "window", None) is not None:
+        with threads_for(x.numel()):
+            _cycle_windows(run, filt, x, gaps, backgrounds, analyses, init_name)
+            diagnostics = _bulk_diagnostics(run, backgrounds, analyses)
+        times = np.array([b.time for b in run.batches])
+        return _output(run, analyses, backgrounds if save_background else None, times, diagnostics, filt, rows=None)
     # Inference mode drops autograd's bookkeeping from the ~100 small ops of a cycle (about 15%).
     with threads_for(x.numel()), torch.inference_mode(not filt.differentiates):
         for k, (batch, steps) in enumerate(track(list(zip(run.batches, gaps)), f"{filt.name} cycling", len(gaps))):
@@ -90,6 +117,48 @@ def cycle(run: AssimilationRun, filt: Filter, init_name=None, obs_name=None,
         diagnostics = _bulk_diagnostics(run, backgrounds, analyses)
     times = np.array([b.time for b in run.batches])
     return _output(run, analyses, backgrounds if save_background else None, times, diagnostics, filt, rows=None)
+
+
+def model_forward(run: AssimilationRun, source=None):
+    """(members, n) -> state after ``steps`` model steps, differentiable (no finiteness check inside:
+    autograd's batched transforms cannot branch on values); DataError naming ``source`` when the
+    model's step is not differentiable."""
+    model, dt, members = run.state.model, run.state.dt, run.state.x.shape[0]
+    shape = model.state_shape
+
+    def forward(x: torch.Tensor, steps: int) -> torch.Tensor:
+        y = x.reshape(x.shape[0], *shape)
+        for _ in range(steps):
+            y = model.step(y, dt)
+        return y.reshape(x.shape[0], -1)
+
+    probe = run.state.x.reshape(members, -1)[:1].detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            differentiable = forward(probe, 1).requires_grad
+    except RuntimeError:
+        differentiable = False
+    if not differentiable:
+        raise DataError(source, f"model {model.name} has no differentiable step, which a window method needs")
+    return forward
+
+
+def _cycle_windows(run: AssimilationRun, filt, x: torch.Tensor, gaps: list[int], backgrounds: torch.Tensor,
+                   analyses: torch.Tensor, init_name=None) -> None:
+    """Windows of ``filt.window`` observation times: each analysed at once (e.g. 4D-Var), the next
+    starting from the analysis at the last time of the one before."""
+    forward = model_forward(run, init_name)
+    count = len(run.batches)
+    starts = list(range(0, count, filt.window))
+    for start in track(starts, f"{filt.name} cycling", len(starts)):
+        stop = min(start + filt.window, count)
+        bgs, ans = filt.analyse_window(x, run.batches[start:stop], gaps[start:stop], forward)
+        for k, (b, a) in enumerate(zip(bgs, ans), start):
+            if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
+                raise DataError(init_name, f"the model state blew up (NaN/Inf) before observation time "
+                                f"{run.batches[k].time}; try a smaller --dt")
+            backgrounds[k], analyses[k] = b, a
+        x = analyses[stop - 1]
 
 
 def _bulk_diagnostics(run: AssimilationRun, backgrounds: torch.Tensor, analyses: torch.Tensor) -> dict:
@@ -119,6 +188,8 @@ def _bulk_diagnostics(run: AssimilationRun, backgrounds: torch.Tensor, analyses:
 
 def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_name=None) -> xr.Dataset:
     """One analysis of ``run.state`` with the observations at its time."""
+    if getattr(filt, "window", None) is not None:
+        return _analyse_window_once(run, filt, background_name, obs_name)
     matching = [b for b in run.batches if not _before(b.time, run.state.time) and not _before(run.state.time, b.time)]
     if not matching:
         raise DataError(obs_name, f"no observation at the background time {run.state.time} of {background_name}")
@@ -130,19 +201,76 @@ def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_n
     return _output(run, x[None], None, np.array([batch.time]), diagnostics, filt, rows=batch.rows)
 
 
+def _analyse_window_once(run: AssimilationRun, filt, background_name=None, obs_name=None) -> xr.Dataset:
+    """One window from the background's time: its first ``filt.window`` observation times at or after it."""
+    state = run.state
+    later = [b for b in run.batches if not _before(b.time, state.time)][:filt.window]
+    if not later:
+        raise DataError(obs_name, f"no observation at or after the background time {state.time} of {background_name}: "
+                        "the window is empty")
+    gaps = [steps_between(a, b.time, state.dt, state.model.time_units, obs_name)
+            for a, b in zip([state.time] + [b.time for b in later[:-1]], later)]
+    window = AssimilationRun(state, later, run.obs)
+    x = state.x.reshape(state.x.shape[0], -1)
+    analyses = torch.empty((len(later), *x.shape), dtype=x.dtype)
+    backgrounds = torch.empty_like(analyses)
+    with threads_for(x.numel()):
+        _cycle_windows(window, filt, x, gaps, backgrounds, analyses, background_name)
+        full = _bulk_diagnostics(window, backgrounds, analyses)
+    rows = np.concatenate([b.rows for b in later])
+    diagnostics = {k: v[torch.from_numpy(rows)] for k, v in full.items()}
+    return _output(window, analyses, None, np.array([b.time for b in later]), diagnostics, filt, rows=rows)
+
+
+SURFACE_OPTIONS = ("b_std", "b_length", "b_correlation", "qc_k", "orography")  # of OI's surface analysis
+
+
 def assimilate_files(method: str, obs_path: str, init: str | None = None, background: str | None = None,
                      climatology: str | None = None, save_background: bool = False,
                      dtype: torch.dtype = torch.float64, **options) -> xr.Dataset:
-    """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given)."""
+    """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given).
+
+    OI of a ``background`` without ``climatology`` is a surface analysis with a parametric B
+    (:mod:`daflow.da.surface`; options ``b_std``, ``b_length``, ``b_correlation``, ``qc_k``, ``orography``).
+    """
+    surface = {k: options.pop(k) for k in SURFACE_OPTIONS if k in options}
+    if method == "oi" and climatology is None and background is not None:
+        return _surface_analysis(background, obs_path, **surface)
+    given = [k for k, v in surface.items() if v is not None and k not in accepted_options(filter_class(method))[0]]
+    if given:
+        raise ValueError(f"method {method} does not take {', '.join('--' + k.replace('_', '-') for k in given)} "
+                         "(a parametric B goes with oi --background and no --climatology, 3dvar and 4dvar)")
+    options.update({k: v for k, v in surface.items() if k not in given})
     source = init or background
     run = prepare(source, obs_path, dtype, filter_class(method).min_members)
     grid = StateGrid.from_model(run.state.model)
     if climatology is not None:
+        if "covariance" not in accepted_options(filter_class(method))[0]:
+            raise ValueError(f"method {method} does not take --climatology")
         options["covariance"] = read_covariance(climatology, grid, dtype)
     filt = make_filter(method, grid, **options)
     if init is not None:
         return cycle(run, filt, init, obs_path, save_background)
     return analyse_once(run, filt, background, obs_path)
+
+
+def _surface_analysis(background: str, obs_path: str, b_std=None, b_length=None, b_correlation=None, qc_k=None,
+                      orography=None) -> xr.Dataset:
+    from daflow.da.surface import analyse_forecast
+
+    bg = open_dataset(background, kinds=("state", "analysis")).load()
+    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
+    oro = None
+    if orography is not None:
+        ds = open_dataset(orography, kinds=None)
+        names = [n for n in ("z", "orography", "orog", "hgt") if n in ds.data_vars]
+        if not names:
+            raise DataError(orography, "no orography variable (z, orography, orog or hgt)")
+        oro = ds[names[0]].squeeze(drop=True).load()
+        if names[0] == "z":
+            oro = oro / 9.80665  # surface geopotential -> height
+    return analyse_forecast(bg, obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
+                            names=(background, obs_path))
 
 
 def read_covariance(path: str, grid: StateGrid, dtype: torch.dtype) -> torch.Tensor:
@@ -153,6 +281,8 @@ def read_covariance(path: str, grid: StateGrid, dtype: torch.dtype) -> torch.Ten
     if grid.variable not in ds.data_vars:
         raise DataError(path, f"no variable {grid.variable}")
     var = ds[grid.variable]
+    if var.sizes.get("time", 1) < 2:
+        raise DataError(path, "a climatology needs at least two times")
     if tuple(var.sizes.get(d, -1) for d in grid.dims) != grid.shape:
         raise DataError(path, f"{grid.variable} is not on the grid of the ensemble {dict(zip(grid.dims, grid.shape))}")
     samples = var.transpose(..., *grid.dims).values.reshape(-1, grid.size)
