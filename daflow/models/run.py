@@ -60,21 +60,29 @@ def parse_params(name: str, pairs: dict[str, str]) -> dict:
 
 
 def advance(model: Model, x: torch.Tensor, dt: float, steps: int, source=None, first_step: int = 0) -> torch.Tensor:
-    """x after ``steps`` steps; DataError naming the step where it stops being finite."""
-    for k in range(first_step + 1, first_step + steps + 1):
-        x = model.step(x, dt)
-        _check_finite(x, k, source)
+    """x after ``steps`` steps in one :meth:`Model.advance` call; DataError when it stops being finite."""
+    if steps:
+        x = model.advance(x, dt, steps)
+        _check_finite(x, first_step + steps, source)
     return x
 
 
 def integrate(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
               source=None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
-    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps."""
+    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps.
+
+    The steps between two frames are one :meth:`Model.advance` call (SQG keeps its spectrum
+    between them, as sqgturb's ``advance`` does)."""
     frames = torch.empty((steps // output_every + 1, *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
-    counter = track(range(1, steps + 1), description, total=steps) if progress else range(1, steps + 1)
+    ends = list(range(output_every, steps + 1, output_every))
+    if steps % output_every:
+        ends.append(steps)
+    counter = track(ends, description, total=len(ends)) if progress else ends
+    done = 0
     for k in counter:
-        x = model.step(x, dt)
+        x = model.advance(x, dt, k - done)
+        done = k
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x
@@ -110,7 +118,7 @@ def _integrate_group(model: Model, x: torch.Tensor, dt: float, steps: int, outpu
 
 def _check_finite(x: torch.Tensor, step: int, source) -> None:
     if not bool(torch.isfinite(x).all()):
-        raise DataError(source, f"the model state blew up (NaN/Inf) at step {step}; try a smaller --dt")
+        raise DataError(source, f"the model state blew up (NaN/Inf) at step {step} or before; try a smaller --dt")
 
 
 def elapsed(start, stop, time_units: str) -> float:
