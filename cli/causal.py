@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json
+from daflow_cli.common import common_options, output_path, print_json
 
 
 def _lags(ctx, param, value):
@@ -19,7 +19,7 @@ def _lags(ctx, param, value):
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output causal NetCDF file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output causal NetCDF file.")
 @click.option("--target", required=True, help="Target series.")
 @click.option("--drivers", help="Driver series, comma-separated [default: all series, the target included].")
 @click.option("--lags", default="1-12", callback=_lags, show_default=True, help="Lags N or FIRST-LAST (time steps).")
@@ -29,7 +29,7 @@ def _lags(ctx, param, value):
 @click.option("--pc-alpha", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Threshold of the parent selection.")
 @click.option("--block-length", type=click.IntRange(min=1), help="Block-shuffle surrogates of this length instead of local permutations.")
 @click.option("--local", is_flag=True, help="Also write local (per-sample) information.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="PNG of strengths per driver and lag.")
+@click.option("--plot", type=output_path(dir_okay=False), help="PNG of strengths per driver and lag.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the surrogates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @common_options
@@ -39,20 +39,14 @@ def causal(inputs, output, target, drivers, lags, estimator, k, surrogates, pc_a
 
     INPUTS are state files with time series (several are inner-joined on time).
     """
-    from daflow.causal.dataset import check_series, plot as plot_result, read_series, to_dataset
-    from daflow.causal.framework import analyse
+    from daflow.api import causal_analysis
+    from daflow.causal.dataset import plot as plot_result
     from daflow.io.contract import write_dataset
 
-    ds = read_series(inputs)
-    names = drivers.split(",") if drivers else list(ds.data_vars)
-    source = ", ".join(inputs)
-    check_series(ds, target, names, lags, source)
-    series = {n: ds[n].values.astype(float) for n in dict.fromkeys([target, *names])}
-    result = analyse(series, target, names, lags, estimator=estimator, k=k, surrogates=surrogates,
-                     pc_alpha=pc_alpha, method="block" if block_length else "local",
-                     block_length=block_length or 1, local=local, seed=seed, source=source)
-    write_dataset(to_dataset(result, lags, names), output, "causal")
+    run = causal_analysis(*inputs, target=target, drivers=drivers, lags=lags, estimator=estimator, k=k, surrogates=surrogates,
+                          pc_alpha=pc_alpha, block_length=block_length, local=local, seed=seed)
+    write_dataset(run.dataset, output, "causal")
     if plot:
-        plot_result(result, lags, names, plot, ds)
+        plot_result(run.result, run.lags, run.drivers, plot, run.series)
     if as_json:
-        print_json(result.summary())
+        print_json(run.result.summary())

@@ -1,15 +1,74 @@
 """What every subcommand shares: --debug/--quiet, error-to-exit-code mapping, warnings, --json."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
 
-from daflow.errors import DaflowError, DaflowWarning
+from daflow.errors import DaflowError, DaflowWarning, OptionError
+from daflow.io.atomic import check_outputs, remove_pending, same_file
 from daflow.progress import set_quiet
+
+
+class OutputPath(click.Path):
+    """A path the command writes. Every other ``click.Path`` parameter is an input; an output that
+    names an input (or another output) is refused before any work (exit 2)."""
+
+
+def output_path(**kwargs) -> OutputPath:
+    return OutputPath(**kwargs)
+
+
+def check_paths(ctx: click.Context) -> None:
+    """Refuse (exit 2) an output that is an input or another output; (exit 73) one that is not a regular file."""
+    outputs, inputs = [], []
+    for param in ctx.command.params:
+        if isinstance(param.type, click.Path):
+            value = ctx.params.get(param.name)
+            for v in (value if isinstance(value, (tuple, list)) else [value]):
+                if v is not None:
+                    (outputs if isinstance(param.type, OutputPath) else inputs).append((v, param))
+    for k, (out, param) in enumerate(outputs):
+        for other, other_param in [*inputs, *outputs[:k]]:
+            if same_file(out, other):
+                raise click.UsageError(f"output {out} ({param.get_error_hint(ctx)}) is the same file as {other} "
+                                       f"({other_param.get_error_hint(ctx)}): refusing to overwrite it")
+    check_outputs([out for out, param in outputs if not param.type.dir_okay])
+
+
+@contextlib.contextmanager
+def signals_handled(command: str):
+    """SIGINT and SIGTERM remove the temporary output being written and end the process at once.
+
+    Exit 128 + signal number (130, 143). ``os._exit`` skips the interpreter's unwinding, which
+    could otherwise deadlock: a KeyboardInterrupt inside xarray's ``to_netcdf`` runs
+    ``store.close``, which waits for a lock held by the interrupted write.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        removed = remove_pending()
+        note = "; removed the partial output" if removed else ""
+        if os.isatty(2):
+            os.write(2, b"\x1b[?25h\n")  # a progress bar may have hidden the cursor
+        os.write(2, f"daflow {command}: error: interrupted by {signal.Signals(signum).name}{note}\n".encode())
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def common_options(func):
@@ -20,14 +79,18 @@ def common_options(func):
     @functools.wraps(func)
     def wrapper(*args, quiet: bool, debug: bool, **kwargs):
         set_quiet(quiet)
-        command = click.get_current_context().info_name
-        with warnings.catch_warnings():
+        ctx = click.get_current_context()
+        command = ctx.info_name
+        with warnings.catch_warnings(), signals_handled(command):
             warnings.simplefilter("ignore")  # library noise (xarray, numpy) stays off the user's terminal
             if not quiet:
                 warnings.simplefilter("default", DaflowWarning)
             warnings.showwarning = _one_line_warning(command)
             try:
+                check_paths(ctx)
                 return func(*args, **kwargs)
+            except OptionError as err:  # a library keyword is a CLI flag: usage error, exit 2
+                raise click.UsageError(f"--{err.option.replace('_', '-')}: {err}") from None
             except DaflowError as err:
                 if debug:
                     raise

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs, scheduler_option
+from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
 
 
 @click.command()
-@click.option("--init", required=True, metavar="FILE|random", help="State file to continue (its last frame), or 'random'.")
+@click.option("--init", required=True, type=click.Path(dir_okay=False), metavar="FILE|random",
+              help="State file to continue (its last frame), or 'random'.")
 @click.option("--model", "model_name", help="Model name (with --init random; checked against an init file).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Model parameter, e.g. dim=40 (repeatable; overrides the file's).")
 @click.option("--members", type=click.IntRange(min=1), help="Ensemble size: independent random states, or copies of a single state.")
@@ -19,39 +20,28 @@ from daflow_cli.common import common_options, parse_pairs, scheduler_option
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
 @click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[--model storm] Steps of the diffusion sampler.")
+@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="[--model storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the members in this many dask tasks (local cores, or the --scheduler cluster).")
 @scheduler_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output state file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output state file.")
 @common_options
-def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps, dtype, seed,
-             split, scheduler, output):
+def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps,
+             sequence_parallel, dtype, seed, split, scheduler, output):
     """Integrate a model (Lorenz-63, Lorenz-96, ...) batched over members; write a state file.
 
     The first frame is the initial state; model name, parameters and dt are stored in the file so
     that `--init FILE` continues a run without repeating them.
     """
-    import torch
-
+    from daflow.api import forecast as run
     from daflow.io.contract import write_dataset
-    from daflow.models.run import forecast as run_forecast
-    from daflow.parallel import dask_scheduler
+    from daflow.nn.sequence import writes_output
 
-    if (model_name == "storm") != (checkpoint is not None):
-        raise click.UsageError("--checkpoint is needed by, and only by, --model storm")
-    if model_name == "storm":
-        from daflow.nn.generative import forecast as generative_forecast
-
-        write_dataset(generative_forecast(checkpoint, init, steps, members or 1, seed, sample_steps), output, "state")
-        return
-    if init == "random" and model_name is None:
-        raise click.UsageError("--init random needs --model")
-    try:
-        with dask_scheduler(scheduler):
-            ds = run_forecast(init, model_name, parse_pairs(params, "--param"), members, perturb, spinup, dt, steps,
-                              output_every, seed, start, getattr(torch, dtype) if dtype else None, groups=split)
-    except ValueError as err:  # unknown model, bad parameter
-        raise click.UsageError(str(err)) from None
-    write_dataset(ds, output, "state")
+    ds = run(init, model=model_name, param=parse_pairs(params, "--param"), members=members, perturb=perturb, spinup=spinup, dt=dt,
+             steps=steps, output_every=output_every, start=start, checkpoint=checkpoint, sample_steps=sample_steps,
+             sequence_parallel=sequence_parallel, dtype=dtype, seed=seed, split=split, scheduler=scheduler)
+    if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
+        write_dataset(ds, output, "state")

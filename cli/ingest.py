@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, parse_pairs, scheduler_option
+from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
 
 
 def _bbox(ctx, param, value):
@@ -40,7 +40,7 @@ def _window(ctx, param, value):
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
+@click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output NetCDF file.")
 @click.option("--var", "variables", multiple=True, help="Keep only this variable (repeatable).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="GRIB key filter, cfgrib filter_by_keys (repeatable).")
 @click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Bounding box in degrees.")
@@ -48,6 +48,11 @@ def _window(ctx, param, value):
 @click.option("--chunks", callback=_chunks, metavar="DIM=N[,DIM=N]", help="Dask chunks for streaming, e.g. time=24 [default: time=auto].")
 @click.option("--name", help="Name of the series of a single-series index file.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a variable (repeatable).")
+@click.option("--obs-errors", type=click.Path(dir_okay=False), help="[reports] TOML table of observation errors: [platform] variable = std.")
+@click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
+@click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="[reports] Fraction of stations withheld for verification, written to --withheld.")
+@click.option("--withheld", type=output_path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")
@@ -62,26 +67,26 @@ def _window(ctx, param, value):
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @scheduler_option
 @common_options
-def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, observe,
-           fraction, error_std, pattern, operator, every, seed, scheduler):
+def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, obs_errors, blacklist, withhold, withheld,
+           observe, fraction, error_std, pattern, operator, every, seed, scheduler):
     """Read GRIB, NetCDF or climate-index files (SOURCES, joined along time) into a state file.
 
-    With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state instead.
+    BUFR (SYNOP, SHIP, TEMP, aircraft), ODB-2 feedback and station CSV files become observation
+    files instead. With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state.
     """
+    from daflow.api import ingest as run
     from daflow.io.contract import write_dataset
-    from daflow.io.ingest import ingest as ingest_sources
-    from daflow.parallel import dask_scheduler
 
-    with dask_scheduler(scheduler):
-        ds = ingest_sources(sources, variables=() if observe else variables,
-                            filters=parse_pairs(filters, "--filter"), bbox=bbox, time=window,
-                            chunks=chunks, name=name, renames=parse_pairs(renames, "--rename"))
-        if observe:
-            from daflow.obs.synthetic import observe as draw
-
-            obs = draw(ds, fraction=fraction, error_std=error_std, seed=seed, pattern=pattern,
-                       operator=operator, every=every, variables=variables, source=", ".join(sources))
-            write_dataset(obs, output, "observations")
-        else:
-            kind = ds.attrs.get("daflow_kind")
-            write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")
+    if (withhold is None) != (withheld is None):
+        raise click.UsageError("--withhold and --withheld go together")
+    ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
+             rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
+             observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,
+             scheduler=scheduler)
+    if withhold is not None:
+        kept, held = ds
+        write_dataset(held, withheld, "observations")
+        write_dataset(kept, output, "observations")
+        return
+    kind = "observations" if observe else ds.attrs.get("daflow_kind")
+    write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")

@@ -1,35 +1,56 @@
-"""daflow score: verification of a forecast or analysis against a truth."""
+"""daflow score: verification of a forecast or analysis against a truth, or against observations."""
 from __future__ import annotations
 
 import click
 
-from daflow_cli.common import common_options, print_json, scheduler_option
+from daflow_cli.common import common_options, output_path, print_json, scheduler_option
 
 
 @click.command()
-@click.option("--truth", required=True, type=click.Path(dir_okay=False), help="Truth state file.")
+@click.option("--truth", type=click.Path(dir_okay=False), help="Truth state file (without it: verify against --obs, O-F per platform).")
 @click.option("--forecast", required=True, type=click.Path(dir_okay=False), help="Forecast or analysis (ensemble or single).")
 @click.option("--obs", type=click.Path(dir_okay=False), help="Observations: split the RMSE into observed / unobserved points.")
 @click.option("--var", "variables", multiple=True, help="Score only this variable (repeatable).")
 @click.option("--burn-in", type=click.IntRange(min=0), default=0, show_default=True, help="Leading common times left out of the time means.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Scores NetCDF file.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Per-time scores as CSV.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
+@click.option("-o", "--output", type=output_path(dir_okay=False), help="Scores NetCDF file.")
+@click.option("--csv", "csv_path", type=output_path(dir_okay=False), help="Per-time scores as CSV.")
+@click.option("--plot", type=output_path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the time-averaged figures as one JSON object on stdout.")
 @scheduler_option
 @common_options
 def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_json, scheduler):
-    """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra."""
-    from daflow.io.contract import open_dataset, write_dataset
-    from daflow.score.report import print_table, write_csv
-    from daflow.parallel import dask_scheduler
-    from daflow.score.verify import summary, verify
+    """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra.
 
-    kinds = ("state", "analysis")
-    with dask_scheduler(scheduler):
-        scores = verify(open_dataset(truth, kinds), open_dataset(forecast, kinds),
-                        open_dataset(obs, ("observations",), dims=("obs",)) if obs else None,
-                        burn_in=burn_in, variables=variables, names=(truth, forecast, obs))
+    Without --truth, against the reports of --obs: count, bias, RMSE and standard deviation of
+    observation minus forecast per platform, variable and pressure band (--csv: one row per report;
+    --plot: a map of the departures).
+    """
+    from daflow.io.contract import open_dataset, write_dataset
+
+    if truth is None:
+        if obs is None:
+            raise click.UsageError("give --truth, or --obs to verify against observations")
+        from daflow.score import obsspace
+
+        state = open_dataset(forecast, ("state", "analysis"))
+        table = obsspace.departures(state[list(variables)] if variables else state,
+                                    open_dataset(obs, ("observations",), dims=("obs",)).load(), names=(forecast, obs))
+        figures = obsspace.summarise(table)
+        if csv_path:
+            obsspace.write_departures_csv(table, csv_path)
+        if plot:
+            obsspace.plot_departures(table, plot, title=f"O - F of {forecast}")
+        if output:
+            write_dataset(table.to_xarray().rename(index="obs"), output, "scores")
+        if as_json:
+            print_json(figures)
+        elif not output:
+            obsspace.print_summary(figures)
+        return
+    from daflow.api import score as run, summary
+    from daflow.score.report import print_table, write_csv
+
+    scores = run(truth, forecast, obs, var=variables, burn_in=burn_in, scheduler=scheduler)
     if output:
         write_dataset(scores, output, "scores")
     if csv_path:

@@ -3,7 +3,8 @@
 Every file daflow writes is NetCDF4 following CF-1.10 with global attributes ``daflow_kind``,
 ``daflow_version`` and a ``history`` line per command (newest first, as NCO and CDO write it).
 Data variables keep their dimensions in the canonical order
-``member, time, level, lat, lon`` / ``member, time, level, y, x`` / ``member, time, i``.
+``member, time, level, lat, lon`` / ``member, time, level, y, x`` / ``member, time, i`` /
+``member, time, level, point`` (unstructured grids, with ``lat(point)`` and ``lon(point)``).
 Readers check ``daflow_kind`` and the dimensions they need, and fail with one line naming the file.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from daflow import __version__
+from daflow.core.grid import HORIZONTAL_DIMS, horizontal_dims  # noqa: F401  (the contract's horizontal layouts live in the core)
 from daflow.errors import DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
 from daflow.io.history import history_line
@@ -22,8 +24,7 @@ from daflow.progress import dask_progress
 
 KINDS = ("state", "observations", "analysis", "scores", "causal")
 CONVENTIONS = "CF-1.10"
-CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i")
-HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",))
+CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i", "point")
 
 
 def canonical_order(ds: xr.Dataset) -> xr.Dataset:
@@ -34,15 +35,6 @@ def canonical_order(ds: xr.Dataset) -> xr.Dataset:
         other = [d for d in var.dims if d not in CANONICAL_DIMS]
         out[name] = var.transpose(*other, *known)
     return out
-
-
-def horizontal_dims(dims: Iterable[str]) -> tuple[str, ...]:
-    """The horizontal dims of a variable: ('lat','lon'), ('y','x'), ('i',) or ()."""
-    dims = tuple(dims)
-    for group in HORIZONTAL_DIMS:
-        if all(d in dims for d in group):
-            return group
-    return ()
 
 
 def stamp(ds: xr.Dataset, kind: str, command: str | None = None) -> xr.Dataset:

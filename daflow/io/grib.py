@@ -4,7 +4,9 @@ cfgrib builds one hypercube per file; a file mixing level types or grids cannot 
 cfgrib's ``DatasetBuildError`` lists the ``filter_by_keys`` that would work: we turn those into
 ``--filter KEY=VALUE`` choices. cfgrib skips corrupted messages with a log record and returns what
 it could read; we turn that record into an error, so a damaged file never yields a silently
-shorter dataset. Variables that cfgrib leaves out of the cube become one-line warnings.
+shorter dataset. Grids that are not a lat/lon product (reduced Gaussian, unstructured) come out of
+cfgrib along ``values``; they become the contract's ``point`` dimension with ``lat(point)`` and
+``lon(point)``. Variables that cfgrib leaves out of the cube become one-line warnings.
 """
 from __future__ import annotations
 
@@ -73,7 +75,10 @@ def open_grib(path: str | os.PathLike, filters: dict[str, str] | None = None) ->
     if level_name in ds.coords and level_name not in ds.dims:
         ds = ds.drop_vars(level_name)  # a single-level field (surface, 2 m): no level dim
     ds.attrs["source"] = f"GRIB file {os.path.basename(path)} decoded by cfgrib/ecCodes"
-    return to_contract_names(ds, level_name)
+    ds = to_contract_names(ds, level_name)
+    if "values" in ds.dims:
+        ds = ds.rename_dims(values="point")
+    return ds
 
 
 def _valid_time(ds: xr.Dataset, path) -> xr.Dataset:

@@ -25,11 +25,25 @@ from daflow.io.netcdf import is_netcdf, open_netcdf
 from daflow.obs.qc import quality_control
 
 
-def open_source(path: str | os.PathLike, filters: dict[str, str] | None = None) -> xr.Dataset:
-    """Open one input of any supported format, lazily, in contract names."""
+def open_source(path: str | os.PathLike, filters: dict[str, str] | None = None, errors: str | None = None,
+                blacklist: set[str] | None = None) -> xr.Dataset:
+    """Open one input of any supported format, lazily, in contract names.
+
+    Reports (BUFR, ODB-2, station CSV) become observation datasets, with errors from the table
+    ``errors`` (TOML, see :func:`daflow.obs.reports.error_table`) and ``blacklist`` stations flagged.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputMissing(path, "no such file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    reader = _report_reader(path)
+    if reader is not None:
+        if filters:
+            raise DataError(path, "--filter applies to GRIB files only")
+        from daflow.obs.reports import error_table, to_dataset
+
+        return to_dataset(reader(path), path, error_table(errors), blacklist)
     if is_netcdf(path):  # first: a NetCDF made from GRIB may say "GRIB" in its attributes
         kind, opened = "NetCDF", open_netcdf(path)
     elif is_grib(path):
@@ -41,6 +55,22 @@ def open_source(path: str | os.PathLike, filters: dict[str, str] | None = None) 
     return opened
 
 
+def _report_reader(path: Path):
+    from daflow.io.bufr import is_bufr, read_bufr
+    from daflow.io.odb import is_odb, read_odb
+    from daflow.io.stations import is_station_csv, read_station_csv
+
+    if is_netcdf(path):
+        return None
+    if is_odb(path):
+        return read_odb
+    if is_bufr(path) and not is_grib(path):
+        return read_bufr
+    if is_station_csv(path):
+        return read_station_csv
+    return None
+
+
 def ingest(
     sources: Sequence[str | os.PathLike],
     variables: Sequence[str] = (),
@@ -50,9 +80,17 @@ def ingest(
     chunks: dict[str, int | str] | None = None,
     name: str | None = None,
     renames: dict[str, str] | None = None,
+    errors: str | None = None,
+    blacklist: str | None = None,
 ) -> xr.Dataset:
-    """Return the joined, selected, dask-chunked dataset (nothing is loaded yet)."""
-    parts = [open_source(s, filters) for s in sources]
+    """Return the joined, selected, dask-chunked dataset (nothing is loaded yet).
+
+    ``errors`` (a TOML error table) and ``blacklist`` (a file of station identifiers) apply to reports.
+    """
+    from daflow.obs.reports import read_blacklist
+
+    banned = read_blacklist(blacklist) if blacklist else None
+    parts = [open_source(s, filters, errors, banned) for s in sources]
     label = ", ".join(map(str, sources))
     kinds = {p.attrs.get("daflow_kind") for p in parts}
     if "observations" in kinds:

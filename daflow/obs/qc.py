@@ -2,7 +2,9 @@
 
 qc = 0 good; 1 missing (NaN or non-positive value / error_std); 2 duplicate (same time, variable,
 location and level as an earlier observation); 3 outside the time window. An observation already
-flagged keeps its first flag. Filters assimilate only qc = 0.
+flagged keeps its first flag. Filters assimilate only qc = 0. Readers of real reports add 4 implausible
+(impossible coordinates or values) and 5 blacklisted station (:mod:`daflow.obs.reports`); the
+background check of a surface analysis adds 6 (|O-B| too large, :mod:`daflow.da.surface`).
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import numpy as np
 import xarray as xr
 
 QC_GOOD, QC_MISSING, QC_DUPLICATE, QC_OUT_OF_WINDOW = 0, 1, 2, 3
-QC_MEANINGS = "good missing duplicate outside_time_window"
-LOCATION = ("lat", "lon", "y", "x", "i", "level")
+QC_MEANINGS = "good missing duplicate outside_time_window implausible blacklisted background_check"
+LOCATION = ("lat", "lon", "y", "x", "i", "level", "pressure")
 
 
 def quality_control(obs: xr.Dataset, window: tuple[object, object] | None = None) -> tuple[xr.Dataset, dict[str, int]]:
@@ -21,7 +23,7 @@ def quality_control(obs: xr.Dataset, window: tuple[object, object] | None = None
     value, error = obs["value"].values, obs["error_std"].values
     missing = ~np.isfinite(value) | ~np.isfinite(error) | ~(error > 0)
     key_columns = [obs["time"].values.astype("int64") if obs["time"].dtype.kind == "M" else obs["time"].values,
-                   obs["variable"].values.astype(str)] + [obs[c].values for c in LOCATION if c in obs]
+                   obs["variable"].values.astype(str)] + [_keyed(obs[c].values) for c in LOCATION if c in obs]
     keys = np.rec.fromarrays(key_columns)
     _, first = np.unique(keys, return_index=True)
     duplicate = np.ones(n, bool)
@@ -41,6 +43,11 @@ def quality_control(obs: xr.Dataset, window: tuple[object, object] | None = None
         qc[new] = flag
         counts[name] = int(new.sum())
     out = obs.copy()
-    out["qc"] = ("obs", qc, {"long_name": "quality flag", "flag_values": np.arange(4, dtype=np.int8),
+    out["qc"] = ("obs", qc, {"long_name": "quality flag", "flag_values": np.arange(7, dtype=np.int8),
                              "flag_meanings": QC_MEANINGS})
     return out, counts
+
+
+def _keyed(values: np.ndarray) -> np.ndarray:
+    """NaN (no pressure for a surface report) compares equal to NaN when looking for duplicates."""
+    return np.nan_to_num(values, nan=-9e99) if values.dtype.kind == "f" else values
