@@ -148,3 +148,26 @@ def test_message_spans_skip_headers_and_count_damage(sample_data):
     data = b"ZCZC 001\r\r\nSMXX01 ECMF\r\r\n" + first + b"\r\r\nNNNN" + first + first[: len(first) // 2]
     spans, damaged = message_spans(data)
     assert [data[a:b] for a, b in spans] == [first, first] and damaged == 1
+
+
+def test_learnt_layouts_decode_exactly_as_eccodes(sample_data, monkeypatch):
+    """The bit-level fast path for single-report surface messages gives the same columns as ecCodes."""
+    import daflow.io.bufr as bufr
+
+    data = (sample_data / "obs" / "synop-2018112012-europe.bufr").read_bytes()
+    spans, _ = bufr.message_spans(data)
+    fast, _, decoded = bufr._decode(data, spans)
+    monkeypatch.setattr(bufr, "_header", lambda *args: None)  # every message through ecCodes
+    slow, _, _ = bufr._decode(data, spans)
+    assert decoded == 1507
+    for key, values in slow.items():
+        if values.dtype == object or values.dtype.kind == "M":
+            assert np.array_equal(fast[key], values), key
+        else:
+            assert np.array_equal(fast[key], values, equal_nan=True), key
+
+
+def test_point_grid_is_refused_by_the_generative_model_in_one_line(sample_data, daflow, tmp_path):
+    assert daflow("ingest", sample_data / "grib" / "ecmwf-2t-2018112012-n160.grib", "-o", tmp_path / "bg.nc").exit_code == 0
+    res = daflow("train", "--data", tmp_path / "bg.nc", "--history", "1", "--epochs", "1", "-o", tmp_path / "model")
+    assert res.exit_code == 65 and "point grid" in res.stderr and len(res.stderr.strip().splitlines()) == 1
