@@ -58,18 +58,22 @@ def batch(y):
                     index=torch.arange(dim), column=np.arange(dim), operators=[(torch.atan, None)])
 
 
-def cycle(filt, model, truth, obs, ensemble):
-    x, errors = ensemble.clone(), []
+def cycle(filt, model, truth, obs, ensemble, skill=False):
+    """Time-mean analysis RMSE after a third of the cycles (inf when the filter diverges); with ``skill``
+    also the spread/skill ratio (time-mean spread, the root of the mean member variance, over that RMSE)."""
+    x, errors, spreads = ensemble.clone(), [], []
     for k in range(truth.shape[0]):
         for _ in range(EVERY):
             x = model.step(x, DT)
         if not torch.isfinite(x).all():  # a diverged filter's members blew the model up
-            return float("inf")
+            return (float("inf"), float("nan")) if skill else float("inf")
         x, _ = filt.analyse(x, batch(obs[k]))
         if not torch.isfinite(x).all():
-            return float("inf")
+            return (float("inf"), float("nan")) if skill else float("inf")
         errors.append((x.mean(0) - truth[k]).pow(2).mean().sqrt().item())
-    return float(np.mean(errors[truth.shape[0] // 3:]))
+        spreads.append(x.var(0).mean().sqrt().item())
+    rmse = float(np.mean(errors[truth.shape[0] // 3:]))
+    return (rmse, float(np.mean(spreads[truth.shape[0] // 3:])) / rmse) if skill else rmse
 
 
 def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
@@ -80,12 +84,13 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         t0 = time.perf_counter()
-        ensf = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens)
+        ensf, ensf_skill = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens, skill=True)
         t_ensf = (time.perf_counter() - t0) / cycles
         row = {"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "ensf_rmse": ensf,
-               "ensf_s_per_cycle": t_ensf}
+               "ensf_spread_skill": ensf_skill, "ensf_s_per_cycle": t_ensf}
         if other:
-            row.update(ensf_other=other, ensf_other_rmse=cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens))
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens, skill=True)
+            row.update(ensf_other=other, ensf_other_rmse=rmse, ensf_other_spread_skill=ratio)
         letkf = {}
         for inflation, radius in itertools.product(grid_inflation, grid_radius):
             letkf[(inflation, radius)] = cycle(LETKF(sgrid, inflation=inflation, loc_radius=radius), model, truth, obs, ens)
@@ -120,8 +125,9 @@ def ablation(dim, cycles, seeds):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         for name, options in ABLATION.items():
-            rmse = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens)
-            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse})
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens, skill=True)
+            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse,
+                        "ensf_spread_skill": ratio})
             print(json.dumps(out[-1]), flush=True)
     return out
 
