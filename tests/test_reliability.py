@@ -123,3 +123,80 @@ def _torch_loaded(pid: int) -> bool:
         return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
+
+
+# --- score: NaN/Inf are a data error unless masked, and then masked alike in every metric ---
+
+def _with_values(src, dst, index, value):
+    import xarray as xr
+
+    d = xr.open_dataset(src).load()
+    name = next(iter(d.data_vars))
+    d[name][index] = value
+    d.to_netcdf(dst)
+    return dst
+
+
+def test_score_refuses_a_forecast_holding_inf(daflow, l96, tmp_path):
+    bad = _with_values(l96 / "ens.nc", tmp_path / "ens_inf.nc", (0, 0, slice(0, 5)), float("inf"))
+    result = daflow("score", "--truth", l96 / "x0.nc", "--forecast", bad, "--json")
+    assert result.exit_code == 65
+    assert "ens_inf.nc: x has 5 NaN/Inf values, the first at time 0" in result.output
+
+
+def test_score_refuses_nan_in_the_truth_naming_the_first_time(daflow, l96, tmp_path):
+    bad = _with_values(l96 / "truth.nc", tmp_path / "truth_nan.nc", (slice(7, 9), 3), float("nan"))
+    result = daflow("score", "--truth", bad, "--forecast", l96 / "truth.nc", "--json")
+    assert result.exit_code == 65
+    assert "truth_nan.nc: x has 2 NaN/Inf values, the first at time 0.35" in result.output
+
+
+def test_score_mask_nonfinite_uses_one_mask_for_every_metric(daflow, l96, tmp_path):
+    import json
+
+    import numpy as np
+    import xarray as xr
+
+    bad = _with_values(l96 / "ens.nc", tmp_path / "ens_inf.nc", (3, 0, slice(0, 5)), float("inf"))
+    result = daflow("score", "--truth", l96 / "x0.nc", "--forecast", bad, "--json", "--mask-nonfinite")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    f = xr.open_dataset(l96 / "ens.nc")["x"].values[:, 0, 5:]
+    y = xr.open_dataset(l96 / "x0.nc")["x"].values[0, 5:]
+    assert figures["nonfinite_masked"] == 5
+    assert figures["rmse"] == pytest.approx(np.sqrt(((f.mean(0) - y) ** 2).mean()), rel=1e-12)
+    assert figures["spread"] == pytest.approx(np.sqrt(f.var(0, ddof=1).mean()), rel=1e-12)
+    assert sum(figures["rank_histogram"]) == 35
+
+
+# --- time axes: sorted on read, duplicates refused; the final step kept ---
+
+def test_forecast_continues_from_the_latest_time_of_an_unsorted_file(daflow, l96, tmp_path):
+    import xarray as xr
+
+    truth = xr.open_dataset(l96 / "truth.nc").load()
+    truth.isel(time=[*range(15, 21), *range(15)]).to_netcdf(tmp_path / "unsorted.nc")
+    result = daflow("forecast", "--init", tmp_path / "unsorted.nc", "--steps", 1, "-o", tmp_path / "cont.nc")
+    assert result.exit_code == 0, result.output
+    assert "not in increasing order" in result.output
+    assert xr.open_dataset(tmp_path / "cont.nc").time.values[0] == truth.time.values[-1]
+
+
+def test_repeated_time_is_a_data_error(daflow, l96, tmp_path):
+    import xarray as xr
+
+    xr.open_dataset(l96 / "truth.nc").load().isel(time=[0, 1, 1, 2]).to_netcdf(tmp_path / "dup.nc")
+    result = daflow("forecast", "--init", tmp_path / "dup.nc", "--steps", 1, "-o", tmp_path / "cont.nc")
+    assert result.exit_code == 65
+    assert "time 0.05 appears more than once" in result.output
+
+
+def test_output_every_keeps_the_final_state(daflow, l96, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    assert daflow("forecast", "--init", l96 / "x0.nc", "--steps", 25, "--output-every", 10, "-o", tmp_path / "every.nc").exit_code == 0
+    assert daflow("forecast", "--init", l96 / "x0.nc", "--steps", 25, "-o", tmp_path / "all.nc").exit_code == 0
+    every, full = xr.open_dataset(tmp_path / "every.nc"), xr.open_dataset(tmp_path / "all.nc")
+    np.testing.assert_allclose(every.time.values, [0, 0.5, 1.0, 1.25])
+    np.testing.assert_array_equal(every["x"].values, full["x"].isel(time=[0, 10, 20, 25]).values)

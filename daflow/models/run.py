@@ -69,8 +69,10 @@ def advance(model: Model, x: torch.Tensor, dt: float, steps: int, source=None, f
 
 def integrate(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
               source=None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
-    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps."""
-    frames = torch.empty((steps // output_every + 1, *x.shape), dtype=x.dtype, device=x.device)
+    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps, and
+    after the last step when ``steps`` is not a multiple of ``output_every`` (see :func:`kept_steps`)."""
+    kept = kept_steps(steps, output_every)
+    frames = torch.empty((len(kept), *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
     counter = track(range(1, steps + 1), description, total=steps) if progress else range(1, steps + 1)
     for k in counter:
@@ -78,7 +80,15 @@ def integrate(model: Model, x: torch.Tensor, dt: float, steps: int, output_every
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x
+    if steps % output_every:
+        frames[-1] = x
     return frames
+
+
+def kept_steps(steps: int, output_every: int) -> np.ndarray:
+    """Step numbers of the frames :func:`integrate` keeps: 0, K, 2K, ... and always the final one."""
+    kept = np.arange(0, steps + 1, output_every)
+    return kept if kept[-1] == steps else np.append(kept, steps)
 
 
 def integrate_split(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
@@ -130,9 +140,9 @@ def steps_between(start, stop, dt: float, time_units: str, source=None) -> int:
     return steps
 
 
-def frame_times(start, count: int, interval: float, time_units: str) -> np.ndarray:
-    """``count`` times ``start, start + interval, ...`` (interval in model units)."""
-    offsets = np.arange(count) * interval
+def frame_times(start, step_numbers: np.ndarray, dt: float, time_units: str) -> np.ndarray:
+    """Times ``start + n dt`` of the frames after ``step_numbers`` steps (dt in model units)."""
+    offsets = np.asarray(step_numbers, dtype=np.float64) * dt
     if isinstance(start, np.datetime64) or np.asarray(start).dtype.kind == "M":
         seconds = np.round(offsets * SECONDS_PER_TIME_UNIT[time_units] * 1e9).astype("timedelta64[ns]")
         return np.datetime64(start, "ns") + seconds
@@ -245,5 +255,5 @@ def forecast(init: str, model_name: str | None = None, params: dict[str, str] | 
     if perturb:
         x = x + perturb * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     frames = integrate_split(model, x, dt, steps, output_every, None if init == "random" else init, groups)
-    times = frame_times(t0, frames.shape[0], dt * output_every, model.time_units)
+    times = frame_times(t0, kept_steps(steps, output_every), dt, model.time_units)
     return state_dataset(model, frames, times, dt, ensemble, title=f"{model.name} run")
