@@ -22,6 +22,14 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--xn", type=click.FloatRange(min=0, min_open=True),
               help="[enkf-n] Certainty of the inflation hyperprior, DAPPER's xN (> 1 for nearly linear systems) [1].")
 @click.option("--climatology", type=click.Path(dir_okay=False), help="[oi] State file whose time series gives the covariance B.")
+@click.option("--b-std", type=click.FloatRange(min=0, min_open=True),
+              help="[oi --background] Background error std of a parametric B (units of the variable) [t2m: 2 K].")
+@click.option("--b-length", type=click.FloatRange(min=0, min_open=True), help="[oi --background] Correlation length of B in km [t2m: 150].")
+@click.option("--b-correlation", type=click.Choice(["gaussian", "soar"]), help="[oi --background] Correlation function of B [gaussian].")
+@click.option("--qc-k", type=click.FloatRange(min=0, min_open=True),
+              help="[oi --background] Background check: reject |O-B| > k sqrt(sb^2 + so^2) [5].")
+@click.option("--orography", type=click.Path(dir_okay=False),
+              help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
@@ -41,13 +49,16 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
+@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
-               save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, dtype, seed, output):
+               b_std, b_length, b_correlation, qc_k, orography, save_background, checkpoint, members, guidance, gamma,
+               sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               score, damping, truncate, spread_reset, inpaint, sequence_parallel, dtype, seed, output):
     """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -64,18 +75,24 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
         raise click.UsageError("--checkpoint is needed by, and only by, --method storm")
     if method == "storm":
         from daflow.nn.generative import assimilate as generative_assimilate
+        from daflow.nn.sequence import writes_output
 
-        write_dataset(generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
-                                            guidance=guidance, gamma=gamma, sample_steps=sample_steps,
-                                            history_inflation=history_inflation), output, "analysis")
+        ds = generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
+                                   guidance=guidance, gamma=gamma, sample_steps=sample_steps,
+                                   history_inflation=history_inflation, sequence_parallel=sequence_parallel)
+        if writes_output():
+            write_dataset(ds, output, "analysis")
         return
     if save_background and init is None:
         raise click.UsageError("--save-background goes with --init")
-    if (method == "oi") != (climatology is not None):
-        raise click.UsageError("--climatology is needed by, and only by, --method oi")
+    if climatology is not None and method != "oi":
+        raise click.UsageError("--climatology goes with --method oi")
+    if method == "oi" and climatology is None and init is not None:
+        raise click.UsageError("cycling OI (--init) needs --climatology; a parametric B analyses one --background")
     options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, xn=xn, seed=seed,
                    ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
-                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
+                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, b_std=b_std, b_length=b_length,
+                   b_correlation=b_correlation, qc_k=qc_k, orography=orography)
     try:
         ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
                               save_background=save_background, dtype=getattr(torch, dtype), **options)

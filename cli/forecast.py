@@ -20,6 +20,8 @@ from daflow_cli.common import common_options, output_path, parse_pairs, schedule
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
 @click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[--model storm] Steps of the diffusion sampler.")
+@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="[--model storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,
@@ -27,8 +29,8 @@ from daflow_cli.common import common_options, output_path, parse_pairs, schedule
 @scheduler_option
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output state file.")
 @common_options
-def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps, dtype, seed,
-             split, scheduler, output):
+def forecast(init, model_name, params, members, perturb, spinup, dt, steps, output_every, start, checkpoint, sample_steps,
+             sequence_parallel, dtype, seed, split, scheduler, output):
     """Integrate a model (Lorenz-63, Lorenz-96, ...) batched over members; write a state file.
 
     The first frame is the initial state; model name, parameters and dt are stored in the file so
@@ -44,8 +46,11 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
         raise click.UsageError("--checkpoint is needed by, and only by, --model storm")
     if model_name == "storm":
         from daflow.nn.generative import forecast as generative_forecast
+        from daflow.nn.sequence import writes_output
 
-        write_dataset(generative_forecast(checkpoint, init, steps, members or 1, seed, sample_steps), output, "state")
+        ds = generative_forecast(checkpoint, init, steps, members or 1, seed, sample_steps, sequence_parallel)
+        if writes_output():
+            write_dataset(ds, output, "state")
         return
     if init == "random" and model_name is None:
         raise click.UsageError("--init random needs --model")

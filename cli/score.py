@@ -1,4 +1,4 @@
-"""daflow score: verification of a forecast or analysis against a truth."""
+"""daflow score: verification of a forecast or analysis against a truth, or against observations."""
 from __future__ import annotations
 
 import click
@@ -7,7 +7,7 @@ from daflow_cli.common import common_options, output_path, print_json, scheduler
 
 
 @click.command()
-@click.option("--truth", required=True, type=click.Path(dir_okay=False), help="Truth state file.")
+@click.option("--truth", type=click.Path(dir_okay=False), help="Truth state file (without it: verify against --obs, O-F per platform).")
 @click.option("--forecast", required=True, type=click.Path(dir_okay=False), help="Forecast or analysis (ensemble or single).")
 @click.option("--obs", type=click.Path(dir_okay=False), help="Observations: split the RMSE into observed / unobserved points.")
 @click.option("--var", "variables", multiple=True, help="Score only this variable (repeatable).")
@@ -21,8 +21,34 @@ from daflow_cli.common import common_options, output_path, print_json, scheduler
 @scheduler_option
 @common_options
 def score(truth, forecast, obs, variables, burn_in, mask_nonfinite, output, csv_path, plot, as_json, scheduler):
-    """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra."""
+    """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra.
+
+    Without --truth, against the reports of --obs: count, bias, RMSE and standard deviation of
+    observation minus forecast per platform, variable and pressure band (--csv: one row per report;
+    --plot: a map of the departures).
+    """
     from daflow.io.contract import open_dataset, write_dataset
+
+    if truth is None:
+        if obs is None:
+            raise click.UsageError("give --truth, or --obs to verify against observations")
+        from daflow.score import obsspace
+
+        state = open_dataset(forecast, ("state", "analysis"))
+        table = obsspace.departures(state[list(variables)] if variables else state,
+                                    open_dataset(obs, ("observations",), dims=("obs",)).load(), names=(forecast, obs))
+        figures = obsspace.summarise(table)
+        if csv_path:
+            obsspace.write_departures_csv(table, csv_path)
+        if plot:
+            obsspace.plot_departures(table, plot, title=f"O - F of {forecast}")
+        if output:
+            write_dataset(table.to_xarray().rename(index="obs"), output, "scores")
+        if as_json:
+            print_json(figures)
+        elif not output:
+            obsspace.print_summary(figures)
+        return
     from daflow.score.report import print_table, write_csv
     from daflow.parallel import dask_scheduler
     from daflow.score.verify import summary, verify

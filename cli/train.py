@@ -16,18 +16,23 @@ from daflow_cli.common import common_options, output_path, print_json
                    "\"increment\") and [training] (batch_size, learning_rate, ...).")
 @click.option("--resume", is_flag=True, help="Continue the training stored in MODEL_DIR.")
 @click.option("-o", "--output", "model_dir", required=True, type=output_path(file_okay=False), help="Model directory (safetensors + JSON).")
+@click.option("--seed", type=int, help="Seed of the initial weights, data order and noises [the config's [training] seed, or 0].")
+@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="P: under torchrun, split every window's tokens across groups of P processes (R/P data-parallel groups).")
 @click.option("--json", "as_json", is_flag=True, help="Print the epochs' losses as one JSON object on stdout.")
 @common_options
-def train(data, variable, history, epochs, config_file, resume, model_dir, as_json):
+def train(data, variable, history, epochs, config_file, resume, model_dir, seed, sequence_parallel, as_json):
     """Train the spatio-temporal diffusion transformer on DATA; checkpoint after every epoch.
 
-    Under `torchrun --nproc_per_node P` the same command trains data-parallel.
+    Under `torchrun --nproc_per_node R` the same command trains data-parallel, or with
+    --sequence-parallel P in R/P data-parallel groups of P processes that split each window.
     """
     from daflow.io.contract import open_dataset
     from daflow.nn.data import read_series
     from daflow.nn.training import train as run_training
 
     series = read_series(open_dataset(data, ("state", "analysis")), variable, data)
-    config = run_training(series, history, epochs, model_dir, config_file, resume, source=data)
+    config = run_training(series, history, epochs, model_dir, config_file, resume, source=data,
+                          sequence_parallel=sequence_parallel, seed=seed)
     if as_json:
         print_json({"epochs": config["training"]["epoch"], "losses": config["training"]["losses"]})

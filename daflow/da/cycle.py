@@ -133,7 +133,17 @@ def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_n
 def assimilate_files(method: str, obs_path: str, init: str | None = None, background: str | None = None,
                      climatology: str | None = None, save_background: bool = False,
                      dtype: torch.dtype = torch.float64, **options) -> xr.Dataset:
-    """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given)."""
+    """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given).
+
+    OI of a ``background`` without ``climatology`` is a surface analysis with a parametric B
+    (:mod:`daflow.da.surface`; options ``b_std``, ``b_length``, ``b_correlation``, ``qc_k``, ``orography``).
+    """
+    surface = {k: options.pop(k) for k in ("b_std", "b_length", "b_correlation", "qc_k", "orography") if k in options}
+    if method == "oi" and climatology is None and background is not None:
+        return _surface_analysis(background, obs_path, **surface)
+    given = [k for k, v in surface.items() if v is not None]
+    if given:
+        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} go with --method oi --background and no --climatology")
     source = init or background
     run = prepare(source, obs_path, dtype, filter_class(method).min_members)
     grid = StateGrid.from_model(run.state.model)
@@ -143,6 +153,25 @@ def assimilate_files(method: str, obs_path: str, init: str | None = None, backgr
     if init is not None:
         return cycle(run, filt, init, obs_path, save_background)
     return analyse_once(run, filt, background, obs_path)
+
+
+def _surface_analysis(background: str, obs_path: str, b_std=None, b_length=None, b_correlation=None, qc_k=None,
+                      orography=None) -> xr.Dataset:
+    from daflow.da.surface import analyse_forecast
+
+    bg = open_dataset(background, kinds=("state", "analysis")).load()
+    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
+    oro = None
+    if orography is not None:
+        ds = open_dataset(orography, kinds=None)
+        names = [n for n in ("z", "orography", "orog", "hgt") if n in ds.data_vars]
+        if not names:
+            raise DataError(orography, "no orography variable (z, orography, orog or hgt)")
+        oro = ds[names[0]].squeeze(drop=True).load()
+        if names[0] == "z":
+            oro = oro / 9.80665  # surface geopotential -> height
+    return analyse_forecast(bg, obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
+                            names=(background, obs_path))
 
 
 def read_covariance(path: str, grid: StateGrid, dtype: torch.dtype) -> torch.Tensor:

@@ -13,6 +13,12 @@ tokens, instead of O(N^2 d) and O(N^2) for softmax attention.
 Tiled softmax attention adds local detail: exact softmax attention (Vaswani et al. 2017) among
 the tokens of each tile of ``tile`` consecutive tokens (tokens are ordered so that a tile is a
 patch of neighbouring grid cells), also linear in N for a fixed tile.
+
+Sequence-parallel (:mod:`daflow.nn.sequence`): with a ``sequence`` group each rank passes its
+own contiguous slice of the tokens; the summaries phi(K)^T V and phi(K)^T 1 are summed over the
+group's ranks (one all-reduce of H (d^2 + d) numbers per layer, whatever N), so each rank gets
+exactly the rows of the single-process output for its tokens. Tiles of the softmax attention
+never cross a rank boundary (the slices are whole tiles), so they need no communication.
 """
 from __future__ import annotations
 
@@ -22,17 +28,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daflow.nn.sequence import SequenceGroup, reduce_sum
+
 
 def feature_map(u: torch.Tensor) -> torch.Tensor:
     """phi(u) = elu(u) + 1 > 0."""
     return F.elu(u) + 1.0
 
 
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1); q, k, v: (B, H, N, d) -> (B, H, N, d)."""
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6,
+                     sequence: SequenceGroup | None = None) -> torch.Tensor:
+    """phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1); q, k, v: (B, H, N, d) -> (B, H, N, d).
+
+    With ``sequence``, q, k, v are this rank's slice of the tokens and the sums over tokens run
+    over all the group's slices.
+    """
     q, k = feature_map(q), feature_map(k)
-    kv = torch.einsum("bhnd,bhne->bhde", k, v)                        # (B, H, d, d)
-    normaliser = torch.einsum("bhnd,bhd->bhn", q, k.sum(dim=2)) + eps  # (B, H, N)
+    summary = torch.cat([torch.einsum("bhnd,bhne->bhde", k, v), k.sum(dim=2).unsqueeze(-1)], dim=-1)  # (B, H, d, d + 1)
+    summary = reduce_sum(summary, sequence)                            # one all-reduce: [phi(K)^T V | phi(K)^T 1]
+    kv, k_sum = summary[..., :-1], summary[..., -1]                    # (B, H, d, d), (B, H, d)
+    normaliser = torch.einsum("bhnd,bhd->bhn", q, k_sum) + eps         # (B, H, N)
     return torch.einsum("bhnd,bhde->bhne", q, kv) / normaliser.unsqueeze(-1)
 
 
@@ -60,7 +75,8 @@ class GlobalLinearAttention(nn.Module):
     """Multi-head attention layer: global linear attention, plus softmax attention in tiles if ``tile``.
 
     (B, N, dim) -> (B, N, dim). With tiles, the two mixers share Q, K, V and their outputs add up;
-    N must then be a multiple of ``tile`` (the transformer pads the token sequence).
+    N must then be a multiple of ``tile`` (the transformer pads the token sequence). With
+    ``sequence`` set (:meth:`SpatioTemporalTransformer.split`), x is this rank's slice of whole tiles.
     """
 
     def __init__(self, dim: int, heads: int, tile: int = 0):
@@ -68,13 +84,14 @@ class GlobalLinearAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"width {dim} is not a multiple of {heads} heads")
         self.heads, self.tile = heads, tile
+        self.sequence: SequenceGroup | None = None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, dim = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
-        mixed = linear_attention(q, k, v)
+        mixed = linear_attention(q, k, v, sequence=self.sequence)
         if self.tile:
             mixed = mixed + tiled_softmax_attention(q, k, v, self.tile)
         return self.out(mixed.transpose(1, 2).reshape(b, n, dim))

@@ -31,14 +31,20 @@ from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Likelihood, sample
 from daflow.nn.normalisation import Normalisation
-from daflow.nn.training import history_perturbation
+from daflow.nn.training import history_perturbation, parallel_groups
 
 
 class GenerativeModel:
     """A trained denoiser with the normalisation of its training data; works in physical units."""
 
-    def __init__(self, checkpoint: str, sample_steps: int = 24, churn: float = 0.0, history_inflation: float = 0.0):
+    def __init__(self, checkpoint: str, sample_steps: int = 24, churn: float = 0.0, history_inflation: float = 0.0,
+                 sequence_parallel: int = 1):
         self.denoiser, self.config = load_denoiser(checkpoint)
+        if sequence_parallel > 1:  # under torchrun: every window's tokens split across P processes (daflow.nn.sequence)
+            try:
+                self.denoiser.net.split(parallel_groups(sequence_parallel)[2])
+            except ValueError as err:
+                raise DataError(checkpoint, str(err)) from None
         self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
         self.history_inflation = history_inflation
         self.arch = self.denoiser.arch
@@ -95,9 +101,9 @@ class GenerativeModel:
 
 
 def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | None = None,
-             sample_steps: int = 24) -> xr.Dataset:
+             sample_steps: int = 24, sequence_parallel: int = 1) -> xr.Dataset:
     """Autoregressive generative ensemble forecast: the init file's last frame, then ``steps`` sampled frames."""
-    model = GenerativeModel(checkpoint, sample_steps)
+    model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
     series = model.read(init)
     generator = _generator(seed)
     history = model.history(series, members)
@@ -114,7 +120,7 @@ def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | N
 
 def assimilate(checkpoint: str, obs_path: str, members: int, background: str | None = None, init: str | None = None,
                seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0,
-               sample_steps: int = 24, history_inflation: float = 0.0) -> xr.Dataset:
+               sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1) -> xr.Dataset:
     """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``).
 
     ``background``: one analysis at its last time, given its K previous frames. ``init``: cycle from
@@ -122,8 +128,10 @@ def assimilate(checkpoint: str, obs_path: str, members: int, background: str | N
     model samples unguided frames (a forecast), and every history is the method's own previous
     analyses and forecasts, never a given field. At each analysis time the background is an
     unguided sample from the same history (what O-B and the background H(x) are computed from).
+    ``sequence_parallel`` = P > 1 (under torchrun): each window's tokens split across P processes,
+    which all draw the same noises and hold the same (replicated) ensemble.
     """
-    model = GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation)
+    model = GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation, sequence_parallel=sequence_parallel)
     source = background or init
     series = model.read(source)
     obs = open_dataset(obs_path, ("observations",), dims=("obs",)).load()

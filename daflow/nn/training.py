@@ -10,17 +10,22 @@ batch the noise levels and noises, from one torch generator seeded by ``seed``; 
 state, the optimizer moments and the weights are checkpointed after every epoch, so that
 ``--resume`` continues bit for bit (on CPU) as if never stopped.
 
-Data-parallel: under ``torchrun --nproc_per_node P`` every process draws the same batch and
-noises and takes its share of the batch; DistributedDataParallel averages the gradients
-(gloo on CPU, NCCL on GPU), and the loss is scaled so that the step equals the single-process
-step on the whole batch. Process 0 writes the checkpoints.
+Hybrid parallel: under ``torchrun --nproc_per_node R`` with ``sequence_parallel`` = P, the R
+processes form R / P data-parallel groups of P consecutive ranks (:mod:`daflow.nn.sequence`).
+Every process draws the same batch and noises; data-parallel group g takes its share g of the
+batch, and within the group each rank holds a contiguous slice of every window's tokens (the
+attention sums its summaries over the group). Each process's gradient is then its slice's part
+of its share's gradient; one all-reduce over all R processes (gloo on CPU, NCCL on GPU) sums
+them, and the loss is scaled by R x share / batch so that the sum divided by R is the
+single-process gradient of the whole batch: the same step, to round-off, whatever R and P.
+Process 0 writes the checkpoints, which do not depend on R or P.
 """
 from __future__ import annotations
 
 import math
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +36,7 @@ from daflow.nn import checkpoint as ckpt
 from daflow.nn.data import Series, check_matches, describe
 from daflow.nn.diffusion import Denoiser, score_matching_loss
 from daflow.nn.normalisation import PREDICT, Normalisation
+from daflow.nn.sequence import SequenceGroup, new_groups
 from daflow.nn.transformer import Architecture
 from daflow.progress import track
 
@@ -90,19 +96,37 @@ def distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def train(series: Series, history: int, epochs: int, model_dir: str, config_file: str | None = None,
-          resume: bool = False, source=None) -> dict:
-    """Train (or resume training) a denoiser on ``series``; returns the checkpoint config."""
+def parallel_groups(sequence_parallel: int = 1) -> tuple[int, int, SequenceGroup | None, int, int]:
+    """(rank, world size, sequence group or None, data-parallel index, data-parallel groups); DataError if R % P."""
     rank, world = distributed()
+    if world % sequence_parallel:
+        raise DataError(None, f"{world} process(es) cannot form groups of --sequence-parallel {sequence_parallel}; "
+                        f"run torchrun --nproc_per_node with a multiple of {sequence_parallel}")
+    if world == 1:
+        return rank, world, None, 0, 1
+    sequence, data_rank, data_groups = new_groups(world, rank, sequence_parallel)
+    return rank, world, sequence if sequence_parallel > 1 else None, data_rank, data_groups
+
+
+def train(series: Series, history: int, epochs: int, model_dir: str, config_file: str | None = None,
+          resume: bool = False, source=None, sequence_parallel: int = 1, seed: int | None = None) -> dict:
+    """Train (or resume training) a denoiser on ``series``; returns the checkpoint config.
+
+    ``seed`` (if given) replaces the config file's [training] seed: initial weights, data order, noises.
+    """
+    rank, world, sequence, data_rank, data_groups = parallel_groups(sequence_parallel)
     if resume:
         config = ckpt.read_config(model_dir)
         check_matches(series, config["data"], source, model_dir)
         if config["architecture"]["history"] != history:
             raise DataError(model_dir, f"trained with --history {config['architecture']['history']}, not {history}")
         options = TrainingOptions(**config["training"]["options"])
+        if seed is not None and seed != options.seed:
+            raise DataError(model_dir, f"trained with --seed {options.seed}, not {seed}")
         arch = Architecture(**config["architecture"])
     else:
         arch_options, predict, options = read_config_file(config_file)
+        options = options if seed is None else replace(options, seed=seed)
         levels, ny, nx = series.frames.shape[2:]
         arch = Architecture(levels=levels, ny=ny, nx=nx, history=history, **arch_options)
     members, times = series.frames.shape[:2]
@@ -121,6 +145,10 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
 
     torch.manual_seed(options.seed)  # initial weights
     denoiser = Denoiser(arch)
+    try:
+        denoiser.net.split(sequence)
+    except ValueError as err:
+        raise DataError(source, str(err)) from None
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     generator = torch.Generator().manual_seed(options.seed)
     done, losses = 0, []
@@ -130,7 +158,6 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         generator.set_state(state.pop("generator"))
         optimizer.load_state_dict(optimizer_state_dict(optimizer, state))
         done, losses = config["training"]["epoch"], config["training"]["losses"]
-    model = torch.nn.parallel.DistributedDataParallel(denoiser) if world > 1 else denoiser
 
     batch = options.batch_size
     steps = math.ceil(len(train_starts) / batch)
@@ -143,17 +170,19 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             log_sigma = torch.randn(len(chosen), generator=generator)
             noise = torch.randn((len(chosen), arch.target, *frames.shape[2:]), generator=generator)
             perturbation = history_perturbation(len(chosen), frames.shape[2:], arch.patch, options.history_noise, generator)
-            mine = slice(rank * len(chosen) // world, (rank + 1) * len(chosen) // world)  # this process's share
+            mine = slice(data_rank * len(chosen) // data_groups, (data_rank + 1) * len(chosen) // data_groups)  # this group's share
             hist, future = windows(frames, chosen[mine], arch.history, arch.target)
             targ = norm.targets(hist, future)
             hist = hist + perturbation[mine]
-            loss = score_matching_loss(denoiser=model, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
+            loss = score_matching_loss(denoiser=denoiser, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
                                        noise=noise[mine]) * (world * hist.shape[0] / len(chosen))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                average_gradients(denoiser)
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), options.grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * len(chosen) / world
+            total += float(loss.detach()) * len(chosen) / world / (world // data_groups)
         if world > 1:
             total_tensor = torch.tensor(total)
             dist.all_reduce(total_tensor)
@@ -164,6 +193,7 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             "architecture": arch.to_dict(), "data": describe(series),
             "normalisation": norm.to_dict(),
             "training": {"epoch": epoch + 1, "losses": losses, "options": options.__dict__, "world_size": world,
+                         "sequence_parallel": sequence_parallel,
                          "train_frames": split, "validation_frames": times - split},
         }
         if rank == 0:
@@ -172,6 +202,19 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
     if world > 1:
         dist.barrier()
     return config if epochs > done else ckpt.read_config(model_dir)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Every parameter's gradient replaced by its sum over all processes divided by their number (one all-reduce)."""
+    params = list(module.parameters())
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
 
 
 def history_perturbation(batch: int, shape: torch.Size, spacing: int, std: float,

@@ -8,6 +8,13 @@ role embedding (history or target), pass through blocks of global linear attenti
 with softmax attention in local tiles) and an MLP, each modulated by adaptive layer norm on the
 noise level (adaLN-Zero, Peebles & Xie 2023, "Scalable diffusion models with transformers"),
 and the target tokens are mapped back to frames.
+
+Sequence-parallel (:meth:`SpatioTemporalTransformer.split`, :mod:`daflow.nn.sequence`): each
+rank of a sequence group embeds, encodes and transforms only its contiguous slice of the window's
+tokens (whole softmax tiles); the attention sums its summaries over the group, and the target
+patches of all slices are summed into the output frames, which every rank then holds. The
+inputs and outputs (fields of C x ny x nx per frame) are replicated; the tokens (width per
+patch, 4 x width inside the MLPs), which dominate the memory, are not.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daflow.nn.attention import GlobalLinearAttention
+from daflow.nn.sequence import SequenceGroup, gather_sum, take_slice
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,17 @@ class PatchEmbedding(nn.Module):
         self.p = arch.patch
         self.proj = nn.Linear(arch.levels * arch.patch**2, arch.width)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def patches(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, ny, nx) -> (B, F * gy * gx, C * p * p) patch values in token order."""
         b, f, c, ny, nx = frames.shape
         p = self.p
         x = F.pad(frames.reshape(b * f, c, ny, nx), (0, -nx % p, 0, -ny % p), mode="replicate")
         gy, gx = x.shape[-2] // p, x.shape[-1] // p
         x = x.reshape(b, f, c, gy, p, gx, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, F, gy, gx, C, p, p)
-        return self.proj(x.reshape(b, f * gy * gx, c * p * p))
+        return x.reshape(b, f * gy * gx, c * p * p)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.patches(frames))
 
 
 class PatchUnembedding(nn.Module):
@@ -75,12 +87,20 @@ class PatchUnembedding(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        a, b = self.arch, tokens.shape[0]
+    def patch_values(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, n, width) tokens -> (B, n, C * p * p) patch values."""
+        return self.proj(self.norm(tokens))
+
+    def frames(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, T * gy * gx, C * p * p) patch values -> (B, T, C, ny, nx) frames."""
+        a, b = self.arch, values.shape[0]
         gy, gx, p = -(-a.ny // a.patch), -(-a.nx // a.patch), a.patch
-        x = self.proj(self.norm(tokens)).reshape(b, a.target, gy, gx, a.levels, p, p)
+        x = values.reshape(b, a.target, gy, gx, a.levels, p, p)
         x = x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, a.target, a.levels, gy * p, gx * p)
         return x[..., : a.ny, : a.nx]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.frames(self.patch_values(tokens))
 
 
 class SpaceTimeEncoding(nn.Module):
@@ -96,8 +116,10 @@ class SpaceTimeEncoding(nn.Module):
         self.role = nn.Parameter(torch.zeros(2, arch.width))
         self.register_buffer("is_target", (t.flatten() >= arch.history).long(), persistent=False)  # (N,)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens + self.code + self.role[self.is_target]
+    def forward(self, tokens: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """tokens: (B, n, width), the window's tokens first..first+n-1."""
+        mine = slice(first, first + tokens.shape[1])
+        return tokens + self.code[mine] + self.role[self.is_target[mine]]
 
 
 class NoiseEmbedding(nn.Module):
@@ -139,19 +161,40 @@ class SpatioTemporalTransformer(nn.Module):
     def __init__(self, arch: Architecture):
         super().__init__()
         self.arch = arch
-        frames_tokens = (arch.history + arch.target) * -(-arch.ny // arch.patch) * -(-arch.nx // arch.patch)
-        if arch.tile and frames_tokens % arch.tile:
-            raise ValueError(f"tile {arch.tile} does not divide the {frames_tokens} tokens of a window")
+        self.frame_tokens = -(-arch.ny // arch.patch) * -(-arch.nx // arch.patch)
+        self.tokens = (arch.history + arch.target) * self.frame_tokens
+        if arch.tile and self.tokens % arch.tile:
+            raise ValueError(f"tile {arch.tile} does not divide the {self.tokens} tokens of a window")
+        self.sequence: SequenceGroup | None = None
         self.embed = PatchEmbedding(arch)
         self.encode = SpaceTimeEncoding(arch)
         self.noise = NoiseEmbedding(arch.width)
         self.blocks = nn.ModuleList(AdaLNBlock(arch) for _ in range(arch.depth))
         self.unembed = PatchUnembedding(arch)
 
+    def split(self, sequence: SequenceGroup | None) -> SpatioTemporalTransformer:
+        """Run sequence-parallel in ``sequence`` (None: whole windows); ValueError if a window has too few tokens/tiles."""
+        if sequence is not None:
+            sequence.bounds(self.tokens, self.arch.tile or 1)
+        self.sequence = sequence
+        for block in self.blocks:
+            block.attention.sequence = sequence
+        return self
+
     def forward(self, history: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        tokens = self.encode(self.embed(torch.cat([history, target], dim=1)))  # (B, N, width)
-        condition = self.noise(sigma)                                          # (B, width)
+        patches = self.embed.patches(torch.cat([history, target], dim=1))  # (B, N, C p^2)
+        condition = self.noise(sigma)                                       # (B, width)
+        first_target = self.arch.history * self.frame_tokens
+        if self.sequence is None:
+            tokens = self.encode(self.embed.proj(patches))                  # (B, N, width)
+            for block in self.blocks:
+                tokens = block(tokens, condition)
+            return self.unembed(tokens[:, first_target:])
+        lo, hi = self.sequence.bounds(self.tokens, self.arch.tile or 1)
+        tokens = self.encode(self.embed.proj(take_slice(patches, lo, hi, 1, self.sequence)), lo)  # (B, hi - lo, width)
         for block in self.blocks:
             tokens = block(tokens, condition)
-        target_tokens = tokens[:, tokens.shape[1] * self.arch.history // (self.arch.history + self.arch.target):]
-        return self.unembed(target_tokens)
+        start = max(lo, first_target)  # this rank's target tokens start..hi-1, placed in a zero field and summed over ranks
+        values = self.unembed.patch_values(tokens[:, start - lo:])
+        values = F.pad(values, (0, 0, start - first_target, self.tokens - max(hi, start)))
+        return self.unembed.frames(gather_sum(values, self.sequence))

@@ -1,0 +1,178 @@
+"""Analysis of one deterministic forecast with a parametric background-error covariance (surface OI).
+
+As in ECMWF's screen-level analysis (IFS Documentation CY47R1, Part II, Ch. 9) and Lorenc (1981):
+    x^a = x^b + B H^T (H B H^T + R)^{-1} (y - H(x^b)),
+with B_ij = sigma_b^2 rho(r_ij), r the great-circle distance and rho either Gaussian,
+rho = exp(-r^2 / (2 L^2)), or SOAR (second-order auto-regressive), rho = (1 + r/L) exp(-r/L);
+R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`); as in operational OI,
+H B H^T and B H^T are evaluated at the reports' positions (rho between reports, and between grid
+points and reports). rho is cut where it falls below 1e-3 (r > 3.72 L Gaussian, 9.23 L SOAR), so
+both matrices are sparse: the reports within that radius of each other and of each grid point
+(a k-d tree finds them), and the system is solved by a sparse LU factorisation. This scales to 10^5
+grid points and 10^4 reports. The cut perturbs H B H^T by at most sigma_b^2 1e-3 per neighbour, far
+below sigma_o^2, so the system stays positive definite.
+
+Background quality control (Lorenc & Hammon 1988): a report with
+|y - H(x^b)| > k sqrt(sigma_b^2 + sigma_o^2) (k = 5) is rejected, flagged qc = 6.
+A 2 m temperature report is moved to the model's orography, when one is given, with the standard
+lapse rate: y' = y + 0.0065 K/m (z_station - z_model).
+
+Defaults (:data:`DEFAULTS`) per variable, for 2 m temperature sigma_b = 2 K, L = 150 km, Gaussian:
+of five settings (ECMWF's screen-level 1.5 K / 300 km, 2 K / 100 and 150 km Gaussian and SOAR),
+the best on the 2018-11-20 12Z SYNOP case's station folds 0-2 (crc32 of the station id mod 10),
+which are then not reported; ECMWF's values assume a height-corrected background, and without an
+orography the station-height mismatch makes both errors larger.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from daflow.errors import DaflowWarning, DataError
+from daflow.obs.interpolation import PointInterpolator, chord_to_km, km_to_chord, unit_xyz
+
+QC_BACKGROUND = 6
+LAPSE_RATE = 0.0065  # K/m
+CUTOFF = {"gaussian": 3.7169, "soar": 9.2335}  # r/L where rho = 1e-3
+DEFAULTS = {"t2m": (2.0, 150.0), "d2m": (2.0, 150.0), "u10": (2.0, 300.0), "v10": (2.0, 300.0),
+            "msl": (100.0, 500.0), "sp": (100.0, 500.0)}
+
+
+def correlation(r_km: np.ndarray, length_km: float, kind: str) -> np.ndarray:
+    x = np.asarray(r_km) / length_km
+    if kind == "gaussian":
+        return np.exp(-0.5 * x**2)
+    if kind == "soar":
+        return (1 + x) * np.exp(-x)
+    raise ValueError(f"unknown correlation {kind!r}; choose gaussian or soar")
+
+
+@dataclass
+class SurfaceOI:
+    b_std: float
+    b_length: float           # km
+    kind: str = "gaussian"
+    k_qc: float = 5.0
+
+    def _pairs(self, tree_a, tree_b):
+        """Sparse matrix of rho between the points of two k-d trees (on unit-sphere positions)."""
+        radius = km_to_chord(CUTOFF[self.kind] * self.b_length)
+        m = tree_a.sparse_distance_matrix(tree_b, radius, output_type="coo_matrix")
+        m.data = correlation(chord_to_km(m.data), self.b_length, self.kind)
+        return m
+
+    def analyse(self, xb: np.ndarray, grid_lat: np.ndarray, grid_lon: np.ndarray, y: np.ndarray,
+                obs_lat: np.ndarray, obs_lon: np.ndarray, obs_std: np.ndarray):
+        """(analysis (n,), H(x^b) (p,), H(x^a) (p,), accepted (p,) bool) for a background (n,) on points."""
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
+        from scipy.spatial import cKDTree
+
+        h = PointInterpolator(grid_lat, grid_lon)
+        index, w, _ = h.weights(obs_lat, obs_lon)
+        hxb = (xb[index] * w).sum(1)
+        departure = y - hxb
+        accepted = np.abs(departure) <= self.k_qc * np.sqrt(self.b_std**2 + obs_std**2)
+        use = np.flatnonzero(accepted)
+        xa = xb.astype(np.float64).copy()
+        if use.size:
+            obs_tree = cKDTree(unit_xyz(obs_lat[use], obs_lon[use]))
+            hbht = self.b_std**2 * self._pairs(obs_tree, obs_tree).tocsc() + sp.diags(obs_std[use] ** 2)
+            weights = splu(hbht.tocsc()).solve(departure[use])
+            bht = self._pairs(h.tree, obs_tree).tocsr()
+            xa += self.b_std**2 * (bht @ weights)
+        hxa = (xa[index] * w).sum(1)
+        return xa, hxb, hxa, accepted
+
+
+def _points(state: xr.DataArray, source) -> tuple[np.ndarray, np.ndarray]:
+    """Flat lat/lon of a (point) or (lat, lon) field."""
+    if "point" in state.dims:
+        return state["lat"].values, state["lon"].values
+    if "lat" in state.dims and "lon" in state.dims:
+        lat, lon = np.meshgrid(state["lat"].values, state["lon"].values, indexing="ij")
+        return lat.ravel(), lon.ravel()
+    raise DataError(source, f"{state.name} has dims {state.dims}: a surface analysis needs (point) or (lat, lon)")
+
+
+def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | None = None, b_length: float | None = None,
+                     correlation_kind: str = "gaussian", k_qc: float = 5.0, orography: xr.DataArray | None = None,
+                     names: tuple[str, str] = ("background", "observations")) -> xr.Dataset:
+    """``daflow assimilate --method oi --background FC --obs OBS`` without a climatology: one analysis.
+
+    The background's frame at the reports' time is analysed for the variable the good reports
+    observe; the output holds the analysis (same layout as the background) and the reports with
+    H(x) of background and analysis, O-B and O-A (NaN where not used) and the updated ``qc``.
+    """
+    bg_name, obs_name = names
+    good = obs["qc"].values == 0 if "qc" in obs else np.ones(obs.sizes["obs"], bool)
+    variables = np.unique(obs["variable"].values.astype(str)[good])
+    usable = [v for v in variables if v in background.data_vars]
+    if not usable:
+        raise DataError(obs_name, f"observes {', '.join(variables) or 'nothing usable'}; {bg_name} has "
+                        f"{', '.join(map(str, background.data_vars))}")
+    if len(usable) > 1:
+        warnings.warn(f"{obs_name}: analysing {usable[0]} only (reports of {', '.join(usable[1:])} are not used)",
+                      DaflowWarning, stacklevel=2)
+    var = usable[0]
+    field = background[var]
+    if "member" in field.dims:
+        field = field.mean("member")
+    for dim in field.dims:
+        if dim not in ("time", "point", "lat", "lon"):
+            raise DataError(bg_name, f"{var} has a {dim} dimension; a surface analysis takes one level")
+    sel = good & (obs["variable"].values.astype(str) == var)
+    obs_time = obs["time"].values[sel]
+    if "time" in field.dims:
+        times = field["time"].values
+        match = np.isin(obs_time, times)
+        if not match.any():
+            raise DataError(obs_name, f"no {var} report at a time of {bg_name} ({', '.join(map(str, times[:3]))})")
+        when = np.unique(obs_time[match])[-1]
+        if len(np.unique(obs_time)) > 1:
+            warnings.warn(f"{obs_name}: analysing the reports at {when} only", DaflowWarning, stacklevel=2)
+        sel &= obs["time"].values == when
+        frame = field.sel(time=when)
+    else:
+        frame, when = field, None
+    default_std, default_length = DEFAULTS.get(var, (None, None))
+    b_std = b_std or default_std
+    b_length = b_length or default_length
+    if b_std is None:
+        raise DataError(obs_name, f"no default background error for {var}: give --b-std and --b-length")
+    grid_lat, grid_lon = _points(frame, bg_name)
+    rows = np.flatnonzero(sel)
+    y = obs["value"].values[rows].astype(np.float64)
+    lat, lon = obs["lat"].values[rows].astype(np.float64), obs["lon"].values[rows].astype(np.float64)
+    if orography is not None and var == "t2m" and "elevation" in obs:
+        z_model = PointInterpolator(grid_lat, grid_lon).apply(np.ravel(orography.values), lat, lon)
+        y = y + LAPSE_RATE * (obs["elevation"].values[rows] - z_model)
+    xb = np.ravel(frame.values).astype(np.float64)
+    oi = SurfaceOI(b_std, b_length, correlation_kind, k_qc)
+    xa, hxb, hxa, accepted = oi.analyse(xb, grid_lat, grid_lon, y, lat, lon, obs["error_std"].values[rows].astype(np.float64))
+    out_field = frame.copy(data=xa.reshape(frame.shape).astype(frame.dtype))
+    if when is not None:
+        out_field = out_field.expand_dims(time=[when])
+    out = xr.Dataset({var: out_field.assign_attrs(frame.attrs)}, attrs=dict(background.attrs))
+    out.attrs.update({"title": f"surface OI analysis of {var}", "daflow_method": "oi",
+                      "b_std": b_std, "b_length_km": b_length, "b_correlation": correlation_kind, "qc_k": k_qc})
+    reports = obs.isel(obs=rows)
+    qc = reports["qc"].values.copy() if "qc" in reports else np.zeros(len(rows), np.int8)
+    qc[~accepted] = QC_BACKGROUND
+    for name, v in reports.variables.items():
+        if name != "obs":
+            out[f"obs_{name}"] = ("obs", v.values, v.attrs)
+    out["obs_qc"] = ("obs", qc, {"long_name": "quality flag (6: rejected by the background check)"})
+    out["obs_value_used"] = ("obs", y, {"long_name": "observed value as assimilated (after height correction)"})
+    out["obs_background_mean"] = ("obs", hxb, {"long_name": "H(x) of the background"})
+    out["obs_analysis_mean"] = ("obs", hxa, {"long_name": "H(x) of the analysis"})
+    out["obs_omb"] = ("obs", np.where(accepted, y - hxb, np.nan), {"long_name": "observation minus background (O-B)"})
+    out["obs_oma"] = ("obs", np.where(accepted, y - hxa, np.nan), {"long_name": "observation minus analysis (O-A)"})
+    rejected = int((~accepted).sum())
+    if rejected:
+        warnings.warn(f"{obs_name}: background check rejected {rejected} of {len(rows)} {var} reports "
+                      f"(|O-B| > {k_qc:g} sqrt(sigma_b^2 + sigma_o^2))", DaflowWarning, stacklevel=2)
+    return out
