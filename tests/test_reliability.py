@@ -200,3 +200,59 @@ def test_output_every_keeps_the_final_state(daflow, l96, tmp_path):
     every, full = xr.open_dataset(tmp_path / "every.nc"), xr.open_dataset(tmp_path / "all.nc")
     np.testing.assert_allclose(every.time.values, [0, 0.5, 1.0, 1.25])
     np.testing.assert_array_equal(every["x"].values, full["x"].isel(time=[0, 10, 20, 25]).values)
+
+
+# --- checkpoints: absurd or hostile configs are refused at once ---
+
+def _checkpoint(folder, **architecture):
+    import json
+
+    from daflow.nn.checkpoint import CONFIG, FORMAT
+
+    folder.mkdir()
+    arch = {"levels": 1, "ny": 16, "nx": 16, "history": 2, **architecture}
+    (folder / CONFIG).write_text(json.dumps({"format": FORMAT, "architecture": arch, "training": {"epoch": 1}}))
+    return folder
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"depth": 10**9}, "depth = 1000000000 is not a whole number in [1, 128]"),
+    ({"patch": 0}, "patch = 0 is not a whole number"),
+    ({"heads": 0}, "heads = 0 is not a whole number"),
+    ({"width": 100, "heads": 3}, "width 100 is not a multiple of heads 3"),
+    ({"width": 8192, "depth": 128}, "parameters"),
+    ({"depth": "3"}, "depth = 3 is not a whole number"),
+])
+def test_absurd_architecture_is_refused_before_allocation(tmp_path, setting, message):
+    from daflow.errors import DataError
+    from daflow.nn.checkpoint import load_denoiser
+
+    folder = _checkpoint(tmp_path / "model", **setting)
+    start = time.monotonic()
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_denoiser(folder)
+    assert time.monotonic() - start < 1
+
+
+def test_deeply_nested_or_fifo_config_is_a_data_error(tmp_path):
+    from daflow.errors import DataError
+    from daflow.nn.checkpoint import CONFIG, read_config
+
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / CONFIG).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply|not a JSON"):
+        read_config(nested)
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / CONFIG)
+    with pytest.raises(DataError, match="not a regular file"):
+        read_config(fifo)
+
+
+def test_storm_forecast_with_a_huge_depth_exits_65(daflow, l96, tmp_path):
+    folder = _checkpoint(tmp_path / "model", depth=10**9)
+    result = daflow("forecast", "--model", "storm", "--checkpoint", folder, "--init", l96 / "truth.nc", "--steps", 1,
+                    "-o", tmp_path / "f.nc")
+    assert result.exit_code == 65
+    assert "depth = 1000000000" in result.output
