@@ -26,8 +26,9 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
               help="[oi --background] Background error std of a parametric B (units of the variable) [t2m: 2 K].")
 @click.option("--b-length", type=click.FloatRange(min=0, min_open=True), help="[oi --background] Correlation length of B in km [t2m: 150].")
 @click.option("--b-correlation", type=click.Choice(["gaussian", "soar"]), help="[oi --background] Correlation function of B [gaussian].")
-@click.option("--qc-k", type=click.FloatRange(min=0, min_open=True),
-              help="[oi --background] Background check: reject |O-B| > k sqrt(sb^2 + so^2) [5].")
+@click.option("--qc-k", type=click.FloatRange(min=0),
+              help="Background check of every method: observations with |O-B| > k sqrt(so^2 + sb^2) (robustly scaled) "
+                   "are not assimilated, flagged qc = 6; 0 turns it off [5].")
 @click.option("--orography", type=click.Path(dir_okay=False),
               help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")

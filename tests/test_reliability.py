@@ -256,3 +256,49 @@ def test_storm_forecast_with_a_huge_depth_exits_65(daflow, l96, tmp_path):
                     "-o", tmp_path / "f.nc")
     assert result.exit_code == 65
     assert "depth = 1000000000" in result.output
+
+
+# --- the background (gross-error) check, the same for every method ---
+
+@pytest.mark.parametrize("method, mode", [("letkf", "--init"), ("etkf", "--background"), ("enkf", "--background")])
+def test_a_wild_observation_is_rejected_and_flagged(daflow, l96, tmp_path, method, mode):
+    import numpy as np
+    import xarray as xr
+
+    obs = xr.open_dataset(l96 / "obs.nc").load()
+    obs["value"][5] = 1e12
+    obs.to_netcdf(tmp_path / "obs_bad.nc")
+    result = daflow("assimilate", "--method", method, mode, l96 / "ens.nc", "--obs", tmp_path / "obs_bad.nc", "--seed", 1,
+                    "-o", tmp_path / "an.nc")
+    assert result.exit_code == 0, result.output
+    assert "1 observation(s) failed the background check" in result.output
+    an = xr.open_dataset(tmp_path / "an.nc")
+    assert np.isfinite(an["x"].values).all() and np.abs(an["x"].values).max() < 100
+    flagged = an["obs_qc"].values == 6
+    assert flagged.sum() == 1 and an["obs_value"].values[flagged][0] == 1e12
+
+
+def test_background_check_keeps_a_drifted_ensemble_s_observations():
+    """Every O-B large (an ensemble far from the truth): the robust scale grows, nothing is rejected;
+    one wild value among them still is."""
+    import numpy as np
+    import torch
+
+    from daflow.da.etkf import ETKF
+    from daflow.da.observations import ObsBatch, StateGrid
+    from daflow.obs.operators import get_operator
+
+    n = 40
+    grid = StateGrid("x", ("i",), (n,), {"i": np.arange(n)})
+    g = torch.Generator().manual_seed(0)
+    background = 0.1 * torch.randn(10, n, generator=g, dtype=torch.float64)
+    value = 8.0 + torch.randn(n, generator=g, dtype=torch.float64)  # O-B ~ 8 sigma everywhere
+    batch = ObsBatch(0.0, np.arange(n), value, torch.ones(n, dtype=torch.float64), torch.arange(n), np.arange(n),
+                     [(get_operator("identity"), None)])
+    filt = ETKF(grid)
+    assert filt.background_check(background, batch) is batch
+    value[7] = 1e12
+    kept = filt.background_check(background, batch)
+    assert len(kept.rows) == n - 1 and 7 not in kept.rows
+    assert list(filt.rejected_rows()) == [7]
+    assert ETKF(grid, qc_k=0).background_check(background, batch) is batch

@@ -11,6 +11,7 @@ used: qc != 0).
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -20,7 +21,8 @@ import xarray as xr
 from daflow.da import filter_class
 from daflow.da.base import Diagnostics, Filter
 from daflow.da.observations import ObsBatch, StateGrid, observation_batches
-from daflow.errors import DataError
+from daflow.errors import DaflowWarning, DataError
+from daflow.obs.qc import QC_BACKGROUND, QC_MEANINGS
 from daflow.io.contract import open_dataset
 from daflow.obs.operators import get_operator
 from daflow.models.run import State, advance, read_state, state_dataset, steps_between, threads_for
@@ -136,11 +138,13 @@ def assimilate_files(method: str, obs_path: str, init: str | None = None, backgr
     """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given).
 
     OI of a ``background`` without ``climatology`` is a surface analysis with a parametric B
-    (:mod:`daflow.da.surface`; options ``b_std``, ``b_length``, ``b_correlation``, ``qc_k``, ``orography``).
+    (:mod:`daflow.da.surface`; options ``b_std``, ``b_length``, ``b_correlation``, ``orography``).
+    ``qc_k``, the background check's k, applies to every method (0: no check).
     """
-    surface = {k: options.pop(k) for k in ("b_std", "b_length", "b_correlation", "qc_k", "orography") if k in options}
+    surface = {k: options.pop(k) for k in ("b_std", "b_length", "b_correlation", "orography") if k in options}
     if method == "oi" and climatology is None and background is not None:
-        return _surface_analysis(background, obs_path, **surface)
+        qc_k = options.get("qc_k")
+        return _surface_analysis(background, obs_path, qc_k=float("inf") if qc_k == 0 else qc_k, **surface)
     given = [k for k, v in surface.items() if v is not None]
     if given:
         raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} go with --method oi --background and no --climatology")
@@ -202,14 +206,28 @@ def _before(a, b) -> bool:
 def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Dataset:
     """The analysis dataset: ensemble (member, time, *dims) plus per-observation diagnostics."""
     model, state = run.state.model, run.state
+    obs = _flag_rejected(run.obs, filt.rejected_rows())
     frames = analyses.view(len(times), analyses.shape[1], *model.state_shape)
     ds = state_dataset(model, frames, times, state.dt, ensemble=True, title=f"{filt.name} analysis")
     if backgrounds is not None:
         bg = state_dataset(model, backgrounds.view_as(frames), times, state.dt, ensemble=True)[model.variable]
         ds[f"{model.variable}_background"] = bg.assign_attrs(long_name=f"{model.name} background (forecast) state")
-    add_observation_diagnostics(ds, run.obs if rows is None else run.obs.isel(obs=rows), diagnostics)
+    add_observation_diagnostics(ds, obs if rows is None else obs.isel(obs=rows), diagnostics)
     ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
     return ds
+
+
+def _flag_rejected(obs: xr.Dataset, rows: np.ndarray) -> xr.Dataset:
+    """``obs`` with qc = 6 (background check) at ``rows``, and a warning saying how many."""
+    if rows.size == 0:
+        return obs
+    warnings.warn(f"{rows.size} observation(s) failed the background check (|O-B| beyond --qc-k robust standard "
+                  "deviations): not assimilated, flagged qc = 6", DaflowWarning, stacklevel=2)
+    out = obs.copy()
+    qc = obs["qc"].values.astype(np.int8) if "qc" in obs else np.zeros(obs.sizes["obs"], np.int8)
+    qc[rows] = QC_BACKGROUND
+    out["qc"] = ("obs", qc, {"long_name": "quality flag", "flag_values": np.arange(7, dtype=np.int8), "flag_meanings": QC_MEANINGS})
+    return out
 
 
 def add_observation_diagnostics(ds: xr.Dataset, obs: xr.Dataset, diagnostics: dict) -> None:

@@ -10,7 +10,7 @@ indices ``i`` or ``y``/``x``, or ``lat``/``lon`` matched to the nearest grid poi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -88,6 +88,20 @@ class ObsBatch:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H(x): (members, n) -> (members, p)."""
         return self.operate(x.index_select(-1, self.index))
+
+    def subset(self, keep: np.ndarray) -> "ObsBatch":
+        """The observations where ``keep`` (p,) is True, operators' positions renumbered."""
+        idx = np.flatnonzero(keep)
+        where = torch.from_numpy(idx)
+        renumber = np.full(len(keep), -1)
+        renumber[idx] = np.arange(len(idx))
+        operators = []
+        for operator, positions in self.operators:
+            kept = None if positions is None else positions.numpy()[keep[positions.numpy()]]
+            if kept is None or len(kept):
+                operators.append((operator, None if kept is None else torch.from_numpy(renumber[kept])))
+        return replace(self, rows=self.rows[idx], value=self.value[where], error_std=self.error_std[where],
+                       index=self.index[where], column=self.column[idx], operators=operators)
 
     def operate(self, at: torch.Tensor) -> torch.Tensor:
         """The operators on state values already at the observed points, (members, p)."""
