@@ -302,3 +302,34 @@ def test_background_check_keeps_a_drifted_ensemble_s_observations():
     assert len(kept.rows) == n - 1 and 7 not in kept.rows
     assert list(filt.rejected_rows()) == [7]
     assert ETKF(grid, qc_k=0).background_check(background, batch) is batch
+
+
+@pytest.mark.parametrize("chunks", ["time=0", "time=-3", "time=x"])
+def test_bad_chunks_are_a_usage_error(daflow, l96, tmp_path, chunks):
+    result = daflow("ingest", l96 / "truth.nc", "--chunks", chunks, "-o", tmp_path / "c.nc")
+    assert result.exit_code == 2
+    assert not (tmp_path / "c.nc").exists()
+
+
+# --- a real gridded ensemble (no model attributes) can be analysed by the ensemble filters ---
+
+@pytest.mark.parametrize("method", ["letkf", "etkf"])
+def test_ingested_grib_ensemble_is_analysable(daflow, sample_data, tmp_path, method):
+    import numpy as np
+    import xarray as xr
+
+    assert daflow("ingest", sample_data / "grib" / "era5-levels-members.grib", "-o", tmp_path / "era.nc").exit_code == 0
+    xr.open_dataset(tmp_path / "era.nc").isel(member=0).to_netcdf(tmp_path / "m0.nc")
+    assert daflow("ingest", tmp_path / "m0.nc", "--var", "t", "--observe", "--fraction", 0.05, "--error-std", 1, "--seed", 9,
+                  "-o", tmp_path / "obs.nc").exit_code == 0
+    extra = ["--loc-radius", 1000] if method == "letkf" else []
+    result = daflow("assimilate", "--method", method, "--background", tmp_path / "era.nc", "--obs", tmp_path / "obs.nc",
+                    *extra, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 0, result.output
+    an, bg = xr.open_dataset(tmp_path / "an.nc"), xr.open_dataset(tmp_path / "era.nc").isel(time=[-1])
+    np.testing.assert_array_equal(an["z"].values, bg["z"].values)  # not observed: unchanged
+    assert np.abs(an["t"].values - bg["t"].values).max() > 0.1
+    assert np.abs(an["obs_oma"].values).mean() < np.abs(an["obs_omb"].values).mean()
+    cycled = daflow("assimilate", "--method", method, "--init", tmp_path / "era.nc", "--obs", tmp_path / "obs.nc",
+                    "-o", tmp_path / "an2.nc")
+    assert cycled.exit_code == 65 and "daflow_model" in cycled.output

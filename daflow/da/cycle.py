@@ -25,6 +25,7 @@ from daflow.errors import DaflowWarning, DataError
 from daflow.obs.qc import QC_BACKGROUND, QC_MEANINGS
 from daflow.io.contract import open_dataset
 from daflow.obs.operators import get_operator
+from daflow.models import params_from_attrs
 from daflow.models.run import State, advance, read_state, state_dataset, steps_between, threads_for
 from daflow.progress import track
 
@@ -51,20 +52,83 @@ def make_filter(method: str, grid: StateGrid, **options) -> Filter:
 
 
 @dataclass
+class GriddedState:
+    """The last frame of an ensemble file written by any source (e.g. ``daflow ingest`` of GRIB), no model attached.
+
+    ``x`` (members, n) is the observed variable; ``frame`` holds every variable at that time, the
+    template of the analysis file (the variables not observed are copied unchanged).
+    """
+
+    grid: StateGrid
+    x: torch.Tensor
+    time: object
+    frame: xr.Dataset
+    model: None = None
+
+
+@dataclass
 class AssimilationRun:
-    state: State
+    state: State | GriddedState
     batches: list[ObsBatch]
     obs: xr.Dataset
 
 
-def prepare(init: str, obs_path: str, dtype: torch.dtype = torch.float64, min_members: int = 2) -> AssimilationRun:
-    """Read the starting ensemble and the observations, checked against each other."""
-    state = read_state(init, dtype=dtype)
+def state_grid(state: State | GriddedState) -> StateGrid:
+    return state.grid if isinstance(state, GriddedState) else StateGrid.from_model(state.model)
+
+
+def prepare(init: str, obs_path: str, dtype: torch.dtype = torch.float64, min_members: int = 2,
+            cycling: bool = True) -> AssimilationRun:
+    """Read the starting ensemble and the observations, checked against each other.
+
+    A file without a model (no ``daflow_model`` attributes) can be analysed once (``cycling=False``):
+    its observed variable is the state (:class:`GriddedState`).
+    """
+    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
+    if not cycling and not has_model(init):
+        state = read_gridded(init, obs, dtype)
+    else:
+        state = read_state(init, dtype=dtype)
     if state.x.shape[0] < min_members:
         raise DataError(init, f"has {state.x.shape[0]} member(s); this method needs at least {min_members}")
-    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
-    batches = observation_batches(obs, StateGrid.from_model(state.model), obs_path, dtype)
+    batches = observation_batches(obs, state_grid(state), obs_path, dtype)
     return AssimilationRun(state, batches, obs)
+
+
+def has_model(path: str) -> bool:
+    ds = open_dataset(path, kinds=("state", "analysis"), dims=("time",))
+    try:
+        params_from_attrs(ds.attrs)
+        return True
+    except KeyError:
+        return False
+    finally:
+        ds.close()
+
+
+def read_gridded(path: str, obs: xr.Dataset, dtype: torch.dtype) -> GriddedState:
+    """The last frame of the variable that ``obs`` observes in a gridded ensemble file without a model."""
+    ds = open_dataset(path, kinds=("state", "analysis"), dims=("time",))
+    observed = sorted(set(obs["variable"].values.astype(str))) if "variable" in obs else []
+    names = [n for n in observed if n in ds.data_vars]
+    if len(names) != 1:
+        have = ", ".join(n for n in ds.data_vars if "time" in ds[n].dims)
+        raise DataError(path, f"the observations are of {', '.join(observed) or 'no variable'}; one of the file's "
+                              f"variables ({have}) must be observed, and only one")
+    var = ds[names[0]]
+    if "member" not in var.dims:
+        raise DataError(path, f"{names[0]} has no member dimension: the ensemble methods need an ensemble "
+                              "(daflow forecast --init FILE --members N --perturb S makes one)")
+    space = tuple(d for d in var.dims if d not in ("member", "time"))
+    last = var.isel(time=-1).transpose("member", *space).load()
+    x = torch.from_numpy(np.ascontiguousarray(last.values.astype(np.float64)).reshape(last.sizes["member"], -1)).to(dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(path, f"{names[0]} has NaN or Inf in its last frame")
+    grid = StateGrid(names[0], space, tuple(var.sizes[d] for d in space),
+                     {d: ds[d].values if d in ds.coords else np.arange(var.sizes[d]) for d in space})
+    frame = ds.isel(time=[-1]).load()
+    ds.close()
+    return GriddedState(grid, x, ds["time"].values[-1], frame)
 
 
 def cycle(run: AssimilationRun, filt: Filter, init_name=None, obs_name=None,
@@ -149,8 +213,8 @@ def assimilate_files(method: str, obs_path: str, init: str | None = None, backgr
     if given:
         raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} go with --method oi --background and no --climatology")
     source = init or background
-    run = prepare(source, obs_path, dtype, filter_class(method).min_members)
-    grid = StateGrid.from_model(run.state.model)
+    run = prepare(source, obs_path, dtype, filter_class(method).min_members, cycling=init is not None)
+    grid = state_grid(run.state)
     if climatology is not None:
         options["covariance"] = read_covariance(climatology, grid, dtype)
     filt = make_filter(method, grid, **options)
@@ -207,6 +271,11 @@ def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Da
     """The analysis dataset: ensemble (member, time, *dims) plus per-observation diagnostics."""
     model, state = run.state.model, run.state
     obs = _flag_rejected(run.obs, filt.rejected_rows())
+    if isinstance(state, GriddedState):
+        ds = _gridded_analysis(state, analyses, filt)
+        add_observation_diagnostics(ds, obs if rows is None else obs.isel(obs=rows), diagnostics)
+        ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
+        return ds
     frames = analyses.view(len(times), analyses.shape[1], *model.state_shape)
     ds = state_dataset(model, frames, times, state.dt, ensemble=True, title=f"{filt.name} analysis")
     if backgrounds is not None:
@@ -214,6 +283,16 @@ def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Da
         ds[f"{model.variable}_background"] = bg.assign_attrs(long_name=f"{model.name} background (forecast) state")
     add_observation_diagnostics(ds, obs if rows is None else obs.isel(obs=rows), diagnostics)
     ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
+    return ds
+
+
+def _gridded_analysis(state: GriddedState, analyses: torch.Tensor, filt: Filter) -> xr.Dataset:
+    """The background's last frame with the analysed variable replaced (other variables as they were)."""
+    grid, ds = state.grid, state.frame.copy()
+    var = ds[grid.variable].transpose("member", "time", *grid.dims)
+    values = analyses[-1].reshape(analyses.shape[1], 1, *grid.shape).cpu().numpy().astype(var.dtype)
+    ds[grid.variable] = var.copy(data=values)
+    ds.attrs["title"] = f"{filt.name} analysis"
     return ds
 
 

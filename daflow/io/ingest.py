@@ -204,7 +204,15 @@ def parse_chunks(text: str) -> dict[str, int | str]:
         dim, sep, size = item.partition("=")
         if not sep or not dim:
             raise ValueError(f"--chunks {text!r}: expected DIM=SIZE[,DIM=SIZE]")
-        out[dim.strip()] = size.strip() if size.strip() == "auto" else int(size)
+        size = size.strip()
+        if size != "auto":
+            try:
+                size = int(size)
+            except ValueError:
+                raise ValueError(f"--chunks {item!r}: the size is a whole number or auto") from None
+            if size < 1:
+                raise ValueError(f"--chunks {item!r}: the size must be at least 1")
+        out[dim.strip()] = size
     return out
 
 
