@@ -14,7 +14,12 @@ FILTERS: dict[str, str] = {
     "letkf": "daflow.da.letkf:LETKF",
     "ensf": "daflow.da.ensf:EnSF",
     "enkf-n": "daflow.da.enkf_n:EnKFN",
+    "3dvar": "daflow.da.var3d:Var3D",
+    "4dvar": "daflow.da.var4d:Var4D",
 }
+
+GENERATIVE = {"storm": "daflow.nn.generative:assimilate"}  # posterior sampling with a trained generative model
+METHODS = [*FILTERS, *GENERATIVE]
 
 
 def filter_class(name: str):
