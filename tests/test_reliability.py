@@ -333,3 +333,53 @@ def test_ingested_grib_ensemble_is_analysable(daflow, sample_data, tmp_path, met
     cycled = daflow("assimilate", "--method", method, "--init", tmp_path / "era.nc", "--obs", tmp_path / "obs.nc",
                     "-o", tmp_path / "an2.nc")
     assert cycled.exit_code == 65 and "daflow_model" in cycled.output
+
+
+def test_score_table_keeps_full_figures_when_piped(daflow, l96):
+    import json
+
+    figures = json.loads(daflow("score", "--truth", l96 / "x0.nc", "--forecast", l96 / "ens.nc", "--json").stdout)
+    table = daflow("score", "--truth", l96 / "x0.nc", "--forecast", l96 / "ens.nc").stdout
+    assert "…" not in table and "..." not in table
+    for key in ("rmse", "spread", "crps", "crps_fair"):
+        assert f"{figures[key]:.4g}" in table
+
+
+def test_scores_carry_each_variable_s_units(daflow, sample_data, tmp_path):
+    import xarray as xr
+
+    assert daflow("ingest", sample_data / "grib" / "era5-levels-members.grib", "-o", tmp_path / "era.nc").exit_code == 0
+    era = xr.open_dataset(tmp_path / "era.nc")
+    era.isel(member=0).to_netcdf(tmp_path / "m0.nc")
+    result = daflow("score", "--truth", tmp_path / "m0.nc", "--forecast", tmp_path / "era.nc", "-o", tmp_path / "s.nc",
+                    "--plot", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    scores = xr.open_dataset(tmp_path / "s.nc")
+    units = dict(zip(scores["variable"].values.astype(str), scores["units"].values.astype(str)))
+    assert units == {v: era[v].attrs["units"] for v in units} and len(set(units.values())) == 2
+    assert "units" not in scores["rmse"].attrs
+
+
+def test_outputs_of_one_command_land_together_or_not_at_all(daflow, l96, tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder is needed")
+    result = daflow("score", "--truth", l96 / "x0.nc", "--forecast", l96 / "ens.nc", "-o", tmp_path / "s.nc",
+                    "--csv", tmp_path / "s.csv", "--plot", blocked / "s.png")
+    assert result.exit_code == 73
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
+
+
+def test_output_group_renames_only_when_every_output_is_complete(tmp_path):
+    from daflow.io.atomic import atomic_path, output_group
+
+    with pytest.raises(RuntimeError):
+        with output_group():
+            with atomic_path(tmp_path / "a.txt") as tmp:
+                tmp.write_text("a")
+            raise RuntimeError("the second output failed")
+    assert list(tmp_path.iterdir()) == []
+    with output_group():
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("a")
+        assert list(tmp_path.glob("a.txt")) == []
+    assert (tmp_path / "a.txt").read_text() == "a"

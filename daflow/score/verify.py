@@ -57,6 +57,11 @@ def verify(
     parts = [_verify_variable(truth, forecast, obs, v, times, burn_in, names, mask_nonfinite) for v in chosen]
     scores = xr.concat(parts, dim="variable", coords="minimal", compat="override", join="outer")
     scores = scores.assign_coords(variable=("variable", np.array(chosen, dtype=object)))
+    units = [str(p["rmse"].attrs.get("units", "1")) for p in parts]  # the units of each variable's RMSE, bias, spread
+    scores = scores.assign_coords(units=("variable", np.array(units, dtype=object), {"long_name": "units of the variable's scores"}))
+    if len(set(units)) > 1:  # one attribute cannot hold them: the per-variable coordinate does
+        for name in scores.data_vars:
+            scores[name].attrs.pop("units", None)
     for metric in PER_TIME:
         if metric in scores:
             after = scores[metric].isel(time=slice(burn_in, None))
