@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import xarray as xr
 
-from daflow.errors import OptionError
+from daflow.errors import DataError, OptionError
 
 DatasetLike = Union[xr.Dataset, str, "os.PathLike[str]"]
 STATE_KINDS = ("state", "analysis")
@@ -73,7 +73,9 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
         from daflow.nn.generative import forecast as generative_forecast
 
         ds, name = _read(init, STATE_KINDS)
-        return generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
+        out = generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
+        _check_finite_forecast(out, checkpoint)
+        return out
     if isinstance(init, str) and init == "random":
         ds_or_random: xr.Dataset | str = "random"
         name = None
@@ -84,6 +86,21 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
     with dask_scheduler(scheduler):
         return run_forecast(ds_or_random, model, dict(param or {}), members, perturb, spinup, dt, steps, output_every, seed,
                             start, _dtype(dtype), groups=split, source=name)
+
+
+def _check_finite_forecast(ds: xr.Dataset, source: object) -> None:
+    """DataError naming the first time where a forecast stops being finite (the blow-up check of every model)."""
+    import numpy as np
+
+    for name, var in ds.data_vars.items():
+        if "time" not in var.dims:
+            continue
+        bad = ~np.isfinite(var.values)
+        if bad.any():
+            axis = var.dims.index("time")
+            first = int(np.flatnonzero(bad.any(axis=tuple(i for i in range(bad.ndim) if i != axis)))[0])
+            raise DataError(str(source), f"the forecast of {name} is NaN/Inf from time {ds['time'].values[first]} "
+                                         "(check the checkpoint's normalisation and weights)")
 
 
 def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, str] | None = None,  # noqa: A002 (the CLI's --filter)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from daflow.errors import TemporaryFailure
+from daflow.errors import OptionError, TemporaryFailure
 
 
 @contextlib.contextmanager
@@ -23,5 +23,7 @@ def dask_scheduler(address: str | None) -> Iterator[None]:
         client = Client(address, timeout="5s", set_as_default=True)
     except (OSError, TimeoutError) as err:
         raise TemporaryFailure(None, f"cannot reach the dask scheduler at {address} ({err})") from err
+    except ValueError as err:  # not an address at all: a usage error
+        raise OptionError("scheduler", f"{address!r} is not a scheduler address such as tcp://host:8786 ({err})") from None
     with client:
         yield

@@ -383,3 +383,47 @@ def test_output_group_renames_only_when_every_output_is_complete(tmp_path):
             tmp.write_text("a")
         assert list(tmp_path.glob("a.txt")) == []
     assert (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_scheduler_that_is_not_an_address_is_a_usage_error(daflow, l96, tmp_path):
+    result = daflow("score", "--truth", l96 / "x0.nc", "--forecast", l96 / "ens.nc", "--scheduler", "notaurl")
+    assert result.exit_code == 2
+    assert "--scheduler" in result.output or "scheduler" in result.output
+
+
+def test_reversed_lag_range_is_explained(daflow, l96, tmp_path):
+    result = daflow("causal", l96 / "truth.nc", "--target", "x", "--lags", "5-2", "-o", tmp_path / "c.nc")
+    assert result.exit_code == 2
+    assert "FIRST <= LAST" in result.output
+
+
+def test_forecast_from_a_file_with_no_time_is_a_data_error(daflow, l96, tmp_path):
+    import xarray as xr
+
+    xr.open_dataset(l96 / "truth.nc").load().isel(time=slice(0, 0)).to_netcdf(tmp_path / "empty.nc")
+    result = daflow("forecast", "--init", tmp_path / "empty.nc", "--steps", 1, "-o", tmp_path / "f.nc")
+    assert result.exit_code == 65
+    assert "has no time" in result.output
+
+
+def test_rename_onto_an_existing_name_is_a_usage_error(daflow, sample_data, tmp_path):
+    result = daflow("ingest", sample_data / "grib" / "era5-levels-members.grib", "--rename", "z=t", "-o", tmp_path / "r.nc")
+    assert result.exit_code == 2
+    assert "already taken" in result.output
+    assert not (tmp_path / "r.nc").exists()
+
+
+def test_a_non_finite_generative_forecast_is_a_data_error():
+    import numpy as np
+    import xarray as xr
+
+    from daflow.api import _check_finite_forecast
+    from daflow.errors import DataError
+
+    values = np.zeros((2, 4, 3, 3))
+    ds = xr.Dataset({"q": (("member", "time", "y", "x"), values)}, coords={"time": [0.0, 1.0, 2.0, 3.0]})
+    _check_finite_forecast(ds, "model")
+    values[1, 2, 0, 1] = np.nan
+    with pytest.raises(DataError, match="model: the forecast of q is NaN/Inf from time 2.0"):
+        _check_finite_forecast(xr.Dataset({"q": (("member", "time", "y", "x"), values)}, coords={"time": [0.0, 1.0, 2.0, 3.0]}),
+                               "model")

@@ -144,6 +144,8 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
     name_ = None if source is None else str(source)
     if "time" not in ds.dims:
         raise DataError(name_, "missing dimension(s) time")
+    if ds.sizes["time"] == 0:
+        raise DataError(name_, "has no time: no state to start from")
     try:
         model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:

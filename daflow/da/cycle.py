@@ -146,8 +146,8 @@ class GriddedModel:
 def gridded_state(ds: xr.Dataset, obs: xr.Dataset, source: object, dtype: torch.dtype) -> State:
     """The last frame of the variable ``obs`` observes in an ensemble dataset without daflow_model attributes."""
     name_ = _str(source)
-    if "time" not in ds.dims:
-        raise DataError(name_, "missing dimension(s) time")
+    if "time" not in ds.dims or ds.sizes["time"] == 0:
+        raise DataError(name_, "has no time: no state to analyse")
     observed = sorted(set(obs["variable"].values.astype(str))) if "variable" in obs else []
     found = [n for n in observed if n in ds.data_vars]
     if len(found) != 1:
