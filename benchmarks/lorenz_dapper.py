@@ -149,10 +149,12 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
     import torch
     import xarray as xr
 
-    from daflow.da.cycle import AssimilationRun, cycle, make_filter
-    from daflow.da.observations import StateGrid, observation_batches
+    from daflow.core.cycle import cycle
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import observation_batches
+    from daflow.core.state import State
+    from daflow.da.cycle import make_filter
     from daflow.models import get_model
-    from daflow.models.run import State
 
     data = np.load(npz)
     xx, yy, x0, tt, tto, kko = (data[k] for k in ("xx", "yy", "x0", "tt", "tto", "kko"))
@@ -174,11 +176,11 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     for label, _, method, members, options, _ in setting["xps"]:
         ens = torch.from_numpy(x0) + np.sqrt(setting["x0_var"]) * torch.randn(members, dim, generator=g, dtype=torch.float64)
-        run = AssimilationRun(State(model, dt, ens, 0.0, True), batches, obs)
+        state = State(model, dt, ens, 0.0, True)
         extra = {"covariance": climatology} if method == "3dvar" else {"seed": seed} if "rotate" in options or method == "enkf" else {}
         filt = make_filter(method, grid, **options, **extra)
         start = time.perf_counter()
-        out = cycle(run, filt)
+        out = cycle(state, obs, filt, batches)
         seconds = time.perf_counter() - start
         err = out["x"].mean("member").values - xx[kko]
         rmse = np.sqrt((err**2).mean(-1))[after].mean()
@@ -189,10 +191,12 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
 SCALE_SCRIPT = r"""
 import json, resource, sys, time
 import numpy as np, torch, xarray as xr
-from daflow.da.cycle import AssimilationRun, cycle, make_filter
-from daflow.da.observations import StateGrid, observation_batches
+from daflow.core.cycle import cycle
+from daflow.core.grid import StateGrid
+from daflow.core.observations import observation_batches
+from daflow.core.state import State, advance, integrate
+from daflow.da.cycle import make_filter
 from daflow.models import get_model
-from daflow.models.run import State, advance, integrate
 from daflow.obs.synthetic import observe
 method, dim, cycles, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -204,10 +208,11 @@ ds = xr.Dataset({"x": (("time", "i"), truth.numpy())}, coords={"time": np.arange
 obs = observe(ds, fraction=1, error_std=1, seed=0)
 grid = StateGrid.from_model(model)
 ens = x0 + torch.randn(20, dim, generator=g, dtype=torch.float64)
-run = AssimilationRun(State(model, 0.05, ens, 0.0, True), observation_batches(obs, grid), obs)
+state = State(model, 0.05, ens, 0.0, True)
+batches = observation_batches(obs, grid)
 filt = make_filter(method, grid, inflation=1.05, **({"loc_radius": 4} if method == "letkf" else {}))
 start = time.perf_counter()
-out = cycle(run, filt)
+out = cycle(state, obs, filt, batches)
 seconds = (time.perf_counter() - start) / (cycles + 1)
 err = out["x"].mean("member").values[-1] - truth.numpy()[-1]
 print(json.dumps({"seconds_per_cycle": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -10,10 +10,11 @@ import pytest
 import torch
 import xarray as xr
 
-from daflow.da.cycle import AssimilationRun, cycle, make_filter
-from daflow.da.observations import StateGrid, observation_batches
+from daflow.core.cycle import cycle
+from daflow.core.grid import StateGrid
+from daflow.core.state import State, advance, integrate
+from daflow.da.cycle import make_filter
 from daflow.models import get_model
-from daflow.models.run import State, advance, integrate
 
 
 def dapper_rmse(model_name, method, members, cycles, every, dt, r, observed, x0_var, burn_in, truth_seed, dim=None,
@@ -32,8 +33,7 @@ def dapper_rmse(model_name, method, members, cycles, every, dt, r, observed, x0_
                       "variable": ("obs", np.full(values.size, "x", dtype=object)),
                       "operator": ("obs", np.full(values.size, "identity", dtype=object))})
     ens = x0 + np.sqrt(x0_var) * torch.randn(members, x0.shape[1], generator=g, dtype=torch.float64)
-    run = AssimilationRun(State(model, dt, ens, 0.0, True), observation_batches(obs, grid), obs)
-    out = cycle(run, make_filter(method, grid, **options))
+    out = cycle(State(model, dt, ens, 0.0, True), obs, make_filter(method, grid, **options))
     err = out["x"].mean("member").values - truth[1:].numpy()
     return np.sqrt((err**2).mean(-1))[burn_in:].mean()
 

@@ -1,10 +1,15 @@
 """WMO BUFR reports through ecCodes into the observation contract.
 
 Each message is unpacked once and only the keys daflow maps are read, as whole arrays
-(``codes_get_array``), which is what makes this several times faster than walking every key as
-pdbufr does. A message holds ``numberOfSubsets`` reports; in a compressed message a key yields one
-value per subset (or one value shared by all), in an uncompressed one each subset follows the
-other. Reports are recognised by their BUFR data category (WMO Manual on Codes, Table A):
+(``codes_get_array``), instead of walking every key as pdbufr does. Single-report surface messages
+(SYNOP, SHIP: thousands of small messages of a few templates) go faster still: the bit position,
+width, scale and reference of each element are learnt from the first message of a template that
+ecCodes decodes (:class:`_Layout`), and later messages with the same descriptors, length and
+delayed replication factors are read from their bits directly, without ecCodes.
+
+A message holds ``numberOfSubsets`` reports; in a compressed message a key yields one value per
+subset (or one value shared by all), in an uncompressed one each subset follows the other.
+Reports are recognised by their BUFR data category (WMO Manual on Codes, Table A):
 
 - 0, 1 (surface land / sea: SYNOP, SHIP, classic and WIGOS templates): ``t2m``, ``d2m`` (K),
   ``u10``, ``v10`` from direction d and speed s, u = -s sin d, v = -s cos d (m/s), ``msl`` and
@@ -284,53 +289,272 @@ def _compressed_levels(m: _Message, key: str, subset: int) -> np.ndarray | None:
     return np.array(values) if values else None
 
 
-def read_bufr(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of every decoded observation in ``path`` (one row per report, variable and level)."""
+def message_spans(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """(start, end) of each complete BUFR message in ``data``, and the number of damaged ones.
+
+    Section 0 is ``BUFR`` and the total length (3 bytes); a message ends with ``7777``. Bytes
+    between messages (WMO bulletin headers) are skipped; a message whose length runs past the end
+    of the data or that does not end in ``7777`` is counted as damaged.
+    """
+    spans, damaged, pos = [], 0, 0
+    while True:
+        start = data.find(BUFR_MAGIC, pos)
+        if start < 0 or start + 8 > len(data):
+            return spans, damaged + (start >= 0)
+        end = start + int.from_bytes(data[start + 4:start + 7], "big")
+        if end > len(data) or end - start < 8 or data[end - 4:end] != b"7777":
+            damaged += 1
+            pos = start + 4
+            continue
+        spans.append((start, end))
+        pos = end
+
+
+def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.ndarray], Counter, int]:
+    """Decode the messages at ``spans``: (columns, skipped kinds, number of messages decoded)."""
     import eccodes as ec
 
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file")
     cols = _Columns()
+    surface: dict[str, list] = {}
     skipped: Counter[str] = Counter()
     decoded = 0
-    with open(path, "rb") as f:
-        while True:
-            try:
-                h = ec.codes_bufr_new_from_file(f)
-            except ec.GribInternalError:
-                skipped["truncated or corrupted message"] += 1
-                break
-            if h is None:
-                break
-            try:
-                category = int(ec.codes_get(h, "dataCategory"))
-                platform = PLATFORMS.get(category)
-                if platform is None:
-                    skipped[f"data category {category} ({CATEGORY_NAMES.get(category, 'unknown')})"] += 1
-                    continue
-                try:
-                    ec.codes_set(h, "skipExtraKeyAttributes", 1)
-                    ec.codes_set(h, "unpack", 1)
-                except ec.GribInternalError as err:
-                    skipped[f"data category {category} messages ecCodes cannot expand ({_clean(err)})"] += 1
-                    continue
-                m = _Message(h, ec)
-                if category in (0, 1):
-                    _surface(m, cols, platform)
-                elif category == 2:
-                    _sounding(m, cols)
-                else:
-                    _aircraft(m, cols)
+    layouts: dict[tuple, list] = {}
+    for start, end in spans:
+        header = _header(data, start, end)
+        if header is not None and header[0] in (0, 1):
+            known = layouts.get(header[1:4], [])
+            row = None
+            for layout in known:
+                row = layout.row(data, header[4])
+                if row is not None:
+                    break
+            if row is not None:
+                surface.setdefault(PLATFORMS[header[0]], []).append(row)
                 decoded += 1
-            finally:
-                ec.codes_release(h)
+                continue
+            if len(known) >= 8:  # replication varies from report to report: stop learning layouts
+                header = None
+        else:
+            header = None
+        try:
+            h = ec.codes_new_from_message(data[start:end])
+        except ec.GribInternalError:
+            skipped["corrupted message"] += 1
+            continue
+        try:
+            category = int(ec.codes_get(h, "dataCategory"))
+            platform = PLATFORMS.get(category)
+            if platform is None:
+                skipped[f"data category {category} ({CATEGORY_NAMES.get(category, 'unknown')})"] += 1
+                continue
+            try:
+                ec.codes_set(h, "skipExtraKeyAttributes", 0 if header is not None else 1)
+                ec.codes_set(h, "unpack", 1)
+            except ec.GribInternalError as err:
+                skipped[f"data category {category} messages ecCodes cannot expand ({_clean(err)})"] += 1
+                continue
+            m = _Message(h, ec)
+            if category in (0, 1):
+                if not _surface_row(m, surface.setdefault(platform, [])):
+                    _surface(m, cols, platform)
+                elif header is not None:
+                    layout = _Layout.learn(h, ec, data, header[4])
+                    expected = surface[platform][-1]  # what ecCodes decoded: the layout must read the same
+                    if layout is not None and np.array_equal(layout.row(data, header[4]), expected, equal_nan=True):
+                        layouts.setdefault(header[1:4], []).append(layout)
+            elif category == 2:
+                _sounding(m, cols)
+            else:
+                _aircraft(m, cols)
+            decoded += 1
+        finally:
+            ec.codes_release(h)
+    for platform, rows in surface.items():
+        _surface_rows(rows, cols, platform)
+    return cols.arrays(), skipped, decoded
+
+
+def _header(data: bytes, start: int, end: int):
+    """(category, edition, section 3 descriptors, section 4 length, data offset) of an uncompressed
+    single-report message, read from sections 0-4 without ecCodes; None for any other message."""
+    try:
+        edition = data[start + 7]
+        if edition not in (3, 4):
+            return None
+        sec1 = start + 8
+        length1 = int.from_bytes(data[sec1:sec1 + 3], "big")
+        category = data[sec1 + (8 if edition == 3 else 10)]
+        has_sec2 = data[sec1 + (7 if edition == 3 else 9)] & 0x80
+        sec3 = sec1 + length1
+        if has_sec2:
+            sec3 += int.from_bytes(data[sec3:sec3 + 3], "big")
+        length3 = int.from_bytes(data[sec3:sec3 + 3], "big")
+        subsets = int.from_bytes(data[sec3 + 4:sec3 + 6], "big")
+        if subsets != 1 or data[sec3 + 6] & 0x40:
+            return None
+        sec4 = sec3 + length3
+        length4 = int.from_bytes(data[sec4:sec4 + 3], "big")
+        if sec4 + length4 > end:
+            return None
+        return category, edition, bytes(data[sec3 + 7:sec3 + length3]), length4, sec4 + 4
+    except IndexError:
+        return None
+
+
+REPLICATION_KEYS = ("delayedDescriptorReplicationFactor", "shortDelayedDescriptorReplicationFactor",
+                    "extendedDelayedDescriptorReplicationFactor")
+
+
+class _Layout:
+    """Bit positions of the surface elements in messages of one template and replication.
+
+    Learnt from a message that ecCodes decoded (widths, scales and references of its data keys,
+    in data order); a later message with the same descriptors, section 4 length and delayed
+    replication factors has its elements at the same bits, read directly:
+    value = (raw + reference) 10^-scale, all bits set = missing (WMO Manual on Codes, FM 94).
+    """
+
+    def __init__(self, fields: list, checks: list):
+        self.fields, self.checks = fields, checks
+
+    @classmethod
+    def learn(cls, h, ec, data: bytes, offset: int):
+        wanted = {c for codes in SURFACE_ROW for c in codes}
+        position, found, checks = 0, {}, []
+        it = ec.codes_bufr_keys_iterator_new(h)
+        try:
+            while ec.codes_bufr_keys_iterator_next(it):
+                key = ec.codes_bufr_keys_iterator_get_name(it)
+                if not key.startswith("#") or "->" in key:
+                    continue
+                name = key.split("#", 2)[2]
+                if name in ("dataPresentIndicator",) or name.startswith("operator"):
+                    break
+                try:
+                    width = int(ec.codes_get(h, f"{key}->width"))
+                    code = int(ec.codes_get(h, f"{key}->code"))
+                    scale = int(ec.codes_get(h, f"{key}->scale"))
+                    reference = int(ec.codes_get(h, f"{key}->reference"))
+                except ec.GribInternalError:
+                    return None
+                if name in REPLICATION_KEYS:
+                    checks.append((position, width, int(ec.codes_get(h, key))))
+                elif code in wanted and code not in found:
+                    found[code] = (position, width, scale, reference)
+                position += width
+        finally:
+            ec.codes_bufr_keys_iterator_delete(it)
+        fields = []
+        for codes in SURFACE_ROW:
+            fields.append(next((found[c] for c in codes if c in found), None))
+        return cls(fields, checks)
+
+    @staticmethod
+    def _bits(data: bytes, offset: int, position: int, width: int) -> int:
+        first = offset + position // 8
+        last = offset + (position + width - 1) // 8
+        chunk = int.from_bytes(data[first:last + 1], "big")
+        return (chunk >> ((last - first + 1) * 8 - position % 8 - width)) & ((1 << width) - 1)
+
+    def row(self, data: bytes, offset: int) -> list | None:
+        for position, width, value in self.checks:
+            if self._bits(data, offset, position, width) != value:
+                return None
+        out = []
+        for field in self.fields:
+            if field is None:
+                out.append(np.nan)
+                continue
+            position, width, scale, reference = field
+            raw = self._bits(data, offset, position, width)
+            out.append(np.nan if raw == (1 << width) - 1 else (raw + reference) * 10.0 ** (-scale))
+        return out
+
+
+SURFACE_ROW = (
+    (1001,), (1002,), (4001,), (4002,), (4003,), (4004,), (4005,), (5001, 5002), (6001, 6002), (7030, 7001),
+    (12004, 12101, 12001), (12006, 12103, 12003), (11011, 11001), (11012, 11002), (10051,), (10004,),
+)
+
+
+def _surface_row(m: _Message, rows: list) -> bool:
+    """A single-report message with a WMO block/station number as one row of Python floats (fast path)."""
+    first = m.first
+    if first is None or first.get(1001) is None or first.get(1002) is None or first[1001] != first[1001] or first[1002] != first[1002]:
+        return False
+    row = []
+    for codes in SURFACE_ROW:
+        for code in codes:
+            value = first.get(code)
+            if value is not None:
+                break
+        row.append(np.nan if value is None else value)
+    rows.append(row)
+    return True
+
+
+def _surface_rows(rows: list, cols: _Columns, platform: str) -> None:
+    if not rows:
+        return
+    a = np.array(rows, dtype=np.float64).T
+    block, number, year, month, day, hour, minute, lat, lon, elevation, t2m, d2m, direction, speed, msl, sp = a
+    station = np.char.add(np.char.zfill(block.astype(np.int64).astype(str), 2), np.char.zfill(number.astype(np.int64).astype(str), 3))
+    parts = np.stack([year, month, day, hour, minute])
+    ok = np.isfinite(parts).all(axis=0)
+    time = np.full(len(rows), np.datetime64("NaT"), dtype="datetime64[s]")
+    if ok.any():
+        y, mo, d, h, mi = (p[ok].astype(np.int64) for p in parts)
+        valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h >= 0) & (h < 24) & (mi >= 0) & (mi < 60)
+        stamp = ((y - 1970).astype("datetime64[Y]").astype("datetime64[M]") + (mo - 1)).astype("datetime64[D]") + (d - 1)
+        stamp = stamp.astype("datetime64[s]") + (h * 3600 + mi * 60).astype("timedelta64[s]")
+        time[np.flatnonzero(ok)[valid]] = stamp[valid]
+    u, v = _wind(direction, speed)
+    cols.add(platform, {"t2m": t2m, "d2m": d2m, "u10": u, "v10": v, "msl": msl, "sp": sp},
+             station=station.astype(object), time=time, lat=lat, lon=lon, elevation=elevation)
+
+
+def read_bufr(path: str | os.PathLike, workers: int | None = None) -> dict[str, np.ndarray]:
+    """Columns of every decoded observation in ``path`` (one row per report, variable and level).
+
+    ``workers`` > 1 forked processes decode parts of the file: worth it only for files of many
+    messages that ecCodes must expand (radiosondes); single-report surface messages are read from
+    their bits faster than a worker starts (default 1).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise DataError(path, "empty file")
+    spans, damaged = message_spans(data)
+    workers = min(workers or 1, max(len(spans), 1))
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        bounds = np.linspace(0, len(spans), workers + 1).astype(int)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_decode_part, [(str(path), spans[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]))
+    else:
+        parts = [_decode(data, spans)]
+    skipped: Counter[str] = Counter()
+    if damaged:
+        skipped["truncated or corrupted message"] += damaged
+    for _, counts, _ in parts:
+        skipped.update(counts)
+    decoded = sum(p[2] for p in parts)
     listed = ", ".join(f"{n} {what}" for what, n in skipped.items())
     if not decoded:
         raise DataError(path, f"no decodable BUFR report: {listed or 'no BUFR message'}")
     if skipped:
         warnings.warn(f"{path}: skipped {sum(skipped.values())} BUFR message(s): {listed}", DaflowWarning, stacklevel=2)
-    return cols.arrays()
+    columns = [p[0] for p in parts if len(p[0]["value"])]
+    return {k: np.concatenate([c[k] for c in columns]) for k in columns[0]}
+
+
+def _decode_part(args):
+    path, spans = args
+    with open(path, "rb") as f:
+        data = f.read(spans[-1][1]) if spans else b""
+    return _decode(data, spans)
 
 
 def _clean(err: Exception) -> str:
