@@ -27,6 +27,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check cli daflow tests benchmarks recipes
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) out demo-out

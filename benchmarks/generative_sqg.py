@@ -7,7 +7,7 @@ mask, ``daflow ingest --observe --pattern fixed``) are observed with error 1 K. 
 from the same ensemble: M pairs of consecutive frames drawn from the training period (climatology,
 never the test truth), placed at the test's initial time, and cycles on its own analyses:
 
-- storm: ``daflow.nn.generative.assimilate(init=...)``, SDA guidance (history = its own analyses);
+- storm: ``daflow.assimilate(method="storm", init=...)``, SDA guidance (history = its own analyses);
 - EnSF: ``daflow.da.ensf`` with its defaults (biharmonic inpainting of the unobserved points),
   forecasting every member with the SQG model between observation times;
 - LETKF: ``daflow.da.letkf`` (localisation radius ``--loc-radius`` grid points, RTPS ``--rtps``).
@@ -29,10 +29,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from daflow.da.cycle import assimilate_files
+from daflow import api
 from daflow.io.contract import write_dataset
 from daflow.nn.data import read_series
-from daflow.nn.generative import assimilate as storm_assimilate
 from daflow.nn.training import train
 from daflow.score.metrics import crps_ensemble
 
@@ -106,14 +105,14 @@ def main() -> None:
         train(read_series(truth.isel(time=slice(0, n_train)), name, "truth"), args.history, epochs, str(w / "model"), str(config))
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        storm = storm_assimilate(str(w / "model"), str(w / "obs.nc"), args.members, init=str(w / "init.nc"),
-                                 seed=args.seed, gamma=args.gamma, sample_steps=args.sample_steps)
+        storm = api.assimilate(method="storm", checkpoint=str(w / "model"), obs=w / "obs.nc", init=w / "init.nc",
+                                  members=args.members, seed=args.seed, gamma=args.gamma, sample_steps=args.sample_steps)
         seconds["storm"] = time.perf_counter() - start
         figures["storm"] = scores(storm, truth, name)
         for method, options in (("ensf", {}), ("letkf", {"loc_radius": args.loc_radius, "rtps": args.rtps})):
             start = time.perf_counter()
-            analysis = assimilate_files(method, str(w / "obs.nc"), init=str(w / "init.nc"), dtype=torch.float32,
-                                        seed=args.seed, **options)
+            analysis = api.assimilate(method=method, obs=w / "obs.nc", init=w / "init.nc", dtype="float32",
+                                         seed=args.seed, **options)
             seconds[method] = time.perf_counter() - start
             figures[method] = scores(analysis, truth, name)
     clim = float(truth[name].isel(time=slice(0, n_train)).std("time").mean())

@@ -83,10 +83,12 @@ def run_daflow(npz: Path, burn_in: int, seed: int) -> dict:
     import torch
     import xarray as xr
 
-    from daflow.da.cycle import AssimilationRun, cycle, make_filter
-    from daflow.da.observations import StateGrid, observation_batches
+    from daflow.core.cycle import cycle
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import observation_batches
+    from daflow.core.state import State
+    from daflow.da.cycle import make_filter
     from daflow.models import get_model
-    from daflow.models.run import State
 
     data = np.load(npz)
     xx, yy, x0 = data["xx"], data["yy"], data["x0"]              # (K+1, 40), (K, 40), (40,)
@@ -104,10 +106,10 @@ def run_daflow(npz: Path, burn_in: int, seed: int) -> dict:
     for name, members, options in (("etkf", 24, dict(inflation=1.013, rotate=True, seed=seed)),
                                    ("letkf", 7, dict(inflation=1.04, loc_radius=4))):
         ens = torch.from_numpy(x0) + np.sqrt(0.001) * torch.randn(members, dim, generator=g, dtype=torch.float64)
-        run = AssimilationRun(State(model, 0.05, ens, 0.0, True), batches, obs)
+        state = State(model, 0.05, ens, 0.0, True)
         filt = make_filter(name, grid, **options)
         start = time.perf_counter()
-        out = cycle(run, filt)
+        out = cycle(state, obs, filt, batches)
         seconds = time.perf_counter() - start
         err = out["x"].mean("member").values - xx[1:]
         rmse = np.sqrt((err**2).mean(-1))[burn_in:].mean()
@@ -118,10 +120,12 @@ def run_daflow(npz: Path, burn_in: int, seed: int) -> dict:
 SCALE_SCRIPT = r"""
 import json, resource, sys, time
 import numpy as np, torch, xarray as xr
-from daflow.da.cycle import AssimilationRun, cycle, make_filter
-from daflow.da.observations import StateGrid, observation_batches
+from daflow.core.cycle import cycle
+from daflow.core.grid import StateGrid
+from daflow.core.observations import observation_batches
+from daflow.core.state import State, advance, integrate
+from daflow.da.cycle import make_filter
 from daflow.models import get_model
-from daflow.models.run import State, advance, integrate
 from daflow.obs.synthetic import observe
 method, dim, cycles, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -133,10 +137,11 @@ ds = xr.Dataset({"x": (("time", "i"), truth.numpy())}, coords={"time": np.arange
 obs = observe(ds, fraction=1, error_std=1, seed=0)
 grid = StateGrid.from_model(model)
 ens = x0 + torch.randn(20, dim, generator=g, dtype=torch.float64)
-run = AssimilationRun(State(model, 0.05, ens, 0.0, True), observation_batches(obs, grid), obs)
+state = State(model, 0.05, ens, 0.0, True)
+batches = observation_batches(obs, grid)
 filt = make_filter(method, grid, inflation=1.05, **({"loc_radius": 4} if method == "letkf" else {}))
 start = time.perf_counter()
-out = cycle(run, filt)
+out = cycle(state, obs, filt, batches)
 seconds = (time.perf_counter() - start) / (cycles + 1)
 err = out["x"].mean("member").values[-1] - truth.numpy()[-1]
 print(json.dumps({"seconds_per_cycle": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

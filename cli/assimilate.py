@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-from daflow.da import FILTERS
+from daflow.da import METHODS
 from daflow_cli.common import common_options, output_path
 
-METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a trained generative model
 
 
 @click.command()
@@ -43,13 +42,13 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
               help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
-@click.option("--members", type=click.IntRange(min=1), default=1, show_default=True, help="[storm] Posterior samples to draw.")
-@click.option("--guidance", type=click.Choice(["sda", "dps"]), default="sda", show_default=True, help="[storm] Likelihood guidance.")
-@click.option("--gamma", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="[storm] SDA gamma: variance gamma sigma^2 added to R.")
-@click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[storm] Steps of the diffusion sampler.")
-@click.option("--history-inflation", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--members", type=click.IntRange(min=1), help="[storm] Posterior samples to draw [1].")
+@click.option("--guidance", type=click.Choice(["sda", "dps"]), help="[storm] Likelihood guidance [sda].")
+@click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
+@click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
+@click.option("--history-inflation", type=click.FloatRange(min=0),
               help="[storm] Each member's history gets a smooth random field of this RMS (in data standard deviations) "
-                   "before every sampling: additive inflation for cycling.")
+                   "before every sampling: additive inflation for cycling [0].")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance [0.1].")
@@ -60,8 +59,8 @@ METHODS = [*FILTERS, "storm"]  # the filter registry, plus sampling from a train
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
-@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
+@click.option("--sequence-parallel", type=click.IntRange(min=1),
+              help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
@@ -70,40 +69,23 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
                save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, sequence_parallel, dtype, seed, output):
-    """Assimilate observations with OI, the stochastic EnKF, the ETKF, the LETKF, the EnSF or STORM.
+    """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
     output holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
     """
-    import torch
-
-    from daflow.da.cycle import assimilate_files
+    from daflow.api import assimilate as run
     from daflow.io.contract import write_dataset
+    from daflow.nn.sequence import writes_output
 
     if (init is None) == (background is None):
         raise click.UsageError("give exactly one of --init (cycling) and --background (one analysis)")
-    if (method == "storm") != (checkpoint is not None):
-        raise click.UsageError("--checkpoint is needed by, and only by, --method storm")
-    if method == "storm":
-        from daflow.nn.generative import assimilate as generative_assimilate
-        from daflow.nn.sequence import writes_output
-
-        ds = generative_assimilate(checkpoint, obs_path, members, background=background, init=init, seed=seed,
-                                   guidance=guidance, gamma=gamma, sample_steps=sample_steps,
-                                   history_inflation=history_inflation, sequence_parallel=sequence_parallel)
-        if writes_output():
-            write_dataset(ds, output, "analysis")
-        return
-    if save_background and init is None:
-        raise click.UsageError("--save-background goes with --init")
-    options = dict(inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate, xn=xn, seed=seed,
-                   b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
-                   outer_loops=outer_loops, inner_iterations=inner_iterations, window=window,
-                   ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
-                   truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, qc_k=qc_k, orography=orography)
-    try:
-        ds = assimilate_files(method, obs_path, init=init, background=background, climatology=climatology,
-                              save_background=save_background, dtype=getattr(torch, dtype), **options)
-    except ValueError as err:  # an option the method does not take
-        raise click.UsageError(str(err)) from None
-    write_dataset(ds, output, "analysis")
+    ds = run(method, obs_path, init=init, background=background, climatology=climatology, save_background=save_background,
+             checkpoint=checkpoint, dtype=dtype, seed=seed, inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate,
+             xn=xn, b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
+             outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
+             members=members, guidance=guidance, gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
+             sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
+             truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
+    if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
+        write_dataset(ds, output, "analysis")

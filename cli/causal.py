@@ -39,20 +39,14 @@ def causal(inputs, output, target, drivers, lags, estimator, k, surrogates, pc_a
 
     INPUTS are state files with time series (several are inner-joined on time).
     """
-    from daflow.causal.dataset import check_series, plot as plot_result, read_series, to_dataset
-    from daflow.causal.framework import analyse
+    from daflow.api import causal_analysis
+    from daflow.causal.dataset import plot as plot_result
     from daflow.io.contract import write_dataset
 
-    ds = read_series(inputs)
-    names = drivers.split(",") if drivers else list(ds.data_vars)
-    source = ", ".join(inputs)
-    check_series(ds, target, names, lags, source)
-    series = {n: ds[n].values.astype(float) for n in dict.fromkeys([target, *names])}
-    result = analyse(series, target, names, lags, estimator=estimator, k=k, surrogates=surrogates,
-                     pc_alpha=pc_alpha, method="block" if block_length else "local",
-                     block_length=block_length or 1, local=local, seed=seed, source=source)
-    write_dataset(to_dataset(result, lags, names), output, "causal")
+    run = causal_analysis(*inputs, target=target, drivers=drivers, lags=lags, estimator=estimator, k=k, surrogates=surrogates,
+                          pc_alpha=pc_alpha, block_length=block_length, local=local, seed=seed)
+    write_dataset(run.dataset, output, "causal")
     if plot:
-        plot_result(result, lags, names, plot, ds)
+        plot_result(run.result, run.lags, run.drivers, plot, run.series)
     if as_json:
-        print_json(result.summary())
+        print_json(run.result.summary())

@@ -12,7 +12,7 @@ import warnings
 
 import click
 
-from daflow.errors import DaflowError, DaflowWarning
+from daflow.errors import DaflowError, DaflowWarning, OptionError
 from daflow.io.atomic import check_outputs, remove_pending, same_file
 from daflow.progress import set_quiet
 
@@ -89,6 +89,8 @@ def common_options(func):
             try:
                 check_paths(ctx)
                 return func(*args, **kwargs)
+            except OptionError as err:  # a library keyword is a CLI flag: usage error, exit 2
+                raise click.UsageError(f"--{err.option.replace('_', '-')}: {err}") from None
             except DaflowError as err:
                 if debug:
                     raise

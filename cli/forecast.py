@@ -36,28 +36,12 @@ def forecast(init, model_name, params, members, perturb, spinup, dt, steps, outp
     The first frame is the initial state; model name, parameters and dt are stored in the file so
     that `--init FILE` continues a run without repeating them.
     """
-    import torch
-
+    from daflow.api import forecast as run
     from daflow.io.contract import write_dataset
-    from daflow.models.run import forecast as run_forecast
-    from daflow.parallel import dask_scheduler
+    from daflow.nn.sequence import writes_output
 
-    if (model_name == "storm") != (checkpoint is not None):
-        raise click.UsageError("--checkpoint is needed by, and only by, --model storm")
-    if model_name == "storm":
-        from daflow.nn.generative import forecast as generative_forecast
-        from daflow.nn.sequence import writes_output
-
-        ds = generative_forecast(checkpoint, init, steps, members or 1, seed, sample_steps, sequence_parallel)
-        if writes_output():
-            write_dataset(ds, output, "state")
-        return
-    if init == "random" and model_name is None:
-        raise click.UsageError("--init random needs --model")
-    try:
-        with dask_scheduler(scheduler):
-            ds = run_forecast(init, model_name, parse_pairs(params, "--param"), members, perturb, spinup, dt, steps,
-                              output_every, seed, start, getattr(torch, dtype) if dtype else None, groups=split)
-    except ValueError as err:  # unknown model, bad parameter
-        raise click.UsageError(str(err)) from None
-    write_dataset(ds, output, "state")
+    ds = run(init, model=model_name, param=parse_pairs(params, "--param"), members=members, perturb=perturb, spinup=spinup, dt=dt,
+             steps=steps, output_every=output_every, start=start, checkpoint=checkpoint, sample_steps=sample_steps,
+             sequence_parallel=sequence_parallel, dtype=dtype, seed=seed, split=split, scheduler=scheduler)
+    if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
+        write_dataset(ds, output, "state")

@@ -74,30 +74,19 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
     BUFR (SYNOP, SHIP, TEMP, aircraft), ODB-2 feedback and station CSV files become observation
     files instead. With --observe, draw synthetic observations H(x) + N(0, error_std^2) of the state.
     """
+    from daflow.api import ingest as run
     from daflow.io.contract import write_dataset
-    from daflow.io.ingest import ingest as ingest_sources
-    from daflow.parallel import dask_scheduler
 
-    with dask_scheduler(scheduler):
-        ds = ingest_sources(sources, variables=() if observe else variables,
-                            filters=parse_pairs(filters, "--filter"), bbox=bbox, time=window,
-                            chunks=chunks, name=name, renames=parse_pairs(renames, "--rename"),
-                            errors=obs_errors, blacklist=blacklist)
-        if (withhold is None) != (withheld is None):
-            raise click.UsageError("--withhold and --withheld go together")
-        if withhold is not None:
-            from daflow.obs.reports import withhold_stations
-
-            kept, held = withhold_stations(ds, withhold, seed, ", ".join(sources))
-            write_dataset(held, withheld, "observations")
-            write_dataset(kept, output, "observations")
-            return
-        if observe:
-            from daflow.obs.synthetic import observe as draw
-
-            obs = draw(ds, fraction=fraction, error_std=error_std, seed=seed, pattern=pattern,
-                       operator=operator, every=every, variables=variables, source=", ".join(sources))
-            write_dataset(obs, output, "observations")
-        else:
-            kind = ds.attrs.get("daflow_kind")
-            write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")
+    if (withhold is None) != (withheld is None):
+        raise click.UsageError("--withhold and --withheld go together")
+    ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
+             rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
+             observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,
+             scheduler=scheduler)
+    if withhold is not None:
+        kept, held = ds
+        write_dataset(held, withheld, "observations")
+        write_dataset(kept, output, "observations")
+        return
+    kind = "observations" if observe else ds.attrs.get("daflow_kind")
+    write_dataset(ds, output, kind if kind in ("state", "analysis", "observations") else "state")

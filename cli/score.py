@@ -47,15 +47,10 @@ def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_j
         elif not output:
             obsspace.print_summary(figures)
         return
+    from daflow.api import score as run, summary
     from daflow.score.report import print_table, write_csv
-    from daflow.parallel import dask_scheduler
-    from daflow.score.verify import summary, verify
 
-    kinds = ("state", "analysis")
-    with dask_scheduler(scheduler):
-        scores = verify(open_dataset(truth, kinds), open_dataset(forecast, kinds),
-                        open_dataset(obs, ("observations",), dims=("obs",)) if obs else None,
-                        burn_in=burn_in, variables=variables, names=(truth, forecast, obs))
+    scores = run(truth, forecast, obs, var=variables, burn_in=burn_in, scheduler=scheduler)
     if output:
         write_dataset(scores, output, "scores")
     if csv_path:

@@ -27,12 +27,9 @@ def train(data, variable, history, epochs, config_file, resume, model_dir, seed,
     Under `torchrun --nproc_per_node R` the same command trains data-parallel, or with
     --sequence-parallel P in R/P data-parallel groups of P processes that split each window.
     """
-    from daflow.io.contract import open_dataset
-    from daflow.nn.data import read_series
-    from daflow.nn.training import train as run_training
+    from daflow.api import train as run
 
-    series = read_series(open_dataset(data, ("state", "analysis")), variable, data)
-    config = run_training(series, history, epochs, model_dir, config_file, resume, source=data,
-                          sequence_parallel=sequence_parallel, seed=seed)
+    config = run(data, history, epochs, model_dir, var=variable, config=config_file, resume=resume, seed=seed,
+                 sequence_parallel=sequence_parallel)
     if as_json:
         print_json({"epochs": config["training"]["epoch"], "losses": config["training"]["losses"]})

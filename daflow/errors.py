@@ -44,3 +44,16 @@ class TemporaryFailure(DaflowError):
 
 class DaflowWarning(UserWarning):
     """Something the user should know that does not stop the command (one line on stderr)."""
+
+
+class OptionError(DaflowError, ValueError):
+    """An option value the operation cannot take (usage error, exit 2); ``option`` names it as a keyword.
+
+    The library names the keyword (``loc_radius``); the CLI turns it into the flag (``--loc-radius``).
+    """
+
+    exit_code = 2  # EX_USAGE as click reports it
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(None, message)

@@ -74,7 +74,7 @@ def test_analysis_is_the_kalman_filter_of_the_inflated_ensemble(case):
 def test_bad_settings():
     with pytest.raises(ValueError, match="xn"):
         make_filter("enkf-n", GRID, xn=0.0)
-    with pytest.raises(ValueError, match="does not take --loc-radius"):
+    with pytest.raises(ValueError, match="does not take loc_radius"):
         make_filter("enkf-n", GRID, loc_radius=3.0)
 
 

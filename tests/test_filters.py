@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from daflow.da import FILTERS
 from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
-from daflow.da.cycle import AssimilationRun, cycle, make_filter
+from daflow.core.cycle import cycle
+from daflow.core.state import State
+from daflow.da.cycle import make_filter
 from daflow.da.localization import gaspari_cohn
 from daflow.da.observations import StateGrid, observation_batches
 from daflow.errors import DataError
@@ -153,11 +155,9 @@ def sakov2008_rmse(method, members, cycles=600, burn_in=100, seed=0, **options):
     times = np.arange(cycles + 1) * 0.05
     truth_ds = xr.Dataset({"x": (("time", "i"), truth.numpy())}, coords={"time": times})
     obs = observe(truth_ds, fraction=1, error_std=1, seed=seed)
-    from daflow.models.run import State
 
     ens = x0 + torch.randn(members, 40, generator=g, dtype=torch.float64)
-    run = AssimilationRun(State(model, 0.05, ens, 0.0, True), observation_batches(obs, StateGrid.from_model(model)), obs)
-    out = cycle(run, make_filter(method, StateGrid.from_model(model), **options))
+    out = cycle(State(model, 0.05, ens, 0.0, True), obs, make_filter(method, StateGrid.from_model(model), **options))
     err = out["x"].mean("member").values - truth.numpy()
     return np.sqrt((err**2).mean(-1))[burn_in:].mean()
 

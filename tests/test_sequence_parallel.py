@@ -24,7 +24,7 @@ from daflow.io.contract import open_dataset, write_dataset
 from daflow.nn.attention import GlobalLinearAttention
 from daflow.nn.data import read_series
 from daflow.nn.diffusion import Denoiser
-from daflow.nn.generative import assimilate
+from daflow.api import assimilate
 from daflow.nn.sequence import SequenceGroup, bounds, shared_seed, take_slice
 from daflow.nn.training import train
 from daflow.nn.transformer import Architecture
@@ -99,7 +99,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         data = Path(folder) / "truth.nc"
         train(read_series(open_dataset(str(data), ("state",)), None, str(data)), 2, 1, str(Path(folder) / f"m{world}"),
               str(Path(folder) / "tiny.toml"), source=str(data), sequence_parallel=world, seed=3)
-        ds = assimilate(str(Path(folder) / "m1"), str(Path(folder) / "obs.nc"), 2, background=str(data), seed=4,
+        ds = assimilate("storm", Path(folder) / "obs.nc", checkpoint=str(Path(folder) / "m1"), members=2, background=data, seed=4,
                         sample_steps=3, sequence_parallel=world)
         if rank == 0:
             write_dataset(ds, Path(folder) / f"a{world}.nc", "analysis")
@@ -129,8 +129,8 @@ def single(tmp_path_factory, daflow_process):
     data = str(folder / "truth.nc")
     train(read_series(open_dataset(data, ("state",)), None, data), 2, 1, str(folder / "m1"), str(folder / "tiny.toml"),
           source=data, seed=3)
-    write_dataset(assimilate(str(folder / "m1"), str(folder / "obs.nc"), 2, background=data, seed=4, sample_steps=3),
-                  folder / "a1.nc", "analysis")
+    write_dataset(assimilate("storm", folder / "obs.nc", checkpoint=str(folder / "m1"), members=2, background=data, seed=4,
+                             sample_steps=3), folder / "a1.nc", "analysis")
     return folder, {"layer": _layer_case(None), "denoiser": [_denoiser_case(a, None) for a in ARCHES]}
 
 

@@ -86,3 +86,46 @@ def test_point_interpolation_is_exact_on_linear_fields_and_differentiable():
     y = h.torch(np.array([0.5]), np.array([359.5]))(x)
     y.sum().backward()
     assert torch.count_nonzero(x.grad) == 4 and float(x.grad.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_synop_recipe_analysis_beats_background_on_every_reported_fold(tmp_path):
+    """make -C recipes synop-t2m: O-A RMSE below O-B RMSE at the withheld stations of each fold."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    bindir = Path(sys.executable).parent
+    out = subprocess.run(["make", "-C", str(root / "recipes"), "synop-t2m", f"WORK={tmp_path}", f"DAFLOW={bindir / 'daflow'}",
+                          f"PYTHON={sys.executable}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (tmp_path / "synop" / "summary.txt").read_text().splitlines()
+    ratios = {line.split()[0] + line.split()[1]: float(line.split()[-1]) for line in lines[3:]}
+    assert ratios["reported3-9"] < 0.9 and all(r < 1.0 for r in ratios.values())
+    assert (tmp_path / "synop" / "departures.png").stat().st_size > 10_000
+
+
+def test_upper_air_departures_interpolate_in_log_pressure():
+    """A field linear in ln p is verified exactly between levels; reports outside the levels are left out."""
+    import pandas as pd
+
+    from daflow.score.obsspace import departures, summarise
+
+    lat, lon = np.arange(40.0, 51.0), np.arange(0.0, 11.0)
+    levels = np.array([850.0, 500.0, 250.0])
+    profile = 10.0 * np.log(levels * 100.0)                      # t = 10 ln p
+    t = np.broadcast_to(profile[:, None, None], (3, 11, 11))[None]
+    state = xr.Dataset({"t": (("time", "level", "lat", "lon"), t.copy())},
+                       coords={"time": [np.datetime64("2008-12-08T12:00", "ns")], "level": levels, "lat": lat, "lon": lon})
+    p = np.array([70000.0, 30000.0, 100000.0])
+    obs = xr.Dataset({"value": ("obs", 10.0 * np.log(p) + np.array([0.5, -0.5, 0.0])), "error_std": ("obs", np.ones(3)),
+                      "time": ("obs", np.full(3, np.datetime64("2008-12-08T12:00", "ns"))), "lat": ("obs", [45.2, 44.0, 45.0]),
+                      "lon": ("obs", [5.3, 3.0, 5.0]), "variable": ("obs", np.array(["t"] * 3, dtype=object)),
+                      "platform": ("obs", np.array(["temp"] * 3, dtype=object)), "pressure": ("obs", p), "qc": ("obs", np.zeros(3, np.int8))})
+    table = departures(state, obs)
+    assert isinstance(table, pd.DataFrame) and len(table) == 2          # 1000 hPa is below the lowest level
+    assert np.allclose(table["departure"], [0.5, -0.5], atol=1e-9)
+    figures = summarise(table)
+    assert figures["count"] == 2 and figures["bias"] == pytest.approx(0.0) and figures["rmse"] == pytest.approx(0.5)
+    assert {g["band"] for g in figures["groups"]} == {"300-700 hPa", "100-300 hPa"}

@@ -10,13 +10,13 @@ import torch
 import xarray as xr
 from test_filters import GRID, N_STATE, obs_dataset, sakov2008_rmse
 
-from daflow.da.cycle import AssimilationRun, make_filter, model_forward
+from daflow.da.cycle import make_filter, model_forward
 from daflow.da.observations import StateGrid, observation_batches
 from daflow.da.var3d import linearise
 from daflow.errors import DataError
 from daflow.models import get_model
 from daflow.models.lorenz import Lorenz96
-from daflow.models.run import State
+from daflow.core.state import State
 
 DT = torch.float64
 
@@ -71,8 +71,7 @@ def l96_window(window=4, dim=10):
     for _ in range(200):
         x0 = model.step(x0, 0.05)
     grid = StateGrid.from_model(model)
-    run = AssimilationRun(State(model, 0.05, x0, 0.0, False), [], None)
-    forward = model_forward(run)
+    forward = model_forward(State(model, 0.05, x0, 0.0, False))
     truth = [forward(x0, 2 * (k + 1)) for k in range(window)]
     index = np.arange(0, dim, 2)
     batches = [observation_batches(obs_dataset(index, np.arctan(t[0, index].numpy()) + 0.05, error=0.1,
@@ -137,9 +136,8 @@ def test_4dvar_on_a_linear_model_is_the_kalman_smoother(minimizer):
     values = [np.sin(np.arange(len(i))) for i in index]
     batches = [observation_batches(obs_dataset(i, v, error=0.5 + 0.1 * k, time=0.05 * k), grid)[0]
                for k, (i, v) in enumerate(zip(index, values))]
-    run = AssimilationRun(State(model, 0.05, xb[None], 0.0, False), batches, None)
     filt = make_filter("4dvar", grid, covariance=B, window=3, minimizer=minimizer)
-    backgrounds, analyses = filt.analyse_window(xb[None], batches, gaps, model_forward(run))
+    backgrounds, analyses = filt.analyse_window(xb[None], batches, gaps, model_forward(State(model, 0.05, xb[None], 0.0, False)))
     # Kalman smoother's x_0 given y_1..y_3: stacked G = [H_k A^{t_k}], prior N(xb, B)
     steps = np.cumsum(gaps)
     G = torch.cat([selection(i, N_STATE) @ torch.linalg.matrix_power(model.A, int(s)) for i, s in zip(index, steps)])
@@ -161,9 +159,8 @@ class FrozenLorenz96(Lorenz96):
 
 def test_window_methods_need_a_differentiable_model():
     model = FrozenLorenz96(dim=8)
-    run = AssimilationRun(State(model, 0.05, torch.ones(1, 8, dtype=DT), 0.0, False), [], None)
     with pytest.raises(DataError, match="no differentiable step"):
-        model_forward(run, "frozen.nc")
+        model_forward(State(model, 0.05, torch.ones(1, 8, dtype=DT), 0.0, False), "frozen.nc")
 
 
 def test_bad_var_settings():
@@ -173,9 +170,9 @@ def test_bad_var_settings():
         make_filter("3dvar", GRID, b_std=1.0, b_length=0.0)
     with pytest.raises(ValueError, match="not both"):
         make_filter("3dvar", GRID, covariance=spd(N_STATE, 1), b_std=1.0, b_length=2.0)
-    with pytest.raises(ValueError, match="does not take --window"):
+    with pytest.raises(ValueError, match="does not take window"):
         make_filter("3dvar", GRID, b_std=1.0, b_length=2.0, window=3)
-    with pytest.raises(ValueError, match="oi needs --climatology"):
+    with pytest.raises(ValueError, match="oi needs climatology"):
         make_filter("oi", GRID)
 
 

@@ -11,12 +11,16 @@ from daflow.io.contract import open_dataset
 
 def read_series(paths) -> xr.Dataset:
     """Time series (dim ``time`` only) from ``state`` files, inner-joined on time."""
+    return series_from_datasets([open_dataset(p, kinds=("state",), dims=("time",)) for p in paths], paths)
+
+
+def series_from_datasets(datasets, names) -> xr.Dataset:
+    """Time series (dim ``time`` only) of ``state`` datasets (``names`` in errors), inner-joined on time."""
     parts = []
-    for path in paths:
-        ds = open_dataset(path, kinds=("state",), dims=("time",))
+    for ds, name in zip(datasets, names):
         series = [v for v in ds.data_vars if ds[v].dims == ("time",)]
         if not series:
-            raise DataError(path, "no time series (a variable with the single dimension time)")
+            raise DataError(name, "no time series (a variable with the single dimension time)")
         parts.append(ds[series].load())
     return xr.merge(parts, join="inner", compat="override")
 

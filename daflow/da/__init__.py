@@ -18,6 +18,9 @@ FILTERS: dict[str, str] = {
     "4dvar": "daflow.da.var4d:Var4D",
 }
 
+GENERATIVE = {"storm": "daflow.nn.generative:assimilate"}  # posterior sampling with a trained generative model
+METHODS = [*FILTERS, *GENERATIVE]
+
 
 def filter_class(name: str):
     return load(FILTERS, name, "method")

@@ -13,27 +13,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import torch
 
-from daflow.da.observations import ObsBatch, StateGrid
-
-
-@dataclass
-class Diagnostics:
-    """Observation-space equivalents, each (p,): mean and spread of H(x) before and after."""
-
-    background_mean: torch.Tensor
-    background_spread: torch.Tensor
-    analysis_mean: torch.Tensor
-    analysis_spread: torch.Tensor
-
-    @classmethod
-    def of(cls, hx_background: torch.Tensor, hx_analysis: torch.Tensor) -> "Diagnostics":
-        """From H(x) of both ensembles, (members, p)."""
-        return cls(hx_background.mean(0), _spread(hx_background), hx_analysis.mean(0), _spread(hx_analysis))
+from daflow.core.grid import StateGrid
+from daflow.core.observations import Diagnostics, ObsBatch
 
 
 class Filter(ABC):
@@ -50,6 +36,10 @@ class Filter(ABC):
         self.grid, self.inflation, self.rtps = grid, inflation, rtps
         self.generator = torch.Generator()
         self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
+
+    def attrs(self) -> dict[str, Any]:
+        """Settings recorded in the analysis dataset's global attributes."""
+        return {"daflow_method": self.name, "inflation": self.inflation, "rtps": self.rtps}
 
     def analyse(self, background: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, Diagnostics]:
         """Analysis (members, n) of ``background`` (members, n) given ``obs``, and its diagnostics."""
@@ -77,10 +67,6 @@ def split_settings(settings_class: type, options: dict[str, Any]) -> tuple[Any, 
     names = {f.name for f in fields(settings_class)}
     return (settings_class(**{k: v for k, v in options.items() if k in names}),
             {k: v for k, v in options.items() if k not in names})
-
-
-def _spread(values: torch.Tensor) -> torch.Tensor:
-    return values.std(0) if values.shape[0] > 1 else torch.zeros_like(values[0])
 
 
 def relax_to_prior_spread(background: torch.Tensor, analysis: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -1,43 +1,35 @@
-"""Assimilation runs: one analysis, or cycling (forecast with the file's model, analyse, repeat).
+"""Assimilation on datasets: build the method, then the one cycle of :mod:`daflow.core.cycle`.
 
-``cycle`` starts from the last frame of an ensemble file, forecasts with the model stored in it
-to each observation time (steps = time gap / dt) and analyses there; the loop body is tensor
-operations only. The output dataset is an ``analysis`` state file (analysis ensemble at every
-observation time, optionally the backgrounds) plus the observation-space diagnostics per
-observation, as DART and JEDI write them: ``obs_*`` copies of the observations, H(x) mean and
-spread of background and analysis, and departures O-B and O-A (NaN where an observation was not
-used: qc != 0).
+``assimilate`` cycles from ``init`` (forecasting with the model stored in it between observation
+times) or analyses ``background`` once; every input is an xarray dataset in memory. Files are
+read and written by the callers (``daflow.api``, ``cli/``). OI of a ``background`` without a
+climatology is the surface analysis with a parametric B (:mod:`daflow.da.surface`).
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
+from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics, analyse_once, cycle, model_forward
+from daflow.core.grid import StateGrid
+from daflow.core.state import state_from_dataset
 from daflow.da import filter_class
-from daflow.da.base import Diagnostics, Filter
-from daflow.da.observations import ObsBatch, StateGrid, observation_batches
-from daflow.errors import DataError
-from daflow.io.contract import open_dataset
-from daflow.obs.operators import get_operator
-from daflow.models.run import State, advance, read_state, state_dataset, steps_between, threads_for
-from daflow.progress import track
+from daflow.da.base import Filter
+from daflow.errors import DataError, OptionError
 
-DIAGNOSTICS = {
-    "background_mean": "mean of H(x) over the background ensemble",
-    "background_spread": "standard deviation of H(x) over the background ensemble",
-    "analysis_mean": "mean of H(x) over the analysis ensemble",
-    "analysis_spread": "standard deviation of H(x) over the analysis ensemble",
-}
+__all__ = ["DIAGNOSTICS", "add_observation_diagnostics", "accepted_options", "assimilate", "covariance_from_dataset",
+           "make_filter", "model_forward"]
+
+OPTION_NAMES = {"covariance": "climatology"}  # library argument -> the option (dataset) that supplies it
+SURFACE_OPTIONS = ("b_std", "b_length", "b_correlation", "qc_k", "orography")  # of OI's surface analysis
 
 
-OPTION_NAMES = {"covariance": "climatology"}  # library argument -> the CLI option that supplies it
-
-
-def accepted_options(cls) -> tuple[set[str], set[str]]:
+def accepted_options(cls: Any) -> tuple[set[str], set[str]]:
     """(every option the filter class takes, those it requires), from its settings and constructors."""
     accepted = {f.name for f in fields(cls.settings_class)} if cls.settings_class else set()
     required = set()
@@ -51,275 +43,99 @@ def accepted_options(cls) -> tuple[set[str], set[str]]:
     return accepted, required
 
 
-def _flag(name: str) -> str:
-    return "--" + OPTION_NAMES.get(name, name).replace("_", "-")
-
-
-def make_filter(method: str, grid: StateGrid, **options) -> Filter:
+def make_filter(method: str, grid: StateGrid, **options: Any) -> Filter:
     """The filter ``method`` with the options it takes (None values are left to its defaults)."""
     cls = filter_class(method)
     accepted, required = accepted_options(cls)
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - accepted)
     if extra:
-        raise ValueError(f"method {method} does not take {', '.join(_flag(e) for e in extra)}")
+        raise OptionError(OPTION_NAMES.get(extra[0], extra[0]),
+                          f"method {method} does not take {', '.join(OPTION_NAMES.get(e, e) for e in extra)}")
     missing = sorted(required - set(given))
     if missing:
-        raise ValueError(f"method {method} needs {', '.join(_flag(m) for m in missing)}")
-    return cls(grid, **given)
-
-
-@dataclass
-class AssimilationRun:
-    state: State
-    batches: list[ObsBatch]
-    obs: xr.Dataset
-
-
-def prepare(init: str, obs_path: str, dtype: torch.dtype = torch.float64, min_members: int = 2) -> AssimilationRun:
-    """Read the starting ensemble and the observations, checked against each other."""
-    state = read_state(init, dtype=dtype)
-    if state.x.shape[0] < min_members:
-        raise DataError(init, f"has {state.x.shape[0]} member(s); this method needs at least {min_members}")
-    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
-    batches = observation_batches(obs, StateGrid.from_model(state.model), obs_path, dtype)
-    return AssimilationRun(state, batches, obs)
-
-
-def cycle(run: AssimilationRun, filt: Filter, init_name=None, obs_name=None,
-          save_background: bool = False) -> xr.Dataset:
-    """Cycle from ``run.state`` through every observation time; the ``analysis`` dataset."""
-    state, model = run.state, run.state.model
-    if _before(run.batches[0].time, state.time):
-        raise DataError(obs_name, f"first observation time {run.batches[0].time} is before the ensemble time "
-                        f"{state.time} of {init_name}")
-    members, shape = state.x.shape[0], model.state_shape
-    gaps = [steps_between(a, b.time, state.dt, model.time_units, obs_name)
-            for a, b in zip([state.time] + [b.time for b in run.batches[:-1]], run.batches)]
-    x = state.x.reshape(members, -1)
-    analyses = torch.empty((len(run.batches), members, x.shape[1]), dtype=x.dtype)
-    backgrounds = torch.empty_like(analyses)
-    first_step = 0
-    if getattr(filt, "window", None) is not None:
-        with threads_for(x.numel()):
-            _cycle_windows(run, filt, x, gaps, backgrounds, analyses, init_name)
-            diagnostics = _bulk_diagnostics(run, backgrounds, analyses)
-        times = np.array([b.time for b in run.batches])
-        return _output(run, analyses, backgrounds if save_background else None, times, diagnostics, filt, rows=None)
-    # Inference mode drops autograd's bookkeeping from the ~100 small ops of a cycle (about 15%).
-    with threads_for(x.numel()), torch.inference_mode(not filt.differentiates):
-        for k, (batch, steps) in enumerate(track(list(zip(run.batches, gaps)), f"{filt.name} cycling", len(gaps))):
-            x = advance(model, x.view(members, *shape), state.dt, steps, init_name, first_step).view(members, -1)
-            first_step += steps
-            backgrounds[k] = x
-            x = filt.transform(x, batch)
-            analyses[k] = x
-        diagnostics = _bulk_diagnostics(run, backgrounds, analyses)
-    times = np.array([b.time for b in run.batches])
-    return _output(run, analyses, backgrounds if save_background else None, times, diagnostics, filt, rows=None)
-
-
-def model_forward(run: AssimilationRun, source=None):
-    """(members, n) -> state after ``steps`` model steps, differentiable (no finiteness check inside:
-    autograd's batched transforms cannot branch on values); DataError naming ``source`` when the
-    model's step is not differentiable."""
-    model, dt, members = run.state.model, run.state.dt, run.state.x.shape[0]
-    shape = model.state_shape
-
-    def forward(x: torch.Tensor, steps: int) -> torch.Tensor:
-        y = x.reshape(x.shape[0], *shape)
-        for _ in range(steps):
-            y = model.step(y, dt)
-        return y.reshape(x.shape[0], -1)
-
-    probe = run.state.x.reshape(members, -1)[:1].detach().clone().requires_grad_(True)
+        raise OptionError(OPTION_NAMES.get(missing[0], missing[0]),
+                          f"method {method} needs {', '.join(OPTION_NAMES.get(m, m) for m in missing)}")
     try:
-        with torch.enable_grad():
-            differentiable = forward(probe, 1).requires_grad
-    except RuntimeError:
-        differentiable = False
-    if not differentiable:
-        raise DataError(source, f"model {model.name} has no differentiable step, which a window method needs")
-    return forward
+        return cls(grid, **given)  # type: ignore[no-any-return]
+    except ValueError as err:  # a setting the method rejects (checked before any computation): a usage error
+        named = [k for k in sorted(accepted, key=len, reverse=True) if k in str(err)]
+        raise OptionError(OPTION_NAMES.get(named[0], named[0]) if named else "method", f"method {method}: {err}") from None
 
 
-def _cycle_windows(run: AssimilationRun, filt, x: torch.Tensor, gaps: list[int], backgrounds: torch.Tensor,
-                   analyses: torch.Tensor, init_name=None) -> None:
-    """Windows of ``filt.window`` observation times: each analysed at once (e.g. 4D-Var), the next
-    starting from the analysis at the last time of the one before."""
-    forward = model_forward(run, init_name)
-    count = len(run.batches)
-    starts = list(range(0, count, filt.window))
-    for start in track(starts, f"{filt.name} cycling", len(starts)):
-        stop = min(start + filt.window, count)
-        bgs, ans = filt.analyse_window(x, run.batches[start:stop], gaps[start:stop], forward)
-        for k, (b, a) in enumerate(zip(bgs, ans), start):
-            if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
-                raise DataError(init_name, f"the model state blew up (NaN/Inf) before observation time "
-                                f"{run.batches[k].time}; try a smaller --dt")
-            backgrounds[k], analyses[k] = b, a
-        x = analyses[stop - 1]
+def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, background: xr.Dataset | None = None,
+               climatology: xr.Dataset | None = None, save_background: bool = False,
+               dtype: torch.dtype = torch.float64, names: dict[str, object] | None = None, **options: Any) -> xr.Dataset:
+    """Cycle from ``init`` or analyse ``background`` once (exactly one given); the ``analysis`` dataset.
 
-
-def _bulk_diagnostics(run: AssimilationRun, backgrounds: torch.Tensor, analyses: torch.Tensor) -> dict:
-    """Diagnostics of every observation of every cycle at once: H(x) of (cycles, members, n) frames."""
-    rows = np.concatenate([b.rows for b in run.batches])
-    cycle_of = torch.from_numpy(np.repeat(np.arange(len(run.batches)), [len(b.rows) for b in run.batches]))
-    index = torch.cat([b.index for b in run.batches])
-    names = run.obs["operator"].values[rows].astype(str)
-
-    def h(frames):                                              # (cycles, members, n) -> (members, P)
-        cycles, members, n = frames.shape
-        at = frames.mT.reshape(cycles * n, members).index_select(0, cycle_of * n + index).mT
-        out = torch.empty_like(at)
-        for name in np.unique(names):
-            where = torch.from_numpy(np.flatnonzero(names == name))
-            out[:, where] = get_operator(name)(at[:, where])
-        return out
-
-    diag = Diagnostics.of(h(backgrounds), h(analyses))
-    out = {}
-    for name in DIAGNOSTICS:
-        full = torch.full((run.obs.sizes["obs"],), float("nan"), dtype=analyses.dtype)
-        full[torch.from_numpy(rows)] = getattr(diag, name)
-        out[name] = full
-    return out
-
-
-def analyse_once(run: AssimilationRun, filt: Filter, background_name=None, obs_name=None) -> xr.Dataset:
-    """One analysis of ``run.state`` with the observations at its time."""
-    if getattr(filt, "window", None) is not None:
-        return _analyse_window_once(run, filt, background_name, obs_name)
-    matching = [b for b in run.batches if not _before(b.time, run.state.time) and not _before(run.state.time, b.time)]
-    if not matching:
-        raise DataError(obs_name, f"no observation at the background time {run.state.time} of {background_name}")
-    batch = matching[0]
-    with threads_for(run.state.x.numel()):
-        x, diag = filt.analyse(run.state.x.reshape(run.state.x.shape[0], -1), batch)
-    diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
-    # diagnostics are in batch order; the output keeps the batch's observations in that order
-    return _output(run, x[None], None, np.array([batch.time]), diagnostics, filt, rows=batch.rows)
-
-
-def _analyse_window_once(run: AssimilationRun, filt, background_name=None, obs_name=None) -> xr.Dataset:
-    """One window from the background's time: its first ``filt.window`` observation times at or after it."""
-    state = run.state
-    later = [b for b in run.batches if not _before(b.time, state.time)][:filt.window]
-    if not later:
-        raise DataError(obs_name, f"no observation at or after the background time {state.time} of {background_name}: "
-                        "the window is empty")
-    gaps = [steps_between(a, b.time, state.dt, state.model.time_units, obs_name)
-            for a, b in zip([state.time] + [b.time for b in later[:-1]], later)]
-    window = AssimilationRun(state, later, run.obs)
-    x = state.x.reshape(state.x.shape[0], -1)
-    analyses = torch.empty((len(later), *x.shape), dtype=x.dtype)
-    backgrounds = torch.empty_like(analyses)
-    with threads_for(x.numel()):
-        _cycle_windows(window, filt, x, gaps, backgrounds, analyses, background_name)
-        full = _bulk_diagnostics(window, backgrounds, analyses)
-    rows = np.concatenate([b.rows for b in later])
-    diagnostics = {k: v[torch.from_numpy(rows)] for k, v in full.items()}
-    return _output(window, analyses, None, np.array([b.time for b in later]), diagnostics, filt, rows=rows)
-
-
-SURFACE_OPTIONS = ("b_std", "b_length", "b_correlation", "qc_k", "orography")  # of OI's surface analysis
-
-
-def assimilate_files(method: str, obs_path: str, init: str | None = None, background: str | None = None,
-                     climatology: str | None = None, save_background: bool = False,
-                     dtype: torch.dtype = torch.float64, **options) -> xr.Dataset:
-    """``daflow assimilate``: cycle from ``init`` or analyse ``background`` once (exactly one given).
-
-    OI of a ``background`` without ``climatology`` is a surface analysis with a parametric B
-    (:mod:`daflow.da.surface`; options ``b_std``, ``b_length``, ``b_correlation``, ``qc_k``, ``orography``).
+    ``names`` maps "init", "background", "obs", "climatology", "orography" to the sources named in errors.
     """
+    names = names or {}
+    if (init is None) == (background is None):
+        raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
+    if save_background and init is None:
+        raise OptionError("save_background", "save_background goes with init (cycling)")
     surface = {k: options.pop(k) for k in SURFACE_OPTIONS if k in options}
-    if method == "oi" and climatology is None and background is not None:
-        return _surface_analysis(background, obs_path, **surface)
-    given = [k for k, v in surface.items() if v is not None and k not in accepted_options(filter_class(method))[0]]
+    if method == "oi" and climatology is None and background is not None:  # OI's surface analysis: a parametric B
+        return _surface_analysis(background, obs, names, **surface)
+    accepted = accepted_options(filter_class(method))[0]
+    given = [k for k, v in surface.items() if v is not None and k not in accepted]
     if given:
-        raise ValueError(f"method {method} does not take {', '.join('--' + k.replace('_', '-') for k in given)} "
-                         "(a parametric B goes with oi --background and no --climatology, 3dvar and 4dvar)")
+        raise OptionError(given[0], f"method {method} does not take {', '.join(given)} "
+                          "(a parametric B goes with oi and a background but no climatology, 3dvar and 4dvar)")
     options.update({k: v for k, v in surface.items() if k not in given})
-    source = init or background
-    run = prepare(source, obs_path, dtype, filter_class(method).min_members)
-    grid = StateGrid.from_model(run.state.model)
+    source = "init" if init is not None else "background"
+    start = init if init is not None else background
+    assert start is not None
+    state = state_from_dataset(start, names.get(source), dtype=dtype)
+    grid = StateGrid.from_model(state.model)
     if climatology is not None:
-        if "covariance" not in accepted_options(filter_class(method))[0]:
-            raise ValueError(f"method {method} does not take --climatology")
-        options["covariance"] = read_covariance(climatology, grid, dtype)
+        if "covariance" not in accepted:
+            raise OptionError("climatology", f"method {method} does not take climatology")
+        options["covariance"] = covariance_from_dataset(climatology, grid, dtype, names.get("climatology"))
     filt = make_filter(method, grid, **options)
+    pair = (names.get(source), names.get("obs"))
     if init is not None:
-        return cycle(run, filt, init, obs_path, save_background)
-    return analyse_once(run, filt, background, obs_path)
+        return cycle(state, obs, filt, save_background=save_background, names=pair)
+    return analyse_once(state, obs, filt, names=pair)
 
 
-def _surface_analysis(background: str, obs_path: str, b_std=None, b_length=None, b_correlation=None, qc_k=None,
-                      orography=None) -> xr.Dataset:
+def _surface_analysis(background: xr.Dataset, obs: xr.Dataset, names: dict[str, object], b_std: Any = None, b_length: Any = None,
+                      b_correlation: Any = None, qc_k: Any = None, orography: xr.Dataset | None = None) -> xr.Dataset:
     from daflow.da.surface import analyse_forecast
 
-    bg = open_dataset(background, kinds=("state", "analysis")).load()
-    obs = open_dataset(obs_path, kinds=("observations",), dims=("obs",)).load()
     oro = None
     if orography is not None:
-        ds = open_dataset(orography, kinds=None)
-        names = [n for n in ("z", "orography", "orog", "hgt") if n in ds.data_vars]
-        if not names:
-            raise DataError(orography, "no orography variable (z, orography, orog or hgt)")
-        oro = ds[names[0]].squeeze(drop=True).load()
-        if names[0] == "z":
+        found = [n for n in ("z", "orography", "orog", "hgt") if n in orography.data_vars]
+        if not found:
+            raise DataError(_str(names.get("orography")), "no orography variable (z, orography, orog or hgt)")
+        oro = orography[found[0]].squeeze(drop=True).load()
+        if found[0] == "z":
             oro = oro / 9.80665  # surface geopotential -> height
-    return analyse_forecast(bg, obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
-                            names=(background, obs_path))
+    return analyse_forecast(background.load(), obs, b_std, b_length, b_correlation or "gaussian", 5.0 if qc_k is None else qc_k, oro,
+                            names=(str(names.get("background") or "background"), str(names.get("obs") or "observations")))
 
 
-def read_covariance(path: str, grid: StateGrid, dtype: torch.dtype) -> torch.Tensor:
-    """Sample covariance over the times (and members) of ``grid.variable`` in a state file."""
+def covariance_from_dataset(ds: xr.Dataset, grid: StateGrid, dtype: torch.dtype, source: object = None) -> torch.Tensor:
+    """Sample covariance over the times (and members) of ``grid.variable`` in a state dataset."""
     from daflow.da.oi import climatological_covariance
 
-    ds = open_dataset(path, kinds=("state", "analysis"), dims=("time",))
+    name = _str(source)
     if grid.variable not in ds.data_vars:
-        raise DataError(path, f"no variable {grid.variable}")
+        raise DataError(name, f"no variable {grid.variable}")
     var = ds[grid.variable]
     if var.sizes.get("time", 1) < 2:
-        raise DataError(path, "a climatology needs at least two times")
+        raise DataError(name, "a climatology needs at least two times")
     if tuple(var.sizes.get(d, -1) for d in grid.dims) != grid.shape:
-        raise DataError(path, f"{grid.variable} is not on the grid of the ensemble {dict(zip(grid.dims, grid.shape))}")
+        raise DataError(name, f"{grid.variable} is not on the grid of the ensemble {dict(zip(grid.dims, grid.shape))}")
     samples = var.transpose(..., *grid.dims).values.reshape(-1, grid.size)
     if samples.shape[0] < 2 or not np.isfinite(samples).all():
-        raise DataError(path, "needs at least two finite states for a covariance")
+        raise DataError(name, "needs at least two finite states for a covariance")
     try:
         return climatological_covariance(torch.from_numpy(samples).to(dtype))
     except ValueError as err:
-        raise DataError(path, str(err)) from None
+        raise DataError(name, str(err)) from None
 
 
-def _before(a, b) -> bool:
-    if np.asarray(a).dtype.kind == "M":
-        return np.datetime64(a, "ns") < np.datetime64(b, "ns")
-    return float(a) < float(b) - 1e-9
-
-
-def _output(run, analyses, backgrounds, times, diagnostics, filt, rows) -> xr.Dataset:
-    """The analysis dataset: ensemble (member, time, *dims) plus per-observation diagnostics."""
-    model, state = run.state.model, run.state
-    frames = analyses.view(len(times), analyses.shape[1], *model.state_shape)
-    ds = state_dataset(model, frames, times, state.dt, ensemble=True, title=f"{filt.name} analysis")
-    if backgrounds is not None:
-        bg = state_dataset(model, backgrounds.view_as(frames), times, state.dt, ensemble=True)[model.variable]
-        ds[f"{model.variable}_background"] = bg.assign_attrs(long_name=f"{model.name} background (forecast) state")
-    add_observation_diagnostics(ds, run.obs if rows is None else run.obs.isel(obs=rows), diagnostics)
-    ds.attrs.update({"daflow_method": filt.name, "inflation": filt.inflation, "rtps": filt.rtps})
-    return ds
-
-
-def add_observation_diagnostics(ds: xr.Dataset, obs: xr.Dataset, diagnostics: dict) -> None:
-    """Copy the observations into ``ds`` as ``obs_*`` with H(x) mean/spread, O-B and O-A ((obs,) tensors)."""
-    for name, var in obs.variables.items():
-        if name != "obs":
-            ds[f"obs_{name}"] = ("obs", var.values, var.attrs)
-    values = obs["value"].values
-    for name, long_name in DIAGNOSTICS.items():
-        ds[f"obs_{name}"] = ("obs", diagnostics[name].numpy(), {"long_name": long_name})
-    ds["obs_omb"] = ("obs", values - diagnostics["background_mean"].numpy(), {"long_name": "observation minus background mean (O-B)"})
-    ds["obs_oma"] = ("obs", values - diagnostics["analysis_mean"].numpy(), {"long_name": "observation minus analysis mean (O-A)"})
+def _str(source: object) -> str | None:
+    return None if source is None else str(source)

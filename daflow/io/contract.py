@@ -16,6 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from daflow import __version__
+from daflow.core.grid import HORIZONTAL_DIMS, horizontal_dims  # noqa: F401  (the contract's horizontal layouts live in the core)
 from daflow.errors import DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
 from daflow.io.history import history_line
@@ -24,7 +25,6 @@ from daflow.progress import dask_progress
 KINDS = ("state", "observations", "analysis", "scores", "causal")
 CONVENTIONS = "CF-1.10"
 CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i", "point")
-HORIZONTAL_DIMS = (("lat", "lon"), ("y", "x"), ("i",), ("point",))
 
 
 def canonical_order(ds: xr.Dataset) -> xr.Dataset:
@@ -35,15 +35,6 @@ def canonical_order(ds: xr.Dataset) -> xr.Dataset:
         other = [d for d in var.dims if d not in CANONICAL_DIMS]
         out[name] = var.transpose(*other, *known)
     return out
-
-
-def horizontal_dims(dims: Iterable[str]) -> tuple[str, ...]:
-    """The horizontal dims of a variable: ('lat','lon'), ('y','x'), ('i',), ('point',) or ()."""
-    dims = tuple(dims)
-    for group in HORIZONTAL_DIMS:
-        if all(d in dims for d in group):
-            return group
-    return ()
 
 
 def stamp(ds: xr.Dataset, kind: str, command: str | None = None) -> xr.Dataset:

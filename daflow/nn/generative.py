@@ -22,11 +22,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from daflow.da.base import Diagnostics
-from daflow.da.cycle import DIAGNOSTICS, add_observation_diagnostics
-from daflow.da.observations import ObsBatch, StateGrid, observation_batches
-from daflow.errors import DataError
-from daflow.io.contract import open_dataset
+from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics
+from daflow.core.grid import StateGrid
+from daflow.core.observations import Diagnostics, ObsBatch, observation_batches
+from daflow.errors import DataError, OptionError
 from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Likelihood, sample
@@ -51,9 +50,9 @@ class GenerativeModel:
         self.arch = self.denoiser.arch
         self.norm = Normalisation.from_dict(self.config["normalisation"])
 
-    def read(self, path: str, kinds=("state", "analysis")) -> Series:
-        """A state file's series, checked against the training data and long enough for the history."""
-        series = read_series(open_dataset(path, kinds), self.config["data"]["variable"], path)
+    def read(self, ds: xr.Dataset, path=None) -> Series:
+        """A state dataset's series (``path`` names it in errors), checked against the training data and long enough for the history."""
+        series = read_series(ds, self.config["data"]["variable"], path)
         check_matches(series, self.config["data"], path, self.checkpoint)
         if series.frames.shape[1] < self.arch.history:
             raise DataError(path, f"has {series.frames.shape[1]} time(s); the model needs {self.arch.history} history frames")
@@ -101,11 +100,11 @@ class GenerativeModel:
         return ds
 
 
-def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | None = None,
-             sample_steps: int = 24, sequence_parallel: int = 1) -> xr.Dataset:
-    """Autoregressive generative ensemble forecast: the init file's last frame, then ``steps`` sampled frames."""
+def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: int | None = None,
+             sample_steps: int = 24, sequence_parallel: int = 1, source=None) -> xr.Dataset:
+    """Autoregressive generative ensemble forecast: the init dataset's last frame, then ``steps`` sampled frames."""
     model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
-    series = model.read(init)
+    series = model.read(init, source)
     generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
     history = model.history(series, members)
     frames = [history[:, -1:]]
@@ -119,9 +118,10 @@ def forecast(checkpoint: str, init: str, steps: int, members: int, seed: int | N
     return model.dataset(series, torch.cat(frames, dim=1)[:, :steps + 1].numpy(), seconds)
 
 
-def assimilate(checkpoint: str, obs_path: str, members: int, background: str | None = None, init: str | None = None,
-               seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0,
-               sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1) -> xr.Dataset:
+def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
+               init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2,
+               zeta: float = 1.0, sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1,
+               names: dict | None = None) -> xr.Dataset:
     """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``).
 
     ``background``: one analysis at its last time, given its K previous frames. ``init``: cycle from
@@ -132,10 +132,14 @@ def assimilate(checkpoint: str, obs_path: str, members: int, background: str | N
     ``sequence_parallel`` = P > 1 (under torchrun): each window's tokens split across P processes,
     which all draw the same noises and hold the same (replicated) ensemble.
     """
+    names = names or {}
+    if (init is None) == (background is None):
+        raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
     model = GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation, sequence_parallel=sequence_parallel)
-    source = background or init
-    series = model.read(source)
-    obs = open_dataset(obs_path, ("observations",), dims=("obs",)).load()
+    obs_path, init_name, background_name = names.get("obs"), names.get("init"), names.get("background")
+    start = background if background is not None else init
+    assert start is not None
+    series = model.read(start, background_name if background is not None else init_name)
     grid = StateGrid(series.variable, ("level", *series.dims[-2:]), series.frames.shape[2:],
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
     located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
@@ -144,7 +148,7 @@ def assimilate(checkpoint: str, obs_path: str, members: int, background: str | N
     dt = model.config["data"]["time_step"]
     if background is not None:
         if series.frames.shape[1] < model.arch.history + 1:
-            raise DataError(background, f"needs {model.arch.history} history frames before the analysis time")
+            raise DataError(background_name, f"needs {model.arch.history} history frames before the analysis time")
         batch = {_seconds(b.time): b for b in batches}.get(series.seconds[-1])
         if batch is None:
             raise DataError(obs_path, f"no good observation at the analysis time {series.seconds[-1]} (the background's last time)")
@@ -156,7 +160,7 @@ def assimilate(checkpoint: str, obs_path: str, members: int, background: str | N
         bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
         if bad:
             raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
-                            f"after the previous analysis time (the first after {init}'s last time {times[0]})")
+                            f"after the previous analysis time (the first after {init_name}'s last time {times[0]})")
     analyses, hx_background, hx_analysis = [], [], []
     with torch.no_grad():
         for batch, gap in zip(batches, gaps):

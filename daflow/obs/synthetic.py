@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.errors import DataError
-from daflow.io.contract import horizontal_dims
+from daflow.core.grid import horizontal_dims
 from daflow.obs.operators import apply_operator, get_operator
 
 PATTERNS = ("fixed", "random")

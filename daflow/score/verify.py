@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.errors import DaflowWarning, DataError
-from daflow.io.contract import horizontal_dims
+from daflow.core.grid import horizontal_dims
 from daflow.score.metrics import crps_ensemble, rank_histogram, truth_rank
 from daflow.score.spectra import spectrum
 
