@@ -129,3 +129,41 @@ def test_upper_air_departures_interpolate_in_log_pressure():
     figures = summarise(table)
     assert figures["count"] == 2 and figures["bias"] == pytest.approx(0.0) and figures["rmse"] == pytest.approx(0.5)
     assert {g["band"] for g in figures["groups"]} == {"300-700 hPa", "100-300 hPa"}
+
+
+def test_ensemble_from_b_has_the_covariance_of_b():
+    """Members drawn around x^b: mean x^b exactly, variance b_std^2 and correlation exp(-1/2) at r = L (sampling error)."""
+    from daflow.da.surface import ensemble_from_b
+    from daflow.obs.interpolation import chord_to_km, unit_xyz
+
+    lat = np.repeat(np.arange(40.0, 60.01, 0.25), 121)
+    lon = np.tile(np.arange(-15.0, 15.01, 0.25), 81)
+    xb = np.full(lat.size, 280.0)
+    ens = ensemble_from_b(xb, lat, lon, b_std=2.0, b_length=200.0, members=400, seed=3)
+    assert np.allclose(ens.mean(0), xb)
+    centre = np.flatnonzero((lat == 50.0) & (lon == 0.0))[0]
+    inner = (np.abs(lat - 50) < 5) & (np.abs(lon) < 7)
+    assert ens[:, inner].std(0, ddof=1).mean() == pytest.approx(2.0, rel=0.05)
+    r = chord_to_km(np.linalg.norm(unit_xyz(lat, lon) - unit_xyz(50.0, 0.0), axis=-1))
+    ring = np.flatnonzero(np.abs(r - 200.0) < 10.0)
+    corr = [np.corrcoef(ens[:, centre], ens[:, j])[0, 1] for j in ring]
+    assert np.mean(corr) == pytest.approx(np.exp(-0.5), abs=0.06)
+
+
+def test_letkf_on_a_single_forecast_pulls_towards_the_reports():
+    from daflow.da.surface import analyse_forecast_ensemble
+
+    lat = np.repeat(np.arange(40.0, 60.01, 1.0), 31)
+    lon = np.tile(np.arange(-15.0, 15.01, 1.0), 21)
+    bg = xr.Dataset({"t2m": (("time", "point"), np.full((1, lat.size), 280.0))},
+                    coords={"time": [np.datetime64("2018-11-20T12:00", "ns")], "lat": ("point", lat), "lon": ("point", lon)})
+    rng = np.random.default_rng(0)
+    n = 40
+    obs = xr.Dataset({"value": ("obs", np.full(n, 282.0)), "error_std": ("obs", np.full(n, 0.5)),
+                      "time": ("obs", np.full(n, np.datetime64("2018-11-20T12:00", "ns"))),
+                      "lat": ("obs", rng.uniform(45, 55, n)), "lon": ("obs", rng.uniform(-5, 5, n)),
+                      "variable": ("obs", np.array(["t2m"] * n, dtype=object)), "qc": ("obs", np.zeros(n, np.int8))})
+    an = analyse_forecast_ensemble(bg, obs, "letkf", members=12, seed=1, loc_radius=300.0)
+    assert an["t2m"].dims == ("member", "time", "point")
+    assert np.abs(an["obs_oma"].values).mean() < 0.5 * np.abs(an["obs_omb"].values).mean()
+    assert float(an["obs_analysis_spread"].mean()) < float(an["obs_background_spread"].mean())
