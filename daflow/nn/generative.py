@@ -30,6 +30,7 @@ from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Likelihood, sample
 from daflow.nn.normalisation import Normalisation
+from daflow.nn.sequence import shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
 
 
@@ -104,7 +105,7 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
     """Autoregressive generative ensemble forecast: the init dataset's last frame, then ``steps`` sampled frames."""
     model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
     series = model.read(init, source)
-    generator = _generator(seed)
+    generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
     history = model.history(series, members)
     frames = [history[:, -1:]]
     with torch.no_grad():
@@ -143,7 +144,7 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
     located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
     batches = observation_batches(located, grid, obs_path, torch.float32)
-    generator = _generator(seed)
+    generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
     dt = model.config["data"]["time_step"]
     if background is not None:
         if series.frames.shape[1] < model.arch.history + 1:
