@@ -56,7 +56,7 @@ def test_energy_and_lid_integrals_are_conserved_without_forcing():
     """Without relaxation, hyperdiffusion and Ekman damping the flow conserves the total energy
     and, at each lid, the integrals of theta and theta^2. dt = 300 s keeps RK4's O(dt^5) error
     per step at float64 round-off while the state still changes by about 20 %."""
-    free = SQG(dtype=torch.float64, tdiab=math.inf, diff_efold=math.inf, r=0.0)
+    free = SQG(dtype=torch.float64, tdiab=math.inf, diff_efold=math.inf, r=0.0, advection="exact")
     x0 = free.random_state(2, torch.Generator().manual_seed(3))
     spec = to_spec(x0)
     spec[..., -1] = 0  # the Nyquist column only advects (the dealiased Jacobian never updates it)
@@ -116,7 +116,7 @@ def test_small_normal_mode_of_the_jet_grows_as_the_two_surface_dispersion_relati
     problem (growth rate and phase speed) over 3 days; the growth rates obey Eady's short-wave
     cut-off mu = 2.399 exactly and stay below the uniform-shear Eady rate at the jet's peak shear
     (by about 10 %: the jet's shear varies across the domain)."""
-    m = SQG(dtype=torch.float64, diff_efold=math.inf)
+    m = SQG(dtype=torch.float64, diff_efold=math.inf, advection="exact")
     l0 = 2 * math.pi / m.L
     shear = m.U / m.H  # lid-to-lid wind difference U sin(l0 y), at most U
     rates = {}
@@ -151,6 +151,101 @@ def test_small_normal_mode_of_the_jet_grows_as_the_two_surface_dispersion_relati
     error = (state[0] - m.theta_eq - expected).abs().max() / expected.abs().max()
     assert error < 1e-3, error
     assert lam.real * 3 * DAY > 1.5  # the mode grew by more than e^1.5: the test is not trivial
+
+
+class SqgturbReference:
+    """sqgturb's ``SQG`` (jswhit/sqgturb, sqgturb/sqg.py: symmetric jet, r = 0, dealias=True, no
+    random pattern) transcribed to NumPy from its source, independently of daflow: unnormalised
+    FFTs, state = scaled lid temperature b (m/s), ``specpad`` multiplying by 2.25 and ``spectrunc``
+    not dividing by it, RK4 with the hyperdiffusion factor, spectrum kept between steps."""
+
+    def __init__(self, N=64, f=1e-4, nsq=1e-4, L=20e6, H=10e3, U=30.0, tdiab=10 * DAY, diff_order=8,
+                 diff_efold=DAY, dt=1200.0):
+        self.N, self.dt, self.tdiab = N, dt, tdiab
+        y = np.arange(0, L, L / N)
+        l0 = 2 * np.pi / L
+        mu0 = l0 * np.sqrt(nsq) * H / f
+        pvbar = -(mu0 * 0.5 * U / (l0 * H)) * np.cosh(0.5 * mu0) * np.cos(l0 * y) / np.sinh(0.5 * mu0)
+        self.pvspec_eq = np.fft.rfft2(np.broadcast_to(pvbar[None, :, None], (2, N, N)))
+        k, l = np.meshgrid((N * np.fft.fftfreq(N))[: N // 2 + 1], N * np.fft.fftfreq(N))  # noqa: E741
+        k, l = 2 * np.pi * k / L, 2 * np.pi * l / L  # noqa: E741
+        n_pad = 3 * N // 2
+        k_pad, l_pad = np.meshgrid((n_pad * np.fft.fftfreq(n_pad))[: 3 * N // 4 + 1], n_pad * np.fft.fftfreq(n_pad))
+        self.ik_pad, self.il_pad = 2j * np.pi * k_pad / L, 2j * np.pi * l_pad / L
+        mu = (np.sqrt(k**2 + l**2) * np.sqrt(nsq) * H / f).clip(np.finfo(float).eps)
+        self.h_over_mu, self.tanhmu, self.sinhmu = H / mu, np.tanh(mu), np.sinh(mu)
+        self.hyperdiff = np.exp((-dt / diff_efold) * (np.sqrt(k**2 + l**2) / (np.pi * N / L)) ** diff_order)
+
+    def invert(self, pv):
+        return self.h_over_mu * np.stack((pv[1] / self.sinhmu - pv[0] / self.tanhmu,
+                                          pv[1] / self.tanhmu - pv[0] / self.sinhmu))
+
+    def specpad(self, spec):
+        h, n = self.N // 2, self.N
+        out = np.zeros((2, 3 * n // 2, 3 * n // 4 + 1), complex)
+        out[:, :h, :h], out[:, -h:, :h] = 2.25 * spec[:, :h, :h], 2.25 * spec[:, -h:, :h]
+        out[:, :h, h], out[:, -h:, h] = np.conj(2.25 * spec[:, :h, -1]), np.conj(2.25 * spec[:, -h:, -1])
+        return out
+
+    def spectrunc(self, spec):
+        h = self.N // 2
+        out = np.zeros((2, self.N, h + 1), complex)
+        out[:, :h, :h], out[:, -h:, :h] = spec[:, :h, :h], spec[:, -h:, :h]
+        return out
+
+    def xyderiv(self, spec):
+        padded = self.specpad(spec)
+        return np.fft.irfft2(self.ik_pad * padded), np.fft.irfft2(self.il_pad * padded)
+
+    def gettend(self, pvspec):
+        v, u = self.xyderiv(self.invert(pvspec))
+        pvx, pvy = self.xyderiv(pvspec)
+        jacobian = self.spectrunc(np.fft.rfft2(-u * pvx + v * pvy))
+        return (self.pvspec_eq - pvspec) / self.tdiab - jacobian
+
+    def advance(self, pv: np.ndarray, steps: int) -> np.ndarray:
+        spec, dt = np.fft.rfft2(pv), self.dt
+        for _ in range(steps):
+            k1 = dt * self.gettend(spec)
+            k2 = dt * self.gettend(spec + 0.5 * k1)
+            k3 = dt * self.gettend(spec + 0.5 * k2)
+            k4 = dt * self.gettend(spec + k3)
+            spec = self.hyperdiff * (spec + (k1 + 2 * k2 + 2 * k3 + k4) / 6)
+        return np.fft.irfft2(spec)
+
+
+@pytest.fixture(scope="module")
+def spun_up() -> torch.Tensor:
+    """A (1, 2, 64, 64) float64 state after 3 days of turbulence from sqgturb's random start."""
+    m = SQG(dtype=torch.float64)
+    return m.advance(m.random_state(1, torch.Generator().manual_seed(3)), 1200.0, 216)
+
+
+def test_twelve_hour_forecast_reproduces_sqgturb(spun_up):
+    """From the same state, 36 steps (12 h) of daflow's default SQG against the NumPy transcription of
+    sqgturb: float64 within 1e-5 of the field's std (round-off, in fact), float32 within 1e-3. The
+    consistent scaling (advection="exact") differs by far more: the factor 2.25 matters."""
+    scale = SQG().scale
+    reference = SqgturbReference().advance(spun_up[0].numpy() / scale, 36) * scale
+    std = reference.std()
+    for dtype, tolerance in ((torch.float64, 1e-5), (torch.float32, 1e-3)):
+        x = SQG(dtype=dtype).advance(spun_up.to(dtype), 1200.0, 36)
+        error = np.abs(x[0].double().numpy() - reference).max() / std
+        assert error < tolerance, (dtype, error)
+    exact = SQG(dtype=torch.float64, advection="exact").advance(spun_up, 1200.0, 36)
+    assert np.abs(exact[0].numpy() - reference).max() / std > 0.1
+
+
+def test_forecast_file_keeps_the_advection_and_refuses_unknown_ones(tmp_path):
+    out = tmp_path / "exact.nc"
+    result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "advection=exact", "--param", "N=16",
+                      "--spinup", "2", "--steps", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert '"advection": "exact"' in xr.open_dataset(out).attrs["daflow_model_params"]
+    bad = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "advection=fast", "--spinup", "0",
+                   "-o", str(tmp_path / "bad.nc")])
+    assert bad.exit_code == 65 and "advection" in bad.output and len(bad.output.splitlines()) == 1
+    assert not (tmp_path / "bad.nc").exists()
 
 
 def test_members_are_independent_and_runs_bit_reproducible():

@@ -23,8 +23,8 @@ from daflow.errors import DataError
 from daflow.models import model_class, model_from_attrs
 from daflow.models.base import Model
 from daflow.progress import track
+from daflow.threads import SMALL_WORK, explicit
 
-SMALL_TENSOR = 2**16
 
 
 @dataclass
@@ -40,10 +40,11 @@ class State:
 
 @contextlib.contextmanager
 def threads_for(numel: int) -> Iterator[None]:
-    """One torch thread for small tensors (e.g. Lorenz-96 ensembles): for them, waking and
-    spinning intra-op threads costs more than the arithmetic (10x slower on a loaded machine)."""
+    """One torch thread for work on fewer than ``SMALL_WORK`` values (Lorenz-96 ensembles, a
+    20-member SQG at N = 64), unless ``--threads`` was given: for them, waking and synchronising
+    intra-op threads costs more than the arithmetic (policy: :mod:`daflow.threads`)."""
     previous = torch.get_num_threads()
-    if numel < SMALL_TENSOR:
+    if numel < SMALL_WORK and explicit() is None:
         torch.set_num_threads(1)
     try:
         yield
@@ -69,25 +70,40 @@ def parse_params(name: str, pairs: dict[str, Any]) -> dict[str, Any]:
 
 def _check_finite(x: torch.Tensor, step: int, source: object) -> None:
     if not bool(torch.isfinite(x).all()):
-        raise DataError(None if source is None else str(source), f"the model state blew up (NaN/Inf) at step {step}; try a smaller time step")
+        raise DataError(None if source is None else str(source),
+                        f"the model state blew up (NaN/Inf) at step {step} or before; try a smaller time step")
+
+
+def _steps(model: Any, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
+    """``steps`` steps in one ``model.advance`` call when the model has one (SQG keeps its spectrum
+    between the steps, as sqgturb's ``advance`` does), else ``model.step`` repeated."""
+    if hasattr(model, "advance"):
+        return model.advance(x, dt, steps)
+    for _ in range(steps):
+        x = model.step(x, dt)
+    return x
 
 
 def advance(model: Any, x: torch.Tensor, dt: float, steps: int, source: object = None, first_step: int = 0) -> torch.Tensor:
-    """x after ``steps`` steps of a :class:`Dynamics`; DataError naming the step where it stops being finite."""
-    for k in range(first_step + 1, first_step + steps + 1):
-        x = model.step(x, dt)
-        _check_finite(x, k, source)
+    """x after ``steps`` steps of a :class:`Dynamics`, in one go; DataError when it stops being finite."""
+    if steps:
+        x = _steps(model, x, dt, steps)
+        _check_finite(x, first_step + steps, source)
     return x
 
 
 def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
               source: object = None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
-    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps."""
+    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps; the
+    steps between two frames go in one go (:func:`_steps`)."""
     frames = torch.empty((steps // output_every + 1, *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
-    counter = track(range(1, steps + 1), description, total=steps) if progress else range(1, steps + 1)
+    ends = [*range(output_every, steps + 1, output_every), *([steps] if steps % output_every else [])]
+    counter = track(ends, description, total=len(ends)) if progress else ends
+    done = 0
     for k in counter:
-        x = model.step(x, dt)
+        x = _steps(model, x, dt, k - done)
+        done = k
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x

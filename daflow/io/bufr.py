@@ -1,10 +1,15 @@
 """WMO BUFR reports through ecCodes into the observation contract.
 
 Each message is unpacked once and only the keys daflow maps are read, as whole arrays
-(``codes_get_array``), which is what makes this several times faster than walking every key as
-pdbufr does. A message holds ``numberOfSubsets`` reports; in a compressed message a key yields one
-value per subset (or one value shared by all), in an uncompressed one each subset follows the
-other. Reports are recognised by their BUFR data category (WMO Manual on Codes, Table A):
+(``codes_get_array``), instead of walking every key as pdbufr does. Single-report surface messages
+(SYNOP, SHIP: thousands of small messages of a few templates) go faster still: the bit position,
+width, scale and reference of each element are learnt from the first message of a template that
+ecCodes decodes (:class:`_Layout`), and later messages with the same descriptors, length and
+delayed replication factors are read from their bits directly, without ecCodes.
+
+A message holds ``numberOfSubsets`` reports; in a compressed message a key yields one value per
+subset (or one value shared by all), in an uncompressed one each subset follows the other.
+Reports are recognised by their BUFR data category (WMO Manual on Codes, Table A):
 
 - 0, 1 (surface land / sea: SYNOP, SHIP, classic and WIGOS templates): ``t2m``, ``d2m`` (K),
   ``u10``, ``v10`` from direction d and speed s, u = -s sin d, v = -s cos d (m/s), ``msl`` and
@@ -313,7 +318,24 @@ def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.nda
     surface: dict[str, list] = {}
     skipped: Counter[str] = Counter()
     decoded = 0
+    layouts: dict[tuple, list] = {}
     for start, end in spans:
+        header = _header(data, start, end)
+        if header is not None and header[0] in (0, 1):
+            known = layouts.get(header[1:4], [])
+            row = None
+            for layout in known:
+                row = layout.row(data, header[4])
+                if row is not None:
+                    break
+            if row is not None:
+                surface.setdefault(PLATFORMS[header[0]], []).append(row)
+                decoded += 1
+                continue
+            if len(known) >= 8:  # replication varies from report to report: stop learning layouts
+                header = None
+        else:
+            header = None
         try:
             h = ec.codes_new_from_message(data[start:end])
         except ec.GribInternalError:
@@ -326,7 +348,7 @@ def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.nda
                 skipped[f"data category {category} ({CATEGORY_NAMES.get(category, 'unknown')})"] += 1
                 continue
             try:
-                ec.codes_set(h, "skipExtraKeyAttributes", 1)
+                ec.codes_set(h, "skipExtraKeyAttributes", 0 if header is not None else 1)
                 ec.codes_set(h, "unpack", 1)
             except ec.GribInternalError as err:
                 skipped[f"data category {category} messages ecCodes cannot expand ({_clean(err)})"] += 1
@@ -335,6 +357,11 @@ def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.nda
             if category in (0, 1):
                 if not _surface_row(m, surface.setdefault(platform, [])):
                     _surface(m, cols, platform)
+                elif header is not None:
+                    layout = _Layout.learn(h, ec, data, header[4])
+                    expected = surface[platform][-1]  # what ecCodes decoded: the layout must read the same
+                    if layout is not None and np.array_equal(layout.row(data, header[4]), expected, equal_nan=True):
+                        layouts.setdefault(header[1:4], []).append(layout)
             elif category == 2:
                 _sounding(m, cols)
             else:
@@ -345,6 +372,103 @@ def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.nda
     for platform, rows in surface.items():
         _surface_rows(rows, cols, platform)
     return cols.arrays(), skipped, decoded
+
+
+def _header(data: bytes, start: int, end: int):
+    """(category, edition, section 3 descriptors, section 4 length, data offset) of an uncompressed
+    single-report message, read from sections 0-4 without ecCodes; None for any other message."""
+    try:
+        edition = data[start + 7]
+        if edition not in (3, 4):
+            return None
+        sec1 = start + 8
+        length1 = int.from_bytes(data[sec1:sec1 + 3], "big")
+        category = data[sec1 + (8 if edition == 3 else 10)]
+        has_sec2 = data[sec1 + (7 if edition == 3 else 9)] & 0x80
+        sec3 = sec1 + length1
+        if has_sec2:
+            sec3 += int.from_bytes(data[sec3:sec3 + 3], "big")
+        length3 = int.from_bytes(data[sec3:sec3 + 3], "big")
+        subsets = int.from_bytes(data[sec3 + 4:sec3 + 6], "big")
+        if subsets != 1 or data[sec3 + 6] & 0x40:
+            return None
+        sec4 = sec3 + length3
+        length4 = int.from_bytes(data[sec4:sec4 + 3], "big")
+        if sec4 + length4 > end:
+            return None
+        return category, edition, bytes(data[sec3 + 7:sec3 + length3]), length4, sec4 + 4
+    except IndexError:
+        return None
+
+
+REPLICATION_KEYS = ("delayedDescriptorReplicationFactor", "shortDelayedDescriptorReplicationFactor",
+                    "extendedDelayedDescriptorReplicationFactor")
+
+
+class _Layout:
+    """Bit positions of the surface elements in messages of one template and replication.
+
+    Learnt from a message that ecCodes decoded (widths, scales and references of its data keys,
+    in data order); a later message with the same descriptors, section 4 length and delayed
+    replication factors has its elements at the same bits, read directly:
+    value = (raw + reference) 10^-scale, all bits set = missing (WMO Manual on Codes, FM 94).
+    """
+
+    def __init__(self, fields: list, checks: list):
+        self.fields, self.checks = fields, checks
+
+    @classmethod
+    def learn(cls, h, ec, data: bytes, offset: int):
+        wanted = {c for codes in SURFACE_ROW for c in codes}
+        position, found, checks = 0, {}, []
+        it = ec.codes_bufr_keys_iterator_new(h)
+        try:
+            while ec.codes_bufr_keys_iterator_next(it):
+                key = ec.codes_bufr_keys_iterator_get_name(it)
+                if not key.startswith("#") or "->" in key:
+                    continue
+                name = key.split("#", 2)[2]
+                if name in ("dataPresentIndicator",) or name.startswith("operator"):
+                    break
+                try:
+                    width = int(ec.codes_get(h, f"{key}->width"))
+                    code = int(ec.codes_get(h, f"{key}->code"))
+                    scale = int(ec.codes_get(h, f"{key}->scale"))
+                    reference = int(ec.codes_get(h, f"{key}->reference"))
+                except ec.GribInternalError:
+                    return None
+                if name in REPLICATION_KEYS:
+                    checks.append((position, width, int(ec.codes_get(h, key))))
+                elif code in wanted and code not in found:
+                    found[code] = (position, width, scale, reference)
+                position += width
+        finally:
+            ec.codes_bufr_keys_iterator_delete(it)
+        fields = []
+        for codes in SURFACE_ROW:
+            fields.append(next((found[c] for c in codes if c in found), None))
+        return cls(fields, checks)
+
+    @staticmethod
+    def _bits(data: bytes, offset: int, position: int, width: int) -> int:
+        first = offset + position // 8
+        last = offset + (position + width - 1) // 8
+        chunk = int.from_bytes(data[first:last + 1], "big")
+        return (chunk >> ((last - first + 1) * 8 - position % 8 - width)) & ((1 << width) - 1)
+
+    def row(self, data: bytes, offset: int) -> list | None:
+        for position, width, value in self.checks:
+            if self._bits(data, offset, position, width) != value:
+                return None
+        out = []
+        for field in self.fields:
+            if field is None:
+                out.append(np.nan)
+                continue
+            position, width, scale, reference = field
+            raw = self._bits(data, offset, position, width)
+            out.append(np.nan if raw == (1 << width) - 1 else (raw + reference) * 10.0 ** (-scale))
+        return out
 
 
 SURFACE_ROW = (
@@ -392,18 +516,16 @@ def _surface_rows(rows: list, cols: _Columns, platform: str) -> None:
 def read_bufr(path: str | os.PathLike, workers: int | None = None) -> dict[str, np.ndarray]:
     """Columns of every decoded observation in ``path`` (one row per report, variable and level).
 
-    ``workers`` processes decode parts of a large file (default: one per CPU core beyond 2,000
-    messages, when no threaded runtime such as torch is loaded, since the workers are forked).
+    ``workers`` > 1 forked processes decode parts of the file: worth it only for files of many
+    messages that ecCodes must expand (radiosondes); single-report surface messages are read from
+    their bits faster than a worker starts (default 1).
     """
-    import sys
-
     path = Path(path)
     data = path.read_bytes()
     if not data:
         raise DataError(path, "empty file")
     spans, damaged = message_spans(data)
-    if workers is None:
-        workers = 1 if "torch" in sys.modules or len(spans) < 2000 else min(os.cpu_count() or 1, len(spans) // 1000)
+    workers = min(workers or 1, max(len(spans), 1))
     if workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

@@ -51,6 +51,13 @@ class Model(ABC):
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
         """Advance (members, *state_shape) by one step of length dt."""
 
+    def advance(self, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
+        """``steps`` steps of dt at once. Models whose internal state is richer than the grid state
+        (SQG's spectrum) override it to keep that state between the steps."""
+        for _ in range(steps):
+            x = self.step(x, dt)
+        return x
+
     @abstractmethod
     def random_state(self, members: int, generator: torch.Generator) -> torch.Tensor:
         """(members, *state_shape) starting states to spin up from (noise around a rest state)."""

@@ -18,12 +18,23 @@ with J(psi, theta) = psi_x theta_y - psi_y theta_x (u = -psi_y, v = psi_x) and E
 theta_eq = -(f theta0/g) (mu_0 U / (2 l H)) coth(mu_0 / 2) cos(l y) on both lids, l = 2 pi / L,
 mu_0 = l N H / f (zonal wind U at the lids, 0 at mid-depth).
 
-Numerics follow ``sqgturb`` (J. Whitaker, github.com/jswhit/sqgturb, the model of the EnSF papers):
-pseudo-spectral on an N x N doubly periodic grid; the Jacobian is dealiased by zero-padding the
-spectra to a 3N/2 grid and keeping the wavenumbers below N/2 (the "2/3 rule"), with sqgturb's
-handling of the Nyquist column; classical RK4 in spectral space; order-8 hyperdiffusion as the
-integrating factor exp(-(dt / diff_efold) (kappa / kappa_c)^8), kappa_c = pi N / L, applied once per
-step after the RK4 update.
+Numerics follow ``sqgturb`` (J. Whitaker, github.com/jswhit/sqgturb, ``sqgturb/sqg.py``, the model
+of the LETKF and EnSF papers): pseudo-spectral on an N x N doubly periodic grid; the Jacobian is
+dealiased by zero-padding the spectra to a 3N/2 grid and keeping the wavenumbers below N/2 (the
+"2/3 rule"), with sqgturb's handling of the Nyquist column and of the (0, -N/2) coefficient;
+classical RK4 in spectral space; order-8 hyperdiffusion as the integrating factor
+exp(-(dt / diff_efold) (kappa / kappa_c)^8), kappa_c = pi N / L, applied once per step after the
+RK4 update. :meth:`SQG.advance` keeps the spectrum between steps as sqgturb's ``advance`` does.
+
+Advection factor (``advection``). sqgturb pads the spectrum with 2.25 = (3/2)^2 times the
+coefficients, so that the inverse FFT on the 3N/2 grid gives the fields' values, but truncates the
+forward FFT of the product without dividing by 2.25 again: its Jacobian is (3/2)^2 = 2.25 times
+J(psi, theta). sqgturb's dynamics are therefore those of the equations above with the advection
+multiplied by 2.25, equivalently the correct equations with dt, tdiab and diff_efold multiplied by
+2.25; every published sqgturb figure (Whitaker's LETKF studies, the EnSF papers) was obtained
+with it. ``advection="sqgturb"`` (default) reproduces sqgturb, so figures are comparable with the
+papers; ``advection="exact"`` is the consistent scheme for the equations as written: factor 1,
+and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``_from_padded_grid``).
 
 The state tensor is the lid potential-temperature departure in kelvin, shape
 (members, level=2, y, x): level 0 is z = 0, level 1 is z = H; y and x are in metres. All members
@@ -40,6 +51,9 @@ from daflow.errors import DataError
 from daflow.models.base import Model
 
 
+ADVECTION = {"sqgturb": 2.25, "exact": 1.0}
+
+
 class SQG(Model):
     """Two-level SQG turbulence (Tulloch & Smith 2009); defaults are the EnSF-paper configuration."""
 
@@ -53,12 +67,13 @@ class SQG(Model):
     def __init__(self, N: int = 64, L: float = 20.0e6, H: float = 10.0e3, f: float = 1.0e-4,
                  nsq: float = 1.0e-4, U: float = 30.0, r: float = 0.0, tdiab: float = 10.0 * 86400.0,
                  diff_order: int = 8, diff_efold: float = 86400.0, theta0: float = 300.0, g: float = 9.8,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+                 advection: str = "sqgturb", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         """N grid points per side (even); L domain side (m); H lid height (m); f Coriolis (1/s);
         nsq buoyancy frequency squared (1/s^2); U jet speed at the lids (m/s); r Ekman damping
         coefficient (m/s, 0 = off); tdiab relaxation time (s, inf = off); diff_order, diff_efold:
         hyperdiffusion order and e-folding time (s) at the cut-off wavenumber (inf = off); theta0
-        reference potential temperature (K); g gravity (m/s^2)."""
+        reference potential temperature (K); g gravity (m/s^2); advection "sqgturb" (Jacobian times
+        2.25, as sqgturb computes it) or "exact" (see the module docstring)."""
         super().__init__(dtype=dtype, device=device)
         N = int(N)
         if N < 4 or N % 2:
@@ -67,6 +82,10 @@ class SQG(Model):
         self.r, self.tdiab = float(r), float(tdiab)
         self.diff_order, self.diff_efold = int(diff_order), float(diff_efold)
         self.theta0, self.g = float(theta0), float(g)
+        if advection not in ADVECTION:
+            raise DataError(None, f"SQG advection must be one of {', '.join(ADVECTION)}, got {advection!r}")
+        self.advection = advection
+        self.advection_factor = ADVECTION[advection]
         self.scale = self.f * self.theta0 / self.g  # kelvin per (m/s) of scaled lid temperature b
         self._build_operators()
         self._hyperdiff: dict[float, torch.Tensor] = {}
@@ -75,7 +94,7 @@ class SQG(Model):
     def params(self) -> dict[str, float | int]:
         return {"N": self.N, "L": self.L, "H": self.H, "f": self.f, "nsq": self.nsq, "U": self.U, "r": self.r,
                 "tdiab": self.tdiab, "diff_order": self.diff_order, "diff_efold": self.diff_efold,
-                "theta0": self.theta0, "g": self.g}
+                "theta0": self.theta0, "g": self.g, "advection": self.advection}
 
     @property
     def state_shape(self) -> tuple[int, int, int]:
@@ -146,17 +165,18 @@ class SQG(Model):
 
     def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
         """(..., 3N/2, 3N/2) on the padded grid -> spectral (..., N, N/2+1), keeping l = -N/2..N/2-1
-        and k < N/2 (the "2/3 rule"; the Nyquist column k = N/2 is zero).
-
-        The mode (k, l) = (0, -N/2) is a cosine on the N grid, so only the real part of its
-        coefficient is kept; sqgturb keeps the imaginary part too, a sine that no N-grid state
-        can hold (it vanishes at the grid points). Dropping it changes no energy (the mode's
-        streamfunction is real) and makes the grid state <-> spectrum round trip lossless."""
+        and k < N/2 (the "2/3 rule"; the Nyquist column k = N/2 is zero), exactly as sqgturb's
+        ``spectrunc``: the coefficient of (k, l) = (0, -N/2) keeps its imaginary part, a sine that
+        vanishes on the N grid but not on the padded one, so it acts on the dynamics while the state
+        stays spectral (:meth:`advance`) and is lost whenever the state goes through the grid.
+        With ``advection="exact"`` only its real part (a cosine on the N grid) is kept: the
+        truncation then conserves energy exactly and the grid <-> spectrum round trip is lossless."""
         half = self.N // 2
         columns = torch.fft.rfft(grid, dim=-1, norm="forward")[..., :half + 1]   # y-transform of kept columns only
         spec = torch.fft.fft(columns, dim=-2, norm="forward").index_select(-2, self.rows_pad)
         spec[..., half] = 0.0
-        spec[..., half, 0] = spec[..., half, 0].real
+        if self.advection_factor == 1.0:
+            spec[..., half, 0] = spec[..., half, 0].real
         return spec
 
     def jacobian(self, psi_spec: torch.Tensor, theta_spec: torch.Tensor) -> torch.Tensor:
@@ -172,7 +192,7 @@ class SQG(Model):
     def tendency(self, theta_spec: torch.Tensor) -> torch.Tensor:
         """d theta/dt without hyperdiffusion, spectral (members, 2, N, N/2+1)."""
         psi_spec = self.streamfunction(theta_spec)
-        dtheta = -self.jacobian(psi_spec, theta_spec)
+        dtheta = -self.advection_factor * self.jacobian(psi_spec, theta_spec)
         if self.relax:
             dtheta += self.relax * (self.theta_eq_spec - theta_spec)
         if self.r:
@@ -190,8 +210,15 @@ class SQG(Model):
 
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
         """(members, 2, N, N) theta in K -> the same after one step of dt seconds."""
+        return self.advance(x, dt, 1)
+
+    def advance(self, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
+        """``steps`` steps with the state kept spectral in between, as sqgturb's ``advance`` does
+        (grid -> rfft2 -> steps -> irfft2)."""
         spec = torch.fft.rfft2(x, norm="forward")
-        return torch.fft.irfft2(self.step_spectral(spec, float(dt)), s=x.shape[-2:], norm="forward")
+        for _ in range(steps):
+            spec = self.step_spectral(spec, float(dt))
+        return torch.fft.irfft2(spec, s=x.shape[-2:], norm="forward")
 
     # --- diagnostics ----------------------------------------------------------------------------
     def _mode_weights(self) -> torch.Tensor:

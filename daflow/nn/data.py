@@ -43,6 +43,10 @@ def pick_variable(ds: xr.Dataset, name: str | None, source) -> str:
         return name
     gridded = [str(n) for n, v in ds.data_vars.items() if "time" in v.dims and len(horizontal_dims(v.dims)) == 2]
     if len(gridded) != 1:
+        points = [str(n) for n, v in ds.data_vars.items() if "point" in v.dims]
+        if not gridded and points:
+            raise DataError(source, f"{', '.join(points)} on an unstructured point grid; the generative model needs a 2-D grid "
+                                    "(lat, lon or y, x): regrid first")
         raise DataError(source, f"{'no' if not gridded else 'several'} gridded variable(s) with time; choose one with --var")
     return gridded[0]
 
@@ -53,7 +57,8 @@ def read_series(ds: xr.Dataset, name: str | None, source) -> Series:
     var = ds[name]
     hdims = horizontal_dims(var.dims)
     if len(hdims) != 2 or "time" not in var.dims:
-        raise DataError(source, f"{name} has dims {var.dims}; the generative model needs time and a 2-D grid")
+        where = " (an unstructured point grid: regrid first)" if "point" in var.dims else ""
+        raise DataError(source, f"{name} has dims {var.dims}{where}; the generative model needs time and a 2-D grid")
     extra = set(var.dims) - {"member", "time", "level", *hdims}
     if extra:
         raise DataError(source, f"{name} has unexpected dims {', '.join(sorted(extra))}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from daflow.errors import DataError
 from daflow.nn.transformer import Architecture, SpatioTemporalTransformer
 
 P_MEAN, P_STD, SIGMA_DATA = -1.2, 1.2, 1.0
@@ -100,37 +101,236 @@ class Likelihood:
         raise ValueError(f"unknown guidance {self.method!r}; choose sda or dps")
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Posterior sampler settings (the defaults need no tuning; see :func:`posterior_sample`).
+
+    guidance: "mmps" (Tweedie covariance), "sda" (gamma) or "dps" (zeta); steps: EDM noise levels;
+    churn: EDM's S_churn (noise raised by 1 + min(churn / steps, sqrt(2) - 1) before each step while
+    churn_min <= sigma <= churn_max); corrections: Langevin corrector steps after each step, of size
+    tau sigma^2 / mean(eps^2) (SDA's predictor-corrector); cg_iterations / cg_tolerance: conjugate
+    gradients of MMPS.
+    """
+
+    guidance: str = "mmps"
+    steps: int = 32
+    churn: float = 0.0
+    churn_min: float = 0.0
+    churn_max: float = float("inf")
+    corrections: int = 0
+    tau: float = 0.5
+    cg_iterations: int = 8
+    cg_tolerance: float = 1e-4
+    gamma: float = 1e-2
+    zeta: float = 1.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+    def __post_init__(self):
+        if self.guidance not in ("mmps", "sda", "dps"):
+            raise DataError(None, f"unknown guidance {self.guidance!r}; choose mmps, sda or dps")
+        bad = [name for name in ("steps", "sigma_min", "sigma_max", "rho", "cg_iterations")
+               if not getattr(self, name) > 0] + [name for name in ("churn", "corrections", "tau", "gamma", "zeta")
+                                                  if not getattr(self, name) >= 0]
+        if bad or self.sigma_min >= self.sigma_max:
+            raise DataError(None, f"sampler setting(s) {', '.join(bad) or 'sigma_min >= sigma_max'} out of range")
+
+
+def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+                     observe: Callable[[torch.Tensor], torch.Tensor] | None, value: torch.Tensor | None,
+                     error_std: torch.Tensor | float | None, *, members: int, generator: torch.Generator | None = None,
+                     **settings) -> torch.Tensor:
+    """(members, *shape) samples of p(x | y), y = observe(x) + e, e ~ N(0, diag(error_std^2)).
+
+    ``denoiser(x, sigma)`` returns E[x_0 | x] for x = x_0 + sigma n of shape (B, *shape), sigma a (B,)
+    tensor; ``observe`` maps (B, *shape) to (B, n_obs) and must be differentiable (autograd);
+    ``observe=None`` samples the prior. ``settings``: the fields of :class:`SamplerSettings`.
+
+    MMPS guidance (Rozet, Andry, Lanusse & Louppe 2024, "Learning diffusion priors from observations
+    by expectation maximization", eq. 8-10): p(x_0 | x) ~ N(D(x), Sigma), with Tweedie's
+    Sigma = Cov[x_0 | x] = sigma^2 dD/dx, and H linearised at D(x) (A = dH/dx_0) give
+    p(y | x) ~ N(y; H(D(x)), R + sigma^2 A dD/dx A^T), hence the posterior denoiser
+    D'(x) = D(x) + sigma^2 (dD/dx)^T A^T (R + sigma^2 A (dD/dx) A^T)^-1 (y - H(D(x))).
+    The system is solved by conjugate gradients on R^-1/2 (...) R^-1/2, each product being one
+    vector-Jacobian product through the denoiser (dD/dx is symmetric for an exact denoiser, so
+    (dD/dx)^T serves for dD/dx) and one Jacobian-vector product of H. For a Gaussian prior and linear H
+    this is the exact posterior score, so the sampler then draws the Kalman posterior up to its
+    discretisation. SDA and DPS (module docstring; scale 1) are kept for comparison.
+
+    The sampler is EDM's (Karras et al. 2022, algorithm 2): Heun steps of dx/dsigma = (x - D'(x)) / sigma
+    on the schedule of :func:`sigma_schedule`, with optional churn and Langevin corrections.
+    """
+    cfg = SamplerSettings(**settings)
+    dtype = value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() else torch.get_default_dtype()
+    if members < 1:
+        raise DataError(None, f"members must be at least 1, got {members}")
+    guided = _prior_denoiser(denoiser, dtype) if observe is None else \
+        _guided_denoiser(denoiser, observe, value, error_std, cfg, dtype)
+    noise = torch.randn((members, *shape), generator=generator, dtype=dtype)
+    return edm_sample(guided, noise, cfg, generator)
+
+
+def _prior_denoiser(denoiser, dtype):
+    def prior(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        with torch.no_grad():
+            return denoiser(x, torch.full((x.shape[0],), sigma, dtype=x.dtype))
+    return prior
+
+
+def _observation_arrays(value, error_std, dtype):
+    value = torch.as_tensor(value, dtype=dtype).reshape(-1)
+    error = torch.as_tensor(error_std, dtype=dtype).reshape(-1)
+    error = error.expand(value.shape) if error.numel() == 1 else error
+    if error.shape != value.shape:
+        raise DataError(None, f"{error.numel()} observation error(s) for {value.numel()} observation(s)")
+    if not (torch.isfinite(value).all() and torch.isfinite(error).all()):
+        raise DataError(None, "observation values and errors must be finite")
+    if not (error > 0).all():
+        raise DataError(None, "observation error standard deviations must be positive")
+    return value, error
+
+
+def _observe_checked(observe, x0: torch.Tensor, n_obs: int) -> torch.Tensor:
+    try:
+        y0 = observe(x0)
+    except RuntimeError as err:
+        raise DataError(None, f"the observation operator failed: {str(err).splitlines()[0]}") from None
+    if not isinstance(y0, torch.Tensor) or y0.shape != (x0.shape[0], n_obs):
+        raise DataError(None, f"the observation operator returned shape {getattr(y0, 'shape', type(y0))}, "
+                        f"not ({x0.shape[0]}, {n_obs})")
+    if x0.requires_grad and not y0.requires_grad:
+        raise DataError(None, "the observation operator is not differentiable (autograd sees no dependence on the state)")
+    return y0
+
+
+def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, dtype):
+    """D'(x; sigma) = D(x) + sigma^2 grad_x log p(y | x) for the guidance of ``cfg``."""
+    value, error = _observation_arrays(value, error_std, dtype)
+    n_obs = value.numel()
+
+    def guided(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sig = torch.full((x.shape[0],), sigma, dtype=x.dtype)
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(True)
+            x0 = denoiser(x_, sig)
+            if cfg.guidance != "mmps":
+                y0 = _observe_checked(observe, x0, n_obs)
+                residual = value - y0
+                if cfg.guidance == "sda":
+                    loglik = -0.5 * (residual**2 / (error**2 + cfg.gamma * sigma**2)).sum()
+                else:
+                    loglik = -cfg.zeta * (residual / error).norm(dim=-1).sum() / max(sigma, 1e-3) ** 2
+                grad, = torch.autograd.grad(loglik, x_)
+                return (x0 + sigma**2 * grad).detach()
+            point = x0.detach().requires_grad_(True)
+            y0 = _observe_checked(observe, point, n_obs)
+            probe = torch.zeros_like(y0, requires_grad=True)
+            adjoint, = torch.autograd.grad(y0, point, probe, create_graph=True)  # A^T probe, linear in probe
+
+            def a_transpose(v: torch.Tensor) -> torch.Tensor:
+                return torch.autograd.grad(y0, point, v, retain_graph=True)[0]
+
+            def a_times(w: torch.Tensor) -> torch.Tensor:  # A w = d(w . A^T u)/du
+                out, = torch.autograd.grad(adjoint, probe, w, retain_graph=True, allow_unused=True)
+                return torch.zeros_like(y0) if out is None else out
+
+            def covariance(w: torch.Tensor) -> torch.Tensor:  # sigma^2 (dD/dx)^T w
+                return sigma**2 * torch.autograd.grad(x0, x_, w, retain_graph=True)[0]
+
+            def system(u: torch.Tensor) -> torch.Tensor:  # (I + R^-1/2 A Sigma A^T R^-1/2) u
+                return u + a_times(covariance(a_transpose(u / error))) / error
+
+            with torch.no_grad():
+                residual = (value - y0.detach()) / error
+            u = conjugate_gradient(system, residual, cfg.cg_iterations, cfg.cg_tolerance)
+            score, = torch.autograd.grad(x0, x_, a_transpose(u / error))
+        return (x0.detach() + sigma**2 * score).detach()
+
+    return guided
+
+
+def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
+                       tolerance: float = 0.0) -> torch.Tensor:
+    """Batched CG for operator(u) = b, one system per row of b (B, n), from u = 0.
+
+    Stops when every row's residual norm is below ``tolerance`` |b|; a row whose curvature p^T A p
+    is not positive (an operator that is not positive definite) stops moving.
+    """
+    with torch.no_grad():
+        u = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rr = (r * r).sum(-1, keepdim=True)
+        target = tolerance**2 * rr
+    for _ in range(iterations):
+        ap = operator(p).detach()
+        with torch.no_grad():
+            curvature = (p * ap).sum(-1, keepdim=True)
+            alpha = torch.where(curvature > 0, rr / curvature.clamp_min(torch.finfo(b.dtype).tiny), 0.0)
+            u = u + alpha * p
+            r = r - alpha * ap
+            rr_next = (r * r).sum(-1, keepdim=True)
+            if bool((rr_next <= target).all()):
+                break
+            p = r + torch.where(rr > 0, rr_next / rr.clamp_min(torch.finfo(b.dtype).tiny), 0.0) * p
+            rr = rr_next
+    return u
+
+
+def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, cfg: SamplerSettings,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """EDM's stochastic Heun sampler with Langevin corrections, from standard normal ``noise``.
+
+    ``denoise(x, sigma)`` is the (posterior) denoiser D'. Each step optionally raises the noise level
+    to sigma_hat = (1 + g) sigma with fresh noise (churn), takes a Heun step of
+    dx/dsigma = (x - D'(x)) / sigma to the next level, then ``corrections`` Langevin steps
+    x <- x + delta s + sqrt(2 delta) z with s = (D'(x) - x) / sigma^2, delta = tau sigma^2 / mean(eps^2),
+    eps = -sigma s (Rozet & Louppe 2023, SDA's corrector).
+    """
+    sigmas = sigma_schedule(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho).tolist()
+    x = noise * sigmas[0]
+    gain_max = min(cfg.churn / cfg.steps, 2**0.5 - 1)
+    dims = tuple(range(1, x.dim()))
+
+    def randn():
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        gain = gain_max if cfg.churn_min <= sigma <= cfg.churn_max else 0.0
+        if gain > 0:
+            sigma_hat = sigma * (1 + gain)
+            x = x + (sigma_hat**2 - sigma**2) ** 0.5 * randn()
+            sigma = sigma_hat
+        d = (x - denoise(x, sigma)) / sigma
+        x_next = x + (sigma_next - sigma) * d
+        if sigma_next > 0:
+            x_next = x + (sigma_next - sigma) * 0.5 * (d + (x_next - denoise(x_next, sigma_next)) / sigma_next)
+            for _ in range(cfg.corrections):
+                eps = (x_next - denoise(x_next, sigma_next)) / sigma_next
+                delta = cfg.tau / eps.square().mean(dim=dims, keepdim=True).clamp_min(1e-12)
+                x_next = x_next - sigma_next * (delta * eps) + sigma_next * (2 * delta) ** 0.5 * randn()
+        x = x_next
+    return x
+
+
 @torch.no_grad()
 def sample(denoiser: Denoiser, history: torch.Tensor, noise: torch.Tensor, steps: int = 32, churn: float = 0.0,
            likelihood: Likelihood | None = None, to_physical: Callable[[torch.Tensor], torch.Tensor] | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Heun sampler of the (posterior) probability-flow ODE/SDE; returns normalised target frames.
+    """Heun sampler of the (posterior) probability-flow ODE/SDE with SDA/DPS guidance; normalised target frames.
 
     history: (B, K, C, ny, nx) normalised context; noise: (B, T, C, ny, nx) standard normal start;
     with ``likelihood``, ``to_physical`` maps normalised frames to physical units for H.
     """
-    sigmas = sigma_schedule(steps).to(noise.dtype)
-    x = noise * sigmas[0]
-    gain = min(churn / steps, 2**0.5 - 1)
-
-    def drift(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # dx/dsigma = (x - D'(x)) / sigma
-        sig = sigma.expand(x.shape[0])
+    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sig = torch.full((x.shape[0],), sigma, dtype=x.dtype)
         if likelihood is None:
-            return (x - denoiser(history, x, sig)) / sigma
+            return denoiser(history, x, sig)
         with torch.enable_grad():
             x_ = x.detach().requires_grad_(True)
             denoised = denoiser(history, x_, sig)
-            grad, = torch.autograd.grad(likelihood.log_likelihood(to_physical(denoised), float(sigma)).sum(), x_)
-        return (x - (denoised.detach() + sigma**2 * grad)) / sigma
+            grad, = torch.autograd.grad(likelihood.log_likelihood(to_physical(denoised), sigma).sum(), x_)
+        return denoised.detach() + sigma**2 * grad
 
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        if gain > 0:  # raise the noise level to sigma_hat = (1 + gain) sigma with fresh noise
-            sigma_hat = sigma * (1 + gain)
-            x = x + (sigma_hat**2 - sigma**2).sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-            sigma = sigma_hat
-        d = drift(x, sigma)
-        x_next = x + (sigma_next - sigma) * d
-        if sigma_next > 0:  # Heun correction
-            x_next = x + (sigma_next - sigma) * 0.5 * (d + drift(x_next, sigma_next))
-        x = x_next
-    return x
+    return edm_sample(denoise, noise, SamplerSettings(steps=steps, churn=churn), generator)

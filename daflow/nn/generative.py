@@ -32,6 +32,7 @@ from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Likelihood, sample
 from daflow.nn.normalisation import Normalisation
+from daflow.nn.sequence import shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
 
 
@@ -106,7 +107,7 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
     """Autoregressive generative ensemble forecast: the init dataset's last frame, then ``steps`` sampled frames."""
     model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
     series = model.read(init, source)
-    generator = _generator(seed)
+    generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
     history = model.history(series, members)
     frames = [history[:, -1:]]
     with torch.no_grad():
@@ -230,7 +231,7 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
     if bad:
         raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
                         f"after the previous analysis time (the first after {init_name}'s last time {times[0]})")
-    dynamics = GenerativeDynamics(model, series, members, _generator(seed))
+    dynamics = GenerativeDynamics(model, series, members, _generator(shared_seed(seed, model.denoiser.net.sequence)))
     last = series.seconds[-1]
     clock = np.datetime64(int(round(last * 1e9)), "ns") if series.calendar else float(last)
     state = State(dynamics, dt, dynamics.x, clock, True)  # type: ignore[arg-type]
