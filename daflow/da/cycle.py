@@ -81,6 +81,15 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
         if surface.get("qc_k") == 0:  # no background check
             surface["qc_k"] = float("inf")
         return _surface_analysis(background, obs, names, **surface)
+    if background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background):
+        members = options.pop("members", None)  # a single forecast: an ensemble drawn from the parametric B
+        if members is None or members < 2:
+            raise OptionError("members", f"method {method} on a single forecast (no model) needs members >= 2 drawn from B")
+        from daflow.da.surface import analyse_forecast_ensemble
+
+        return analyse_forecast_ensemble(background.load(), obs, method, members, surface.get("b_std"), surface.get("b_length"),
+                                         names=(str(names.get("background") or "background"), str(names.get("obs") or "observations")),
+                                         **options)
     accepted = accepted_options(filter_class(method))[0]
     given = [k for k, v in surface.items() if v is not None and k not in accepted]
     if given:
@@ -163,6 +172,19 @@ def gridded_state(ds: xr.Dataset, obs: xr.Dataset, source: object, dtype: torch.
     if not bool(torch.isfinite(x).all()):
         raise DataError(name_, f"{found[0]} has NaN or Inf in its last frame")
     return State(model, 0.0, x, ds["time"].values[-1], True)  # type: ignore[arg-type]
+
+
+ENSEMBLE_FROM_B = ("letkf", "etkf", "enkf", "ensf")
+
+
+def _has_model(ds: xr.Dataset) -> bool:
+    from daflow.models import params_from_attrs
+
+    try:
+        params_from_attrs(ds.attrs)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 def _surface_analysis(background: xr.Dataset, obs: xr.Dataset, names: dict[str, object], b_std: Any = None, b_length: Any = None,
