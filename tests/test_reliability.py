@@ -400,7 +400,7 @@ def test_reversed_lag_range_is_explained(daflow, l96, tmp_path):
 def test_forecast_from_a_file_with_no_time_is_a_data_error(daflow, l96, tmp_path):
     import xarray as xr
 
-    xr.open_dataset(l96 / "truth.nc").load().isel(time=slice(0, 0)).to_netcdf(tmp_path / "empty.nc")
+    xr.open_dataset(l96 / "truth.nc").load().isel(time=slice(0, 0)).drop_encoding().to_netcdf(tmp_path / "empty.nc")
     result = daflow("forecast", "--init", tmp_path / "empty.nc", "--steps", 1, "-o", tmp_path / "f.nc")
     assert result.exit_code == 65
     assert "has no time" in result.output

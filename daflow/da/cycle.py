@@ -21,7 +21,6 @@ from daflow.core.state import State, state_from_dataset
 from daflow.da import filter_class
 from daflow.da.base import Filter
 from daflow.errors import DataError, OptionError
-from daflow.models import params_from_attrs
 
 __all__ = ["DIAGNOSTICS", "add_observation_diagnostics", "accepted_options", "assimilate", "covariance_from_dataset",
            "make_filter", "model_forward"]
@@ -81,7 +80,8 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
         if surface.get("qc_k") == 0:  # no background check
             surface["qc_k"] = float("inf")
         return _surface_analysis(background, obs, names, **surface)
-    if background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background):
+    if (background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background)
+            and "member" not in background.dims):  # an ingested ensemble is analysed as it is (gridded_state below)
         members = options.pop("members", None)  # a single forecast: an ensemble drawn from the parametric B
         if members is None or members < 2:
             raise OptionError("members", f"method {method} on a single forecast (no model) needs members >= 2 drawn from B")
@@ -120,14 +120,6 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
                 result[name] = var
         result.attrs = {**background.attrs, **result.attrs}
     return result
-
-
-def _has_model(ds: xr.Dataset) -> bool:
-    try:
-        params_from_attrs(ds.attrs)
-        return True
-    except KeyError:
-        return False
 
 
 class GriddedModel:
