@@ -15,6 +15,7 @@ import click
 from daflow.errors import DaflowError, DaflowWarning, OptionError
 from daflow.io.atomic import check_outputs, remove_pending, same_file
 from daflow.progress import set_quiet
+from daflow.threads import set_threads
 
 
 class OutputPath(click.Path):
@@ -72,13 +73,16 @@ def signals_handled(command: str):
 
 
 def common_options(func):
-    """Add ``--quiet`` and ``--debug`` and run the command under :func:`handle_errors`."""
+    """Add ``--quiet``, ``--debug`` and ``--threads`` (:mod:`daflow.threads`) and run the command under :func:`handle_errors`."""
 
     @click.option("--quiet", is_flag=True, help="No progress bars or warnings on stderr.")
     @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+    @click.option("--threads", type=click.IntRange(min=1),
+                  help="CPU threads for torch [default: free cores by the load average; 1 for small ensembles].")
     @functools.wraps(func)
-    def wrapper(*args, quiet: bool, debug: bool, **kwargs):
+    def wrapper(*args, quiet: bool, debug: bool, threads: int | None, **kwargs):
         set_quiet(quiet)
+        set_threads(threads)
         ctx = click.get_current_context()
         command = ctx.info_name
         with warnings.catch_warnings(), signals_handled(command):

@@ -171,3 +171,60 @@ def test_point_grid_is_refused_by_the_generative_model_in_one_line(sample_data, 
     assert daflow("ingest", sample_data / "grib" / "ecmwf-2t-2018112012-n160.grib", "-o", tmp_path / "bg.nc").exit_code == 0
     res = daflow("train", "--data", tmp_path / "bg.nc", "--history", "1", "--epochs", "1", "-o", tmp_path / "model")
     assert res.exit_code == 65 and "point grid" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_odb_and_bufr_are_data_errors_without_output(sample_data, daflow, tmp_path):
+    raw = (sample_data / "obs" / "feedback-synop-2017041710.odb").read_bytes()
+    (tmp_path / "cut.odb").write_bytes(raw[:30000])
+    res = daflow("ingest", tmp_path / "cut.odb", "-o", tmp_path / "cut.nc")
+    assert res.exit_code == 65 and "cannot decode the ODB-2 file" in res.stderr and not (tmp_path / "cut.nc").exists()
+    (tmp_path / "bad.bufr").write_bytes(b"BUFR\x00\x00\x10\x03garbage\x00\x01\x02")
+    res = daflow("ingest", tmp_path / "bad.bufr", "-o", tmp_path / "bad.nc")
+    assert res.exit_code == 65 and "no decodable BUFR report: 1 truncated or corrupted message" in res.stderr
+    assert res.stderr.isprintable() or all(c.isprintable() or c.isspace() for c in res.stderr)
+
+
+def _wigos_synop(eccodes, subsets: int, compressed: int, first: int = 0) -> bytes:
+    """A WIGOS SYNOP message (301150 + 307080) encoded by ecCodes, one report per subset."""
+    h = eccodes.codes_bufr_new_from_samples("BUFR4")
+    for key, value in (("masterTablesVersionNumber", 36), ("dataCategory", 0), ("numberOfSubsets", subsets),
+                       ("observedData", 1), ("compressedData", compressed)):
+        eccodes.codes_set(h, key, value)
+    eccodes.codes_set_array(h, "unexpandedDescriptors", [301150, 307080])
+    idx = np.arange(first, first + subsets)
+    for key, values in (("wigosIdentifierSeries", 0 * idx), ("wigosIssuerOfIdentifier", 20000 + 0 * idx),
+                        ("wigosIssueNumber", 0 * idx), ("year", 2018 + 0 * idx), ("month", 11 + 0 * idx), ("day", 20 + 0 * idx),
+                        ("hour", 12 + 0 * idx), ("minute", 0 * idx), ("latitude", 45.0 + idx / 10), ("longitude", 5.0 + idx / 10),
+                        ("heightOfStationGroundAboveMeanSeaLevel", 10.0 * idx), ("airTemperature", 270.0 + idx / 10),
+                        ("windDirection", (idx * 37) % 360), ("windSpeed", idx / 2), ("pressureReducedToMeanSeaLevel", 100000.0 + 10 * idx)):
+        if subsets == 1:
+            eccodes.codes_set(h, key, values[0].item())
+        else:
+            eccodes.codes_set_array(h, key, values.tolist())
+    names = [f"STN{i}" for i in idx]
+    if subsets == 1:
+        eccodes.codes_set(h, "wigosLocalIdentifierCharacter", names[0])
+    else:
+        eccodes.codes_set_string_array(h, "wigosLocalIdentifierCharacter", names)
+    eccodes.codes_set(h, "pack", 1)
+    message = eccodes.codes_get_message(h)
+    eccodes.codes_release(h)
+    return message
+
+
+@pytest.mark.parametrize("subsets,compressed", [(3, 0), (3, 1), (1, 0)])
+def test_wigos_synop_templates(tmp_path, subsets, compressed):
+    """WIGOS identifiers, compressed and uncompressed multi-subset and single-report messages (via the learnt layouts)."""
+    eccodes = pytest.importorskip("eccodes")
+    data = b"".join(_wigos_synop(eccodes, subsets, compressed, first=k * subsets) for k in range(12 // subsets))
+    (tmp_path / "wigos.bufr").write_bytes(data)
+    cols = read_bufr(tmp_path / "wigos.bufr")
+    t = cols["variable"] == "t2m"
+    idx = np.arange(12)
+    assert cols["station"][t].tolist() == [f"0-20000-0-STN{i}" for i in idx]
+    assert np.allclose(cols["value"][t], 270.0 + idx / 10) and np.allclose(cols["lat"][t], 45.0 + idx / 10)
+    assert np.allclose(cols["elevation"][t], 10.0 * idx)
+    assert (cols["time"][t] == np.datetime64("2018-11-20T12:00")).all()
+    u = cols["value"][cols["variable"] == "u10"]
+    assert np.allclose(u, -(idx / 2) * np.sin(np.radians((idx * 37) % 360)))
+    assert np.allclose(cols["value"][cols["variable"] == "msl"], 100000.0 + 10 * idx)

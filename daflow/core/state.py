@@ -23,8 +23,8 @@ from daflow.errors import DataError
 from daflow.models import model_class, model_from_attrs
 from daflow.models.base import Model
 from daflow.progress import track
+from daflow.threads import SMALL_WORK, explicit
 
-SMALL_TENSOR = 2**16
 
 
 @dataclass
@@ -40,10 +40,11 @@ class State:
 
 @contextlib.contextmanager
 def threads_for(numel: int) -> Iterator[None]:
-    """One torch thread for small tensors (e.g. Lorenz-96 ensembles): for them, waking and
-    spinning intra-op threads costs more than the arithmetic (10x slower on a loaded machine)."""
+    """One torch thread for work on fewer than ``SMALL_WORK`` values (Lorenz-96 ensembles, a
+    20-member SQG at N = 64), unless ``--threads`` was given: for them, waking and synchronising
+    intra-op threads costs more than the arithmetic (policy: :mod:`daflow.threads`)."""
     previous = torch.get_num_threads()
-    if numel < SMALL_TENSOR:
+    if numel < SMALL_WORK and explicit() is None:
         torch.set_num_threads(1)
     try:
         yield

@@ -359,7 +359,8 @@ def _decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[dict[str, np.nda
                     _surface(m, cols, platform)
                 elif header is not None:
                     layout = _Layout.learn(h, ec, data, header[4])
-                    if layout is not None:
+                    expected = surface[platform][-1]  # what ecCodes decoded: the layout must read the same
+                    if layout is not None and np.array_equal(layout.row(data, header[4]), expected, equal_nan=True):
                         layouts.setdefault(header[1:4], []).append(layout)
             elif category == 2:
                 _sounding(m, cols)
@@ -446,9 +447,7 @@ class _Layout:
         fields = []
         for codes in SURFACE_ROW:
             fields.append(next((found[c] for c in codes if c in found), None))
-        layout = cls(fields, checks)
-        row = layout.row(data, offset)
-        return layout if row is not None else None
+        return cls(fields, checks)
 
     @staticmethod
     def _bits(data: bytes, offset: int, position: int, width: int) -> int:

@@ -59,16 +59,17 @@ class Denoiser(nn.Module):
 
 
 def score_matching_loss(denoiser: Denoiser, history: torch.Tensor, target: torch.Tensor,
-                        log_sigma_normal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                        log_sigma_normal: torch.Tensor, noise: torch.Tensor, area: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Mean of lambda(sigma) |D(x0 + sigma n; sigma) - x0|^2 over the batch; the randomness comes in.
 
-    log_sigma_normal: (B,) standard normal draws; noise: like target.
+    log_sigma_normal: (B,) standard normal draws; noise: like target; area: weights of the grid rows
+    (ny, 1) of mean 1 (cos(latitude) on a global grid, :func:`daflow.nn.training.sphere`), 1 otherwise.
     """
     sigma = (P_MEAN + P_STD * log_sigma_normal).exp()
     s = sigma.reshape(-1, 1, 1, 1, 1)
     weight = (s**2 + SIGMA_DATA**2) / (s * SIGMA_DATA) ** 2
     denoised = denoiser(history, target + s * noise, sigma)
-    return (weight * (denoised - target) ** 2).mean()
+    return (weight * area * (denoised - target) ** 2).mean()
 
 
 def sigma_schedule(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
