@@ -85,7 +85,7 @@ def storm(out: Path, train, truth, obs, burn: int, epochs: int) -> None:
         start = time.perf_counter()
         daflow.train(train, history=2, epochs=epochs, output=Path(tmp) / "model", config=str(config))
         analysis = daflow.assimilate(method="storm", checkpoint=str(Path(tmp) / "model"), init=truth.isel(time=slice(0, 2)),
-                                     obs=obs, members=8, seed=1, sample_steps=8, gamma=1.0)
+                                     obs=obs, members=8, seed=1, sample_steps=8, guidance="sda", gamma=1.0)
         scores = daflow.score(truth=truth, forecast=analysis, obs=obs, burn_in=burn)
         clim = float(train["theta"].std("time").mean())
         record("sqg 6.25%", "storm", scores, f"- (climatological std {clim:.1f} K)", time.perf_counter() - start)
