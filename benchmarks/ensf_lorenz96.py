@@ -3,7 +3,7 @@
 dt 0.01, observations every 10 steps, y = arctan(x) + N(0, 0.05^2) on every variable, 20 members,
 with and without random shocks to the truth (each cycle with probability 0.02, x += N(0, 1) 0.5 |x|).
 Both filters get the same truth, observations and initial ensemble (truth + N(0, 1)). EnSF runs with
-its defaults and with eps_b = ``--tuned-eps-b`` (one value for all seeds, chosen on seeds 10-12); the LETKF is
+its defaults and with the options ``--other`` (by default the defaults before issue 14); the LETKF is
 tuned per seed over a grid of inflation {1.02, 1.05, 1.1, 1.2, 1.3, 1.5} x localisation radius
 {1, 2, 4, 8} (best time-mean RMSE reported; with shocks the best lies at 1.2-1.5 and 1-4). Time-mean
 analysis RMSE after a burn-in of a third of the cycles, per seed. ``--big`` also times one analysis
@@ -25,10 +25,15 @@ import torch
 
 from daflow.da.ensf import EnSF
 from daflow.da.letkf import LETKF
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.cycle import cycle as run_cycle
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch, observations
+from daflow.core.state import State
+from daflow.errors import DataError
 from daflow.models import get_model
 
 DT, EVERY, R, MEMBERS = 0.01, 10, 0.05, 20
+PREVIOUS = {"kernel": "blur", "eps_b": 0.1, "adaptive_inflation": False}  # the defaults before issue 14
 
 
 def experiment(dim, cycles, shocks, seed, dtype=torch.float64):
@@ -52,27 +57,29 @@ def experiment(dim, cycles, shocks, seed, dtype=torch.float64):
 
 
 def batch(y):
+    """All ``dim`` variables observed through arctan at one time (the dim-10^6 timing analyses one such batch)."""
     dim = y.shape[0]
     return ObsBatch(time=0.0, rows=np.arange(dim), value=y, error_std=torch.full_like(y, R),
                     index=torch.arange(dim), column=np.arange(dim), operators=[(torch.atan, None)])
 
 
 def cycle(filt, model, truth, obs, ensemble):
-    x, errors = ensemble.clone(), []
-    for k in range(truth.shape[0]):
-        for _ in range(EVERY):
-            x = model.step(x, DT)
-        if not torch.isfinite(x).all():  # a diverged filter's members blew the model up
-            return float("inf")
-        x, _ = filt.analyse(x, batch(obs[k]))
-        if not torch.isfinite(x).all():
-            return float("inf")
-        errors.append((x.mean(0) - truth[k]).pow(2).mean().sqrt().item())
-    return float(np.mean(errors[truth.shape[0] // 3:]))
+    """RMSE of the analysis mean after the first third, through the one cycle (daflow.core.cycle); inf
+    when a diverged filter's members blew the model up."""
+    cycles, dim = obs.shape
+    times = np.repeat(np.arange(1, cycles + 1) * EVERY * DT, dim)
+    dataset = observations(obs.reshape(-1).numpy(), R, times, "x", "arctan", i=np.tile(np.arange(dim), cycles))
+    try:
+        out = run_cycle(State(model, DT, ensemble.clone(), 0.0, True), dataset, filt)
+    except DataError:
+        return float("inf")
+    errors = np.sqrt(((out["x"].mean("member").values - truth.numpy()) ** 2).mean(-1))
+    return float(np.mean(errors[cycles // 3:])) if np.isfinite(errors).all() else float("inf")
 
 
-def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, tuned_eps_b):
-    """EnSF with its defaults and with eps_b = ``tuned_eps_b`` (one value for every seed) vs the LETKF tuned per seed."""
+def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
+    """EnSF with its defaults and with the options ``other`` (one setting for every seed) vs the LETKF tuned
+    per seed (no LETKF when the grid is empty)."""
     out = []
     for seed in seeds:
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
@@ -80,22 +87,26 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, tuned_eps_b
         t0 = time.perf_counter()
         ensf = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens)
         t_ensf = (time.perf_counter() - t0) / cycles
-        tuned = cycle(EnSF(sgrid, seed=seed, eps_b=tuned_eps_b), model, truth, obs, ens)
+        row = {"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "ensf_rmse": ensf,
+               "ensf_s_per_cycle": t_ensf}
+        if other:
+            row.update(ensf_other=other, ensf_other_rmse=cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens))
         letkf = {}
         for inflation, radius in itertools.product(grid_inflation, grid_radius):
             letkf[(inflation, radius)] = cycle(LETKF(sgrid, inflation=inflation, loc_radius=radius), model, truth, obs, ens)
-        best = min(letkf, key=letkf.get)
-        out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "ensf_rmse": ensf,
-                    "ensf_tuned_rmse": tuned, "ensf_tuned_eps_b": tuned_eps_b,
-                    "letkf_rmse": letkf[best], "letkf_inflation": best[0], "letkf_loc_radius": best[1],
-                    "ratio_ensf_letkf": ensf / letkf[best], "ratio_ensf_tuned_letkf": tuned / letkf[best],
-                    "ensf_s_per_cycle": t_ensf})
+        if letkf:
+            best = min(letkf, key=letkf.get)
+            row.update(letkf_rmse=letkf[best], letkf_inflation=best[0], letkf_loc_radius=best[1],
+                       ratio_ensf_letkf=ensf / letkf[best])
+        out.append(row)
         print(json.dumps(out[-1]), flush=True)
     return out
 
 
 ABLATION = {                                   # EnSF options changed from the defaults, per row
-    "default (paired, N_t 100, damping, eps_b 0.1)": {},
+    "default (paired, N_t 100, damping, preserving kernel, eps_b 0.6, adaptive inflation)": {},
+    "before issue 14 (blurring kernel, eps_b 0.1, no inflation)": PREVIOUS,
+    "no adaptive inflation": {"adaptive_inflation": False},
     "eps_b = 0.34 (Silverman's bandwidth for 20 members)": {"eps_b": 0.34},
     "mixture score": {"score": "mixture"},
     "N_t = 50": {"ensf_steps": 50},
@@ -126,7 +137,7 @@ sys.path.insert(0, "benchmarks")
 from ensf_lorenz96 import batch
 from daflow.da.ensf import EnSF
 from daflow.da.letkf import LETKF
-from daflow.da.observations import StateGrid
+from daflow.core.grid import StateGrid
 from daflow.models import get_model
 torch.set_num_threads({threads})
 n, g = 10**6, torch.Generator().manual_seed(0)
@@ -162,24 +173,28 @@ def main():
     parser.add_argument("--big", action="store_true", help="also time one analysis at dim 10^6")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the dim-10^6 analysis [2]")
     parser.add_argument("--dims", default="40,1000", help="state dimensions of the full run [40,1000]")
-    parser.add_argument("--tuned-eps-b", type=float, default=0.34,
-                        help="EnSF's eps_b of the tuned rows, one value for all seeds [0.34: Silverman's bandwidth "
-                             "(4/(3N))^(2/5) for N = 20, the best of 0.05-0.5 on the shock runs of seeds 10-12]")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the full run and the ablation [3]")
+    parser.add_argument("--other", default=json.dumps(PREVIOUS),
+                        help="EnSF options of the second EnSF row, JSON; '{}' for none [the defaults before issue 14]")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the full run and the ablation [0,1,2]")
+    parser.add_argument("--shocks", default="0,1", help="without (0) and/or with (1) shocks [0,1]")
+    parser.add_argument("--no-letkf", action="store_true", help="EnSF rows only (the LETKF grid is deterministic: "
+                        "its figures in benchmarks/README.md stand)")
     parser.add_argument("--ablation", type=int, metavar="DIM", help="only the EnSF ablation table at this dimension")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    seeds = list(range(args.seeds))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    other = json.loads(args.other)
+    shocks = [bool(int(s)) for s in args.shocks.split(",")]
     if args.ablation:
         result = {"ablation": ablation(args.ablation, 150, seeds)}
     elif args.quick:
-        runs = [compare(40, 60, s, [0], [1.05, 1.2], [4], args.tuned_eps_b) for s in (False, True)]
+        runs = [compare(40, 60, s, [0], [] if args.no_letkf else [1.05, 1.2], [4], other) for s in shocks]
         result = {"runs": [r for rr in runs for r in rr]}
     else:
-        runs = [compare(int(d), 150, s, seeds, [1.02, 1.05, 1.1, 1.2, 1.3, 1.5], [1, 2, 4, 8],
-                        args.tuned_eps_b)
-                for d in args.dims.split(",") for s in (False, True)]
+        runs = [compare(int(d), 150, s, seeds, [] if args.no_letkf else [1.02, 1.05, 1.1, 1.2, 1.3, 1.5], [1, 2, 4, 8],
+                        other)
+                for d in args.dims.split(",") for s in shocks]
         result = {"runs": [r for rr in runs for r in rr]}
     if args.big:
         result["dim_1e6"] = big(args.threads)

@@ -28,10 +28,11 @@ import torch
 from daflow.da.ensf import EnSF
 from daflow.da.inpaint import METHODS as INPAINT_METHODS
 from daflow.da.letkf import LETKF
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
 from daflow.models import get_model
-from daflow.models.run import advance
+from daflow.core.state import advance
 from daflow.score.metrics import crps_ensemble
 
 SPINUP_STEPS, EVERY, MEMBERS, CLIMATE_GAP = 7200, 36, 20, 4
@@ -95,13 +96,13 @@ def cycle(filt, model, start, truth, batches, mask, spinup):
              "s_per_cycle": (time.perf_counter() - t0) / len(batches)}, x.mean(0).numpy())
 
 
-def scenario(fraction, kind, seed, cycles, spinup, methods, letkf_grid):
+def scenario(fraction, kind, seed, cycles, spinup, methods, letkf_grid, ensf_options=None):
     model, truth, start = nature_run(cycles, seed)
     mask, batches = observations(truth, fraction, kind, seed + 1)
     grid = StateGrid.from_model(model)
     rows, means = [], {}
     for method in methods:
-        scores, means[f"ensf+{method}"] = cycle(EnSF(grid, inpaint=method, seed=seed), model, start, truth,
+        scores, means[f"ensf+{method}"] = cycle(EnSF(grid, inpaint=method, seed=seed, **(ensf_options or {})), model, start, truth,
                                                 batches, mask, spinup)
         rows.append({"method": f"ensf+{method}", **scores})
         print(json.dumps({"fraction": fraction, "operator": kind, "seed": seed, **rows[-1]}), flush=True)
@@ -157,6 +158,7 @@ def main():
     parser.add_argument("--letkf-rtps", default="0.5,0.9", help="LETKF RTPS factors")
     parser.add_argument("--letkf-obs-error", default="1,3", help="LETKF factors on the observation-error std")
     parser.add_argument("--seeds", default="31")
+    parser.add_argument("--ensf-options", default="{}", help='EnSF options other than the defaults, JSON (e.g. \'{"eps_b": 0.2}\')')
     parser.add_argument("--png", default="ensf_sqg.png")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -170,7 +172,7 @@ def main():
     for i, (spec, seed) in enumerate(itertools.product(args.scenarios.split(","), map(int, args.seeds.split(",")))):
         fraction, kind = spec.split(":")
         result, picture = scenario(float(fraction), kind, seed, args.cycles, args.spinup,
-                                   args.methods.split(","), letkf_grid)
+                                   args.methods.split(","), letkf_grid, json.loads(args.ensf_options))
         results.append(result)
         if i == 0 and args.png:
             draw(args.png, f"SQG level 0, {float(fraction):.2%} observed, {kind}, cycle {args.cycles}", *picture)

@@ -43,7 +43,10 @@ from daflow_cli.common import common_options, output_path
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), help="[storm] Posterior samples to draw [1].")
-@click.option("--guidance", type=click.Choice(["sda", "dps"]), help="[storm] Likelihood guidance [sda].")
+@click.option("--guidance", type=click.Choice(["mmps", "sda", "dps"]),
+              help="[storm] Likelihood guidance: MMPS (Tweedie covariance), SDA (gamma) or DPS [mmps].")
+@click.option("--churn", type=click.FloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
+@click.option("--cg-iterations", type=click.IntRange(min=1), help="[storm] MMPS conjugate-gradient iterations at most [8].")
 @click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
 @click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
 @click.option("--history-inflation", type=click.FloatRange(min=0),
@@ -51,7 +54,7 @@ from daflow_cli.common import common_options, output_path
                    "before every sampling: additive inflation for cycling [0].")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
 @click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
-@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance [0.1].")
+@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance (standardised) [0.6].")
 @click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
 @click.option("--truncate", type=click.FloatRange(0, 1, max_open=True),
@@ -59,6 +62,12 @@ from daflow_cli.common import common_options, output_path
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
               help="[ensf] Fill unobserved grid points, then a second pass [biharmonic when a 2-D grid is partly observed].")
+@click.option("--kernel", type=click.Choice(["blur", "preserve"]),
+              help="[ensf] Prior kernel: members blurred by eps_b, or shrunk to their mean by sqrt(1 - eps_b) first "
+                   "so the kernel density keeps the ensemble variance (Liu & West 2001) [preserve].")
+@click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
+              help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
+@click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),
               help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
@@ -67,8 +76,9 @@ from daflow_cli.common import common_options, output_path
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
-               save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, sequence_parallel, dtype, seed, output):
+               save_background, checkpoint, members, guidance, churn, cg_iterations, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, sequence_parallel,
+               dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
 
     With --init, cycle through every observation time; with --background, analyse once. The
@@ -84,8 +94,10 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              checkpoint=checkpoint, dtype=dtype, seed=seed, inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate,
              xn=xn, b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
              outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
-             members=members, guidance=guidance, gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
+             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations,
+             gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
              sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
-             truncate=truncate, spread_reset=spread_reset, inpaint=inpaint)
+             truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
+             adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)
     if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
         write_dataset(ds, output, "analysis")

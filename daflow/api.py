@@ -147,12 +147,15 @@ def assimilate(method: str, obs: DatasetLike, init: DatasetLike | None = None, b
     The result holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
     """
     given = {k: v for k, v in settings.items() if v is not None}
-    if checkpoint is not None or method == "storm":
-        if checkpoint is None:
-            raise OptionError("checkpoint", f"method {method} needs a checkpoint (a trained model directory)")
+    from daflow.da import GENERATIVE
+    from daflow.registry import load
+
+    if (method in GENERATIVE) != (checkpoint is not None):
+        raise OptionError("checkpoint", f"a checkpoint (a trained model directory) is needed by, and only by, {', '.join(GENERATIVE)}")
+    if checkpoint is not None:
         import inspect
 
-        from daflow.nn.generative import assimilate as generative_assimilate
+        generative_assimilate = load(GENERATIVE, method, "method")
 
         accepted = set(inspect.signature(generative_assimilate).parameters) - {"checkpoint", "obs", "init", "background", "names", "seed"}
         extra = sorted(set(given) - accepted)

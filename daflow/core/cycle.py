@@ -199,6 +199,11 @@ def output(state: State, obs: xr.Dataset, analyses: torch.Tensor, backgrounds: t
     """The analysis dataset: ensemble (member, time, *dims) plus per-observation diagnostics."""
     model = state.model
     frames = analyses.view(len(times), analyses.shape[1], *model.state_shape)
+    if hasattr(model, "dataset"):  # dynamics with their own layout (the generative model keeps its input's)
+        ds = model.dataset(frames, times, title=f"{analysis.name} analysis")
+        add_observation_diagnostics(ds, obs, diagnostics)
+        ds.attrs.update(analysis.attrs())
+        return ds  # type: ignore[no-any-return]
     ds = state_dataset(model, frames, times, state.dt, ensemble=True, title=f"{analysis.name} analysis")
     if backgrounds is not None:
         bg = state_dataset(model, backgrounds.view_as(frames), times, state.dt, ensemble=True)[model.variable]

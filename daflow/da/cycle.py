@@ -78,6 +78,15 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     surface = {k: options.pop(k) for k in SURFACE_OPTIONS if k in options}
     if method == "oi" and climatology is None and background is not None:  # OI's surface analysis: a parametric B
         return _surface_analysis(background, obs, names, **surface)
+    if background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background):
+        members = options.pop("members", None)  # a single forecast: an ensemble drawn from the parametric B
+        if members is None or members < 2:
+            raise OptionError("members", f"method {method} on a single forecast (no model) needs members >= 2 drawn from B")
+        from daflow.da.surface import analyse_forecast_ensemble
+
+        return analyse_forecast_ensemble(background.load(), obs, method, members, surface.get("b_std"), surface.get("b_length"),
+                                         names=(str(names.get("background") or "background"), str(names.get("obs") or "observations")),
+                                         **options)
     accepted = accepted_options(filter_class(method))[0]
     given = [k for k, v in surface.items() if v is not None and k not in accepted]
     if given:
@@ -98,6 +107,19 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     if init is not None:
         return cycle(state, obs, filt, save_background=save_background, names=pair)
     return analyse_once(state, obs, filt, names=pair)
+
+
+ENSEMBLE_FROM_B = ("letkf", "etkf", "enkf", "ensf")
+
+
+def _has_model(ds: xr.Dataset) -> bool:
+    from daflow.models import params_from_attrs
+
+    try:
+        params_from_attrs(ds.attrs)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 def _surface_analysis(background: xr.Dataset, obs: xr.Dataset, names: dict[str, object], b_std: Any = None, b_length: Any = None,

@@ -4,7 +4,8 @@ As in ECMWF's screen-level analysis (IFS Documentation CY47R1, Part II, Ch. 9) a
     x^a = x^b + B H^T (H B H^T + R)^{-1} (y - H(x^b)),
 with B_ij = sigma_b^2 rho(r_ij), r the great-circle distance and rho either Gaussian,
 rho = exp(-r^2 / (2 L^2)), or SOAR (second-order auto-regressive), rho = (1 + r/L) exp(-r/L);
-R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`); as in operational OI,
+R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`: inverse-distance on point
+grids, bilinear on lat/lon grids); as in operational OI,
 H B H^T and B H^T are evaluated at the reports' positions (rho between reports, and between grid
 points and reports). rho is cut where it falls below 1e-3 (r > 3.72 L Gaussian, 9.23 L SOAR), so
 both matrices are sparse: the reports within that radius of each other and of each grid point
@@ -32,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.errors import DaflowWarning, DataError
-from daflow.obs.interpolation import PointInterpolator, chord_to_km, km_to_chord, unit_xyz
+from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
 
 QC_BACKGROUND = 6
 LAPSE_RATE = 0.0065  # K/m
@@ -65,17 +66,21 @@ class SurfaceOI:
         return m
 
     def analyse(self, xb: np.ndarray, grid_lat: np.ndarray, grid_lon: np.ndarray, y: np.ndarray,
-                obs_lat: np.ndarray, obs_lon: np.ndarray, obs_std: np.ndarray):
-        """(analysis (n,), H(x^b) (p,), H(x^a) (p,), accepted (p,) bool) for a background (n,) on points."""
+                obs_lat: np.ndarray, obs_lon: np.ndarray, obs_std: np.ndarray, weights=None):
+        """(analysis (n,), H(x^b) (p,), H(x^a) (p,), accepted (p,) bool) for a background (n,) on points.
+
+        ``weights`` = (index (p, k), weight (p, k)) of H; default inverse-distance over the points.
+        """
         import scipy.sparse as sp
         from scipy.sparse.linalg import splu
         from scipy.spatial import cKDTree
 
         h = PointInterpolator(grid_lat, grid_lon)
-        index, w, _ = h.weights(obs_lat, obs_lon)
+        index, w = weights if weights is not None else h.weights(obs_lat, obs_lon)[:2]
         hxb = (xb[index] * w).sum(1)
         departure = y - hxb
-        accepted = np.abs(departure) <= self.k_qc * np.sqrt(self.b_std**2 + obs_std**2)
+        with np.errstate(invalid="ignore"):  # a report outside a regional grid (NaN) is not accepted
+            accepted = np.abs(departure) <= self.k_qc * np.sqrt(self.b_std**2 + obs_std**2)
         use = np.flatnonzero(accepted)
         xa = xb.astype(np.float64).copy()
         if use.size:
@@ -152,7 +157,8 @@ def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | Non
         y = y + LAPSE_RATE * (obs["elevation"].values[rows] - z_model)
     xb = np.ravel(frame.values).astype(np.float64)
     oi = SurfaceOI(b_std, b_length, correlation_kind, k_qc)
-    xa, hxb, hxa, accepted = oi.analyse(xb, grid_lat, grid_lon, y, lat, lon, obs["error_std"].values[rows].astype(np.float64))
+    weights = None if "point" in frame.dims else interpolator_for(frame).weights(lat, lon)[:2]  # bilinear on lat/lon grids
+    xa, hxb, hxa, accepted = oi.analyse(xb, grid_lat, grid_lon, y, lat, lon, obs["error_std"].values[rows].astype(np.float64), weights)
     out_field = frame.copy(data=xa.reshape(frame.shape).astype(frame.dtype))
     if when is not None:
         out_field = out_field.expand_dims(time=[when])
@@ -175,4 +181,100 @@ def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | Non
     if rejected:
         warnings.warn(f"{obs_name}: background check rejected {rejected} of {len(rows)} {var} reports "
                       f"(|O-B| > {k_qc:g} sqrt(sigma_b^2 + sigma_o^2))", DaflowWarning, stacklevel=2)
+    return out
+
+
+def ensemble_from_b(xb: np.ndarray, lat: np.ndarray, lon: np.ndarray, b_std: float, b_length: float, members: int,
+                    seed: int | None = None) -> np.ndarray:
+    """``members`` states x^b + e with e ~ N(0, B), B Gaussian of std ``b_std`` and length ``b_length`` km.
+
+    A Gaussian correlation of length L is the self-convolution of a Gaussian kernel of length
+    L / sqrt(2) (exactly in the plane, closely on the sphere at L << Earth radius): e = b_std K xi / |K_i|,
+    xi white noise on the grid points, K the kernel cut at 3 L / sqrt(2) (sparse), each row normalised
+    so that every point has variance b_std^2 (for a locally uniform density of points, as on a
+    reduced Gaussian grid). The perturbations are centred, so the ensemble mean is x^b, and scaled by
+    sqrt(N / (N - 1)) so that their sample variance is b_std^2 on average.
+    """
+    from scipy.spatial import cKDTree
+
+    ell = b_length / np.sqrt(2.0)
+    tree = cKDTree(unit_xyz(lat, lon))
+    kernel = tree.sparse_distance_matrix(tree, km_to_chord(3.0 * ell), output_type="coo_matrix")
+    kernel.data = np.exp(-0.5 * (chord_to_km(kernel.data) / ell) ** 2)
+    kernel = kernel.tocsr()
+    norm = np.sqrt(np.asarray(kernel.multiply(kernel).sum(axis=1)).ravel())
+    noise = np.random.default_rng(seed).standard_normal((len(xb), members))
+    e = (kernel @ noise) / norm[:, None]
+    e -= e.mean(axis=1, keepdims=True)
+    e *= b_std * np.sqrt(members / (members - 1))
+    return xb[None, :] + e.T
+
+
+def analyse_forecast_ensemble(background: xr.Dataset, obs: xr.Dataset, method: str, members: int, b_std: float | None = None,
+                              b_length: float | None = None, seed: int | None = None,
+                              names: tuple[str, str] = ("background", "observations"), **options) -> xr.Dataset:
+    """An ensemble filter (``letkf``, ``etkf``, ``enkf``, ``ensf``) on one forecast: ``members`` drawn from B
+    around it (:func:`ensemble_from_b`), analysed at the time of the reports with nearest-point H."""
+    import torch
+
+    from daflow.da.cycle import make_filter
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import ObsBatch
+    from daflow.obs.operators import get_operator
+
+    bg_name, obs_name = names
+    good = obs["qc"].values == 0 if "qc" in obs else np.ones(obs.sizes["obs"], bool)
+    variable = obs["variable"].values.astype(str)
+    usable = [v for v in np.unique(variable[good]) if v in background.data_vars]
+    if not usable:
+        raise DataError(obs_name, f"observes no variable of {bg_name} ({', '.join(map(str, background.data_vars))})")
+    var = usable[0]
+    field = background[var]
+    if "member" in field.dims:
+        field = field.mean("member")
+    sel = good & (variable == var)
+    when = None
+    if "time" in field.dims:
+        match = sel & np.isin(obs["time"].values, field["time"].values)
+        if not match.any():
+            raise DataError(obs_name, f"no {var} report at a time of {bg_name}")
+        when = np.unique(obs["time"].values[match])[-1]
+        sel &= obs["time"].values == when
+        field = field.sel(time=when)
+    for dim in field.dims:
+        if dim not in ("point", "lat", "lon"):
+            raise DataError(bg_name, f"{var} has a {dim} dimension; an ensemble from B takes one level")
+    default_std, default_length = DEFAULTS.get(var, (None, None))
+    b_std, b_length = b_std or default_std, b_length or default_length
+    if b_std is None:
+        raise DataError(obs_name, f"no default background error for {var}: give b_std and b_length")
+    lat, lon = _points(field, bg_name)
+    xb = np.ravel(field.values).astype(np.float64)
+    ens = ensemble_from_b(xb, lat, lon, b_std, b_length, members, seed)
+    rows = np.flatnonzero(sel)
+    index, _, _ = PointInterpolator(lat, lon, k=1).weights(obs["lat"].values[rows], obs["lon"].values[rows])
+    index = index[:, 0]
+    grid = StateGrid(var, ("point",), (len(xb),), {"point": np.arange(len(xb)), "lat": lat, "lon": lon})
+    batch = ObsBatch(time=when, rows=rows, value=torch.tensor(obs["value"].values[rows], dtype=torch.float64),
+                     error_std=torch.tensor(obs["error_std"].values[rows], dtype=torch.float64),
+                     index=torch.from_numpy(index.astype(np.int64)), column=index.astype(np.int64),
+                     operators=[(get_operator("identity"), None)])
+    filt = make_filter(method, grid, seed=seed, **options)
+    xa, diag = filt.analyse(torch.from_numpy(ens), batch)
+    data = xa.numpy().reshape(members, *field.shape).astype(field.dtype)
+    out_field = xr.DataArray(data, dims=("member", *field.dims), coords=field.coords, attrs=field.attrs)
+    if when is not None:
+        out_field = out_field.expand_dims(time=[when], axis=1)
+    out = xr.Dataset({var: out_field.assign_coords(member=np.arange(members, dtype=np.int32))}, attrs=dict(background.attrs))
+    out.attrs.update({"title": f"{method} analysis of {var} from {members} members drawn from B", "daflow_method": method,
+                      "b_std": b_std, "b_length_km": b_length})
+    reports = obs.isel(obs=rows)
+    for name, v in reports.variables.items():
+        if name != "obs":
+            out[f"obs_{name}"] = ("obs", v.values, v.attrs)
+    y = reports["value"].values
+    for name in ("background_mean", "background_spread", "analysis_mean", "analysis_spread"):
+        out[f"obs_{name}"] = ("obs", getattr(diag, name).numpy())
+    out["obs_omb"] = ("obs", y - diag.background_mean.numpy(), {"long_name": "observation minus background mean (O-B)"})
+    out["obs_oma"] = ("obs", y - diag.analysis_mean.numpy(), {"long_name": "observation minus analysis mean (O-A)"})
     return out
