@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from daflow.da.inpaint import inpaint
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch
 from daflow.da.oi import OptimalInterpolation, climatological_covariance
 from daflow.io.ingest import ingest
 from daflow.nn.data import read_series

@@ -19,6 +19,7 @@ benchmarks/README.md).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -47,7 +48,8 @@ class GenerativeModel:
                 self.denoiser.net.split(parallel_groups(sequence_parallel)[2])
             except ValueError as err:
                 raise DataError(checkpoint, str(err)) from None
-        self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
+        self.checkpoint: str | None = checkpoint
+        self.sample_steps, self.churn = sample_steps, churn
         self.history_inflation = history_inflation
         self.arch = self.denoiser.arch
         self.norm = Normalisation.from_dict(self.config["normalisation"])
@@ -100,7 +102,8 @@ class GenerativeModel:
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return self.denoiser(context, x, sigma)
 
-        observe = value = error = None
+        observe: Callable[[torch.Tensor], torch.Tensor] | None = None
+        value = error = None
         if obs:
             bad = [f for f, _ in obs if not 0 <= f < self.arch.target]
             if bad:
@@ -108,9 +111,10 @@ class GenerativeModel:
                                 f"{self.arch.target} target frame(s)")
             cells = history.shape[-2] * history.shape[-1]
 
-            def observe(r: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) target -> (B, n_obs)
+            def observe_window(r: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) target -> (B, n_obs)
                 physical = self.norm.to_physical(r, last)
                 return torch.cat([b.apply(physical[:, f].reshape(physical.shape[0], -1)) for f, b in obs], dim=1)
+            observe = observe_window
             value = torch.cat([b.value for _, b in obs]).float()
             error = torch.cat([b.error_std for _, b in obs]).float()
             scale = torch.cat([self.norm.target_scale[b.index // cells] for _, b in obs])  # s or s_inc of each observed level
