@@ -30,6 +30,7 @@ MAX_CONFIG_BYTES = 64 * 2**20
 # Sane bounds of each architecture field (inclusive), far beyond anything trained on one node.
 ARCH_BOUNDS = {"levels": (1, 1024), "ny": (1, 16384), "nx": (1, 16384), "history": (1, 256), "target": (1, 256),
                "patch": (1, 64), "width": (2, 8192), "depth": (1, 128), "heads": (1, 256), "tile": (0, 1 << 20)}
+ARCH_FLAGS = ("wrap",)
 MAX_PARAMETERS = 2 * 10**9  # 8 GB of float32 weights
 CONFIG, WEIGHTS, TRAINING = "config.json", "model.safetensors", "training.safetensors"
 
@@ -56,10 +57,14 @@ def checked_architecture(options: dict, source: str | os.PathLike | None) -> Arc
     width against heads, and the parameter count (about depth x 12 width^2) against :data:`MAX_PARAMETERS`."""
     if not isinstance(options, dict):
         raise DataError(source, "the architecture is not a table of settings")
-    unknown = sorted(set(options) - set(ARCH_BOUNDS))
+    unknown = sorted(set(options) - set(ARCH_BOUNDS) - set(ARCH_FLAGS))
     if unknown:
         raise DataError(source, f"unknown architecture setting(s) {', '.join(map(str, unknown))}")
     for key, value in options.items():
+        if key in ARCH_FLAGS:
+            if not isinstance(value, bool):
+                raise DataError(source, f"architecture {key} = {str(value)[:40]} is not true or false")
+            continue
         low, high = ARCH_BOUNDS[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise DataError(source, f"architecture {key} = {str(value)[:40]} is not a whole number in [{low}, {high}]")
