@@ -137,7 +137,7 @@ sys.path.insert(0, "benchmarks")
 from ensf_lorenz96 import batch
 from daflow.da.ensf import EnSF
 from daflow.da.letkf import LETKF
-from daflow.da.observations import StateGrid
+from daflow.core.grid import StateGrid
 from daflow.models import get_model
 torch.set_num_threads({threads})
 n, g = 10**6, torch.Generator().manual_seed(0)

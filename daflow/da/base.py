@@ -1,7 +1,7 @@
 """The one filter interface: (background ensemble, observations) -> (analysis ensemble, diagnostics).
 
 A filter gets the background as a tensor (members, n) (the state flattened as in
-:mod:`daflow.da.observations`) and one :class:`ObsBatch`; it returns the analysis (members, n)
+:mod:`daflow.core.grid`) and one :class:`ObsBatch`; it returns the analysis (members, n)
 and :class:`Diagnostics` in observation space. The shared steps live here:
 multiplicative inflation of the background anomalies, x_j <- mean + lambda (x_j - mean)
 (Anderson & Anderson 1999), before the update; relaxation to prior spread (RTPS, Whitaker &

@@ -218,7 +218,8 @@ def analyse_forecast_ensemble(background: xr.Dataset, obs: xr.Dataset, method: s
     import torch
 
     from daflow.da.cycle import make_filter
-    from daflow.da.observations import ObsBatch, StateGrid
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import ObsBatch
     from daflow.obs.operators import get_operator
 
     bg_name, obs_name = names

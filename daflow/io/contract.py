@@ -16,7 +16,6 @@ from pathlib import Path
 import xarray as xr
 
 from daflow import __version__
-from daflow.core.grid import HORIZONTAL_DIMS, horizontal_dims  # noqa: F401  (the contract's horizontal layouts live in the core)
 from daflow.errors import DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
 from daflow.io.history import history_line

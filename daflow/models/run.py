@@ -11,15 +11,13 @@ from typing import Any
 import torch
 import xarray as xr
 
-from daflow.core.state import (State, advance, integrate, parse_params, state_dataset, state_from_dataset,  # noqa: F401
-                               threads_for)
-from daflow.core.time import elapsed, frame_times, parse_start, steps_between  # noqa: F401
+from daflow.core.state import advance, integrate, parse_params, state_dataset, state_from_dataset, threads_for
+from daflow.core.time import frame_times, parse_start
 from daflow.errors import DataError, OptionError
 from daflow.models import model_class
 from daflow.models.base import Model
 
-__all__ = ["State", "advance", "elapsed", "forecast", "frame_times", "integrate", "integrate_split", "parse_params",
-           "state_dataset", "state_from_dataset", "steps_between", "threads_for"]
+__all__ = ["forecast", "integrate_split"]
 
 
 def integrate_split(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,

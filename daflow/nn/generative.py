@@ -2,7 +2,7 @@
 
 Sampling the target frame given the K history frames, without observations, is a forecast step;
 repeating it with the new frame appended to the history is an autoregressive forecast. Sampling
-it with the likelihood of the observations at its time (SDA or DPS guidance, see
+it with the likelihood of the observations at its time (MMPS, SDA or DPS guidance, see
 :mod:`daflow.nn.diffusion`) is a one-stage analysis: the posterior p(x_t | x_{t-K..t-1}, y_t).
 Every member is an independent sample (its own noise, its own history when the history is an
 ensemble), so M members are an ensemble from one batched sampling.
@@ -19,6 +19,7 @@ benchmarks/README.md).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -30,7 +31,7 @@ from daflow.core.observations import ObsBatch, observation_batches
 from daflow.errors import DataError, OptionError
 from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
-from daflow.nn.diffusion import Likelihood, sample
+from daflow.nn.diffusion import Denoiser, posterior_sample
 from daflow.nn.normalisation import Normalisation
 from daflow.nn.sequence import shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
@@ -47,10 +48,20 @@ class GenerativeModel:
                 self.denoiser.net.split(parallel_groups(sequence_parallel)[2])
             except ValueError as err:
                 raise DataError(checkpoint, str(err)) from None
-        self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
+        self.checkpoint: str | None = checkpoint
+        self.sample_steps, self.churn = sample_steps, churn
         self.history_inflation = history_inflation
         self.arch = self.denoiser.arch
         self.norm = Normalisation.from_dict(self.config["normalisation"])
+
+    @classmethod
+    def of(cls, denoiser: Denoiser, norm: Normalisation, sample_steps: int = 24, churn: float = 0.0) -> GenerativeModel:
+        """A model from a denoiser in memory (no checkpoint, no training data to check against)."""
+        model = cls.__new__(cls)
+        model.denoiser, model.config, model.checkpoint = denoiser, {}, None
+        model.sample_steps, model.churn, model.history_inflation = sample_steps, churn, 0.0
+        model.arch, model.norm = denoiser.arch, norm
+        return model
 
     def read(self, ds: xr.Dataset, path=None) -> Series:
         """A state dataset's series (``path`` names it in errors), checked against the training data and long enough for the history."""
@@ -68,28 +79,50 @@ class GenerativeModel:
             raise DataError(None, f"history has {frames.shape[0]} members; give --members {frames.shape[0]} or a single state")
         return frames.expand(members, *frames.shape[1:]).clone()
 
-    def next_frames(self, history: torch.Tensor, generator: torch.Generator, obs: ObsBatch | None = None,
-                    guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0) -> torch.Tensor:
-        """(members, T, C, ny, nx) physical samples of the target frames given a physical history (members, K, C, ny, nx).
+    def next_frames(self, history: torch.Tensor, generator: torch.Generator,
+                    obs: list[tuple[int, ObsBatch]] | None = None, **settings) -> torch.Tensor:
+        """(members, T, C, ny, nx) physical samples of the T target frames given a physical history (members, K, C, ny, nx).
 
-        The sampler works on the network's target r (the state or the increment, see
-        :mod:`daflow.nn.normalisation`); r is mapped to physical frames for the observation operator
-        and for the output, x = mu + s r or x = x_{t-1} + s_inc r.
+        ``obs``: (frame, batch) pairs, the observations of ``batch`` being of target frame ``frame``
+        (0 .. T-1), all assimilated jointly, so that observations of a later frame correct the earlier
+        ones through the learned dynamics (a 4D window). ``settings``: those of
+        :func:`daflow.nn.diffusion.posterior_sample` (MMPS guidance by default). The sampler works on
+        the network's target r (the state or the increment, see :mod:`daflow.nn.normalisation`); r is
+        mapped to physical frames for the observation operator and for the output, x = mu + s r or
+        x = x_{t-1} + s_inc sum r.
         """
         if self.history_inflation > 0:  # (members, 1, C, ny, nx) normalised -> physical, the same for the K frames
             history = history + self.norm.std.reshape(-1, 1, 1) * history_perturbation(
                 history.shape[0], history.shape[2:], self.arch.patch, self.history_inflation, generator)
-        noise = torch.randn((history.shape[0], self.arch.target, *history.shape[2:]), generator=generator)
-        likelihood = None
-        if obs is not None:
-            def observe(physical: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) -> (B, n_obs), first target frame
-                return obs.apply(physical[:, 0].reshape(physical.shape[0], -1))
-            scale = self.norm.target_scale[obs.index // (history.shape[-2] * history.shape[-1])]  # (n_obs,) s or s_inc of each observed level
-            likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta, scale)
         last = history[:, -1:]  # (members, 1, C, ny, nx)
-        out = sample(self.denoiser, self.norm.normalise(history), noise, self.sample_steps, self.churn,
-                     likelihood, lambda r: self.norm.to_physical(r, last), generator)
-        return self.norm.to_physical(out, last)
+        context = self.norm.normalise(history)
+        shape = (self.arch.target, *history.shape[2:])
+        settings = {"steps": self.sample_steps, "churn": self.churn, **settings}
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return self.denoiser(context, x, sigma)
+
+        observe: Callable[[torch.Tensor], torch.Tensor] | None = None
+        value = error = None
+        if obs:
+            bad = [f for f, _ in obs if not 0 <= f < self.arch.target]
+            if bad:
+                raise DataError(None, f"observations at window frame {bad[0]}; the model's window has "
+                                f"{self.arch.target} target frame(s)")
+            cells = history.shape[-2] * history.shape[-1]
+
+            def observe_window(r: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) target -> (B, n_obs)
+                physical = self.norm.to_physical(r, last)
+                return torch.cat([b.apply(physical[:, f].reshape(physical.shape[0], -1)) for f, b in obs], dim=1)
+            observe = observe_window
+            value = torch.cat([b.value for _, b in obs]).float()
+            error = torch.cat([b.error_std for _, b in obs]).float()
+            scale = torch.cat([self.norm.target_scale[b.index // cells] for _, b in obs])  # s or s_inc of each observed level
+            settings.setdefault("scale", scale)
+        with torch.no_grad():
+            out = posterior_sample(denoise, shape, observe, value, error, members=history.shape[0],
+                                   generator=generator, **settings)
+        return self.norm.to_physical(out.to(history.dtype), last)
 
     def dataset(self, series: Series, frames: np.ndarray, seconds: np.ndarray) -> xr.Dataset:
         """State dataset of (member, time, C, ny, nx) physical frames in the layout of ``series``."""
@@ -160,34 +193,39 @@ class GenerativeDynamics:
 
 class GenerativeAnalysis:
     """storm's analysis as a :class:`daflow.core.protocols.Analysis`: the posterior sample of the frame
-    at the observation time given the history the background was sampled from (SDA or DPS guidance)."""
+    at the observation time given the history the background was sampled from (MMPS, SDA or DPS guidance;
+    ``settings``: those of :func:`daflow.nn.diffusion.posterior_sample`)."""
 
     name: ClassVar[str] = "storm"
     min_members: ClassVar[int] = 1
     differentiates: ClassVar[bool] = True  # DPS guidance differentiates through the denoiser: no inference mode around the cycle
 
-    def __init__(self, dynamics: GenerativeDynamics, guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0):
+    def __init__(self, dynamics: GenerativeDynamics, guidance: str = "mmps", gamma: float = 1e-2, zeta: float = 1.0,
+                 **settings):
         self.dynamics, self.guidance, self.gamma, self.zeta = dynamics, guidance, gamma, zeta
+        self.settings = {"guidance": guidance, "gamma": gamma, "zeta": zeta, **settings}
 
     def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         dyn = self.dynamics
         if dyn.history is None:
             raise DataError(None, f"observation time {obs.time} is the initial time; storm analyses the frames after it")
         with torch.no_grad():
-            analysis = dyn.model.next_frames(dyn.history, dyn.generator, obs, self.guidance, self.gamma, self.zeta)[:, 0]
+            analysis = dyn.model.next_frames(dyn.history, dyn.generator, [(0, obs)], **self.settings)[:, 0]
         return analysis.reshape(background.shape)
 
     def attrs(self) -> dict:
         model = self.dynamics.model
-        return {"daflow_method": "storm", "guidance": self.guidance,
-                "guidance_gamma" if self.guidance == "sda" else "guidance_zeta": self.gamma if self.guidance == "sda" else self.zeta,
-                "sample_steps": model.sample_steps, "history_inflation": model.history_inflation}
+        attrs = {"daflow_method": "storm", "guidance": self.guidance, "sample_steps": model.sample_steps,
+                 "history_inflation": model.history_inflation, **{k: v for k, v in self.settings.items() if k not in ("gamma", "zeta", "guidance")}}
+        if self.guidance in ("sda", "dps"):
+            attrs["guidance_gamma" if self.guidance == "sda" else "guidance_zeta"] = self.gamma if self.guidance == "sda" else self.zeta
+        return attrs
 
 
 def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
-               init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2,
+               init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "mmps", gamma: float = 1e-2,
                zeta: float = 1.0, sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1,
-               names: dict | None = None) -> xr.Dataset:
+               names: dict | None = None, churn: float = 0.0, cg_iterations: int = 8) -> xr.Dataset:
     """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``),
     through the one cycle of :mod:`daflow.core.cycle`.
 
@@ -197,6 +235,8 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
     every history is the method's own previous analyses and forecasts, never a given field. At each
     analysis time the background is the unguided sample from the history the analysis is
     conditioned on (what O-B and the background H(x) are computed from).
+    ``guidance``, ``gamma``, ``zeta``, ``churn``, ``cg_iterations``: the sampler's
+    (:class:`daflow.nn.diffusion.SamplerSettings`; MMPS by default).
     ``sequence_parallel`` = P > 1 (under torchrun): each window's tokens split across P processes,
     which all draw the same noises and hold the same (replicated) ensemble.
     """
@@ -235,7 +275,7 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
     last = series.seconds[-1]
     clock = np.datetime64(int(round(last * 1e9)), "ns") if series.calendar else float(last)
     state = State(dynamics, dt, dynamics.x, clock, True)  # type: ignore[arg-type]
-    analysis = GenerativeAnalysis(dynamics, guidance, gamma, zeta)
+    analysis = GenerativeAnalysis(dynamics, guidance, gamma, zeta, churn=churn, cg_iterations=cg_iterations)
     return cycle(state, obs, analysis, batches, names=(init_name or background_name, obs_path))
 
 
