@@ -285,7 +285,8 @@ def test_background_check_keeps_a_drifted_ensemble_s_observations():
     import torch
 
     from daflow.da.etkf import ETKF
-    from daflow.da.observations import ObsBatch, StateGrid
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import ObsBatch
     from daflow.obs.operators import get_operator
 
     n = 40
@@ -427,3 +428,27 @@ def test_a_non_finite_generative_forecast_is_a_data_error():
     with pytest.raises(DataError, match="model: the forecast of q is NaN/Inf from time 2.0"):
         _check_finite_forecast(xr.Dataset({"q": (("member", "time", "y", "x"), values)}, coords={"time": [0.0, 1.0, 2.0, 3.0]}),
                                "model")
+
+
+def test_json_output_has_null_for_nan_and_inf():
+    import json
+
+    from click.testing import CliRunner
+
+    from daflow_cli.common import print_json
+
+    import click
+    import numpy as np
+
+    @click.command()
+    def show():
+        print_json({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64("nan"), "d": {"e": 2.5}})
+
+    out = CliRunner().invoke(show).output
+    assert json.loads(out) == {"a": None, "b": [1.0, None], "c": None, "d": {"e": 2.5}}
+
+
+def test_zero_surrogates_is_a_usage_error(daflow, l96, tmp_path):
+    result = daflow("causal", l96 / "truth.nc", "--target", "x", "--surrogates", 0, "-o", tmp_path / "c.nc")
+    assert result.exit_code == 2
+    assert not (tmp_path / "c.nc").exists()
