@@ -12,7 +12,9 @@ def _lags(ctx, param, value):
         lags = list(range(int(first), int(last or first) + 1))
     except ValueError:
         raise click.BadParameter("expected N or FIRST-LAST, e.g. 1-12") from None
-    if not lags or lags[0] < 1:
+    if not lags:
+        raise click.BadParameter(f"{value!r}: FIRST-LAST needs FIRST <= LAST")
+    if lags[0] < 1:
         raise click.BadParameter("lags start at 1")
     return lags
 

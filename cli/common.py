@@ -13,7 +13,7 @@ import warnings
 import click
 
 from daflow.errors import DaflowError, DaflowWarning, OptionError
-from daflow.io.atomic import check_outputs, remove_pending, same_file
+from daflow.io.atomic import check_outputs, output_group, remove_pending, same_file
 from daflow.progress import set_quiet
 from daflow.threads import set_threads
 
@@ -92,7 +92,8 @@ def common_options(func):
             warnings.showwarning = _one_line_warning(command)
             try:
                 check_paths(ctx)
-                return func(*args, **kwargs)
+                with output_group():  # a command's outputs land together or not at all
+                    return func(*args, **kwargs)
             except OptionError as err:  # a library keyword is a CLI flag: usage error, exit 2
                 raise click.UsageError(f"--{err.option.replace('_', '-')}: {err}") from None
             except DaflowError as err:

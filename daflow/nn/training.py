@@ -127,12 +127,13 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         options = TrainingOptions(**config["training"]["options"])
         if seed is not None and seed != options.seed:
             raise DataError(model_dir, f"trained with --seed {options.seed}, not {seed}")
-        arch = Architecture(**config["architecture"])
+        arch = ckpt.checked_architecture(config["architecture"], Path(model_dir) / ckpt.CONFIG)
     else:
         arch_options, predict, options = read_config_file(config_file)
         options = options if seed is None else replace(options, seed=seed)
         levels, ny, nx = series.frames.shape[2:]
-        arch = Architecture(levels=levels, ny=ny, nx=nx, history=history, wrap=sphere(series) is not None, **arch_options)
+        arch = ckpt.checked_architecture(dict(levels=levels, ny=ny, nx=nx, history=history, wrap=sphere(series) is not None,
+                                              **arch_options), config_file)
     members, times = series.frames.shape[:2]
     split = times - max(1, round(options.validation_fraction * times)) if options.validation_fraction > 0 else times
     length = arch.history + arch.target
