@@ -23,7 +23,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 demo: install
-	$(MAKE) -C recipes lorenz96-osse WORK=$(CURDIR)/demo-out
+	$(BIN)/python recipes/demo.py --out demo-out
 
 lint: install
 	$(BIN)/ruff check cli daflow tests benchmarks recipes

@@ -28,10 +28,11 @@ import torch
 from daflow.da.ensf import EnSF
 from daflow.da.inpaint import METHODS as INPAINT_METHODS
 from daflow.da.letkf import LETKF
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
 from daflow.models import get_model
-from daflow.models.run import advance
+from daflow.core.state import advance
 from daflow.score.metrics import crps_ensemble
 
 SPINUP_STEPS, EVERY, MEMBERS, CLIMATE_GAP = 7200, 36, 20, 4

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from daflow.da.inpaint import inpaint
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch
 from daflow.da.oi import OptimalInterpolation, climatological_covariance
 from daflow.io.ingest import ingest
 from daflow.nn.data import read_series
@@ -106,6 +107,8 @@ def main() -> None:
                              "t2m standard deviation ([training] history_noise) [0.3].")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
     parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
+    parser.add_argument("--guidance", choices=["sda", "mmps", "dps"], default="sda",
+                        help="storm guidance (the figures in benchmarks/README.md are SDA's) [sda].")
     parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
     parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
@@ -144,7 +147,7 @@ def main() -> None:
     print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
           f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
           f"history noise {args.history_noise}, history inflation {args.history_inflation}, {epochs} epochs, "
-          f"{members} members, {steps} steps, gamma={args.gamma}, churn={args.churn}")
+          f"{members} members, {steps} steps, {args.guidance} guidance, gamma={args.gamma}, churn={args.churn}")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or f"{tmp}/model"
@@ -166,7 +169,8 @@ def main() -> None:
         for t in range(k, k + hours):
             if args.true_history:  # the true K previous hours instead of its own analyses
                 history = torch.from_numpy(truth[t - k:t]).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
-            analysis = model.next_frames(history, generator, obs_batch(obs[t], mask), gamma=args.gamma)
+            analysis = model.next_frames(history, generator, [(0, obs_batch(obs[t], mask))], guidance=args.guidance,
+                                         gamma=args.gamma)
             storm.append(analysis[:, 0, 0].reshape(members, n).double().numpy())
             history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
         results["storm"], seconds["storm"] = np.stack(storm), time.perf_counter() - start

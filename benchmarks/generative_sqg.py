@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=16, help="Ensemble size of every method [16].")
     parser.add_argument("--epochs", type=int, help="storm training epochs [quick 10, full 60].")
     parser.add_argument("--history", type=int, default=2)
+    parser.add_argument("--guidance", choices=["sda", "mmps", "dps"], default="sda",
+                        help="storm guidance (the figures in benchmarks/README.md are SDA's) [sda].")
     parser.add_argument("--gamma", type=float, default=1.0, help="storm SDA gamma (dimensionless) [1].")
     parser.add_argument("--sample-steps", type=int, default=10, help="storm sampler steps [10].")
     parser.add_argument("--loc-radius", type=float, default=4.0, help="LETKF localisation radius, grid points [4].")
@@ -106,7 +108,8 @@ def main() -> None:
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         storm = api.assimilate(method="storm", checkpoint=str(w / "model"), obs=w / "obs.nc", init=w / "init.nc",
-                                  members=args.members, seed=args.seed, gamma=args.gamma, sample_steps=args.sample_steps)
+                                  members=args.members, seed=args.seed, guidance=args.guidance, gamma=args.gamma,
+                               sample_steps=args.sample_steps)
         seconds["storm"] = time.perf_counter() - start
         figures["storm"] = scores(storm, truth, name)
         for method, options in (("ensf", {}), ("letkf", {"loc_radius": args.loc_radius, "rtps": args.rtps})):

@@ -1,15 +1,26 @@
-"""DAPPER vs daflow on DAPPER's Lorenz96/sakov2008 setting, in one run, on the same truth and observations.
+"""DAPPER vs daflow on every DAPPER setting that ships expected scores for a method daflow has, in one
+run per setting and seed, on the same truth and observations.
 
-Lorenz-96, 40 variables, dt 0.05, one step per cycle, every variable observed with R = I,
-initial ensemble x0 + N(0, 0.001). ETKF N=24 (inflation 1.013, random rotation) and LETKF N=7
-(inflation 1.04, localisation radius 4, rotation in DAPPER). DAPPER runs in its own virtual
-environment (``benchmarks/.venv-dapper``, created here with ``pip install dapper`` when missing),
-simulates the truth and observations and saves them; daflow assimilates the same ones. Reported:
-time-averaged analysis RMSE after burn-in and seconds per cycle of the assimilation loop (DAPPER:
-``xp.assimilate``, which includes its per-cycle statistics; daflow: ``daflow.da.cycle.cycle``),
-their ratio, and daflow's LETKF/ETKF at dim 10^4 and 10^5 (N = 20): seconds per cycle and peak RSS.
+Settings (DAPPER's ``mods/*/`` files, see SETTINGS; the "Suggested tuning" lines of the methods daflow has:
+``EnKF('Sqrt')`` = etkf, ``EnKF('PertObs')`` = enkf, ``LETKF`` = letkf, ``EnKF_N`` = enkf-n,
+``Var3D`` = 3dvar with B = xB x the truth's covariance): Lorenz63/sakov2012 (dt 0.01, obs every 25
+steps, all 3 variables, R = 2 I), Lorenz63/anderson2010rhf (every 12 steps, R = 8 I), Lorenz96/sakov2008
+(40 variables, dt 0.05, every step, R = I), Lorenz96/hoteit2015 (sakov2008 with BurnIn 4) and
+Lorenz96/bocquet2010 (10 variables, every other one observed, R = 1.5).
+Lorenz63/wiljes2017 is left out: DAPPER 1.7.1's own file fails in ``HMM.simulate`` (AttributeError:
+'int' object has no attribute 'T'); the other files with methods daflow has (bocquet2010_m40, frei2013bridging, miyoshi2011, todter2015,
+mandel2016) are not run yet.
+DAPPER's ``OptInterp`` is left out: its analysis starts from the climatological mean, not from a
+forecast, which is not what daflow's oi does. DAPPER runs in its own virtual environment
+(``benchmarks/.venv-dapper``, created here with ``pip install dapper==1.7.1`` when missing; the
+figures are for that version), simulates truth and observations and saves them; daflow starts from
+X0's mean plus its noise (its own draw) and assimilates the same observations. Reported:
+time-averaged analysis RMSE over the observation times after DAPPER's BurnIn (DAPPER's rmse.a),
+per seed and their mean; for sakov2008's ETKF/LETKF the seconds per cycle of the assimilation loop
+(DAPPER: ``xp.assimilate`` with its per-cycle statistics; daflow: ``daflow.da.cycle.cycle``); and
+daflow's LETKF/ETKF at dim 10^4 and 10^5 (N = 20): seconds per cycle and peak RSS.
 
-    .venv/bin/python benchmarks/lorenz_dapper.py [--quick] [--json FILE]
+    .venv/bin/python benchmarks/lorenz_dapper.py [--quick] [--settings sakov2012,...] [--json FILE]
 """
 from __future__ import annotations
 
@@ -26,30 +37,84 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DAPPER_VENV = HERE / ".venv-dapper"
 DAPPER_PY = DAPPER_VENV / "bin" / "python"
+DAPPER_VERSION = "1.7.1"
+
+# name -> DAPPER module, daflow model, observed indices, R variance, X0 variance, cycles (full, quick), and the
+# experiments: (label, DAPPER expression, daflow method, members, daflow options, DAPPER's expected rmse.a)
+SETTINGS = {
+    "sakov2012": dict(module="dapper.mods.Lorenz63.sakov2012", model="lorenz63", obs=[0, 1, 2], r=2.0, x0_var=2.0,
+                      cycles=(3000, 1000), xps=[
+        ("ETKF N=10 infl 1.02 rot", "da.EnKF('Sqrt', N=10, infl=1.02, rot=True)", "etkf", 10,
+         dict(inflation=1.02, rotate=True), 0.60),
+        ("ETKF N=10 infl 1.02", "da.EnKF('Sqrt', N=10, infl=1.02)", "etkf", 10, dict(inflation=1.02), None),
+        ("ETKF N=3 infl 1.30", "da.EnKF('Sqrt', N=3, infl=1.30)", "etkf", 3, dict(inflation=1.30), 0.80),
+        ("EnKF N=10 infl 1.04", "da.EnKF('PertObs', N=10, infl=1.04)", "enkf", 10, dict(inflation=1.04), 0.65),
+        ("EnKF N=100 infl 1.01", "da.EnKF('PertObs', N=100, infl=1.01)", "enkf", 100, dict(inflation=1.01), 0.56),
+        ("EnKF-N N=3", "da.EnKF_N(N=3)", "enkf-n", 3, {}, 0.60),
+        ("EnKF-N N=10 rot", "da.EnKF_N(N=10, rot=True)", "enkf-n", 10, dict(rotate=True), 0.54),
+        ("3D-Var xB=0.1", "da.Var3D(xB=0.1)", "3dvar", 1, dict(b_scale=0.1), 1.04),
+    ]),
+    "anderson2010rhf": dict(module="dapper.mods.Lorenz63.anderson2010rhf", model="lorenz63", obs=[0, 1, 2], r=8.0,
+                            x0_var=2.0, cycles=(None, None), xps=[
+        ("EnKF-N N=20 rot", "da.EnKF_N(N=20, rot=True)", "enkf-n", 20, dict(rotate=True), 0.87),
+    ]),
+    "bocquet2010": dict(module="dapper.mods.Lorenz96.bocquet2010", model="lorenz96", obs=list(range(0, 10, 2)), r=1.5,
+                        x0_var=0.001, cycles=(None, None), xps=[
+        ("EnKF-N N=8 rot xN=1.3", "da.EnKF_N(N=8, rot=True, xN=1.3)", "enkf-n", 8, dict(rotate=True, xn=1.3), 0.31),
+    ]),
+    "hoteit2015": dict(module="dapper.mods.Lorenz96.hoteit2015", model="lorenz96", obs=list(range(40)), r=1.0,
+                       x0_var=0.001, cycles=(3000, 1000), xps=[
+        ("LETKF N=10 infl 1.02 r4 rot", "da.LETKF(N=10, rot=True, infl=1.02, loc_rad=4)", "letkf", 10,
+         dict(inflation=1.02, loc_radius=4), 0.21),
+        ("ETKF N=28 infl 1.02 rot", "da.EnKF('Sqrt', N=28, infl=1.02, rot=True)", "etkf", 28,
+         dict(inflation=1.02, rotate=True), 0.18),
+        ("EnKF N=28 infl 1.08", "da.EnKF('PertObs', N=28, infl=1.08)", "enkf", 28, dict(inflation=1.08), 0.24),
+        ("ETKF N=17 infl 1.03", "da.EnKF('Sqrt', N=17, infl=1.03)", "etkf", 17, dict(inflation=1.03), 0.217),
+    ]),
+    "sakov2008": dict(module="dapper.mods.Lorenz96.sakov2008", model="lorenz96", obs=list(range(40)), r=1.0,
+                      x0_var=0.001, cycles=(3000, 1000), xps=[
+        ("ETKF N=24 infl 1.013 rot", "da.EnKF('Sqrt', N=24, infl=1.013, rot=True)", "etkf", 24,
+         dict(inflation=1.013, rotate=True), 0.18),
+        ("LETKF N=7 infl 1.04 r4 rot", "da.LETKF(N=7, infl=1.04, rot=True, loc_rad=4)", "letkf", 7,
+         dict(inflation=1.04, loc_radius=4), 0.22),
+        ("EnKF N=40 infl 1.06", "da.EnKF('PertObs', N=40, infl=1.06)", "enkf", 40, dict(inflation=1.06), 0.22),
+        ("EnKF N=28 infl 1.08", "da.EnKF('PertObs', N=28, infl=1.08)", "enkf", 28, dict(inflation=1.08), 0.24),
+        ("EnKF-N N=24 rot", "da.EnKF_N(N=24, rot=True)", "enkf-n", 24, dict(rotate=True), 0.21),
+        ("EnKF-N N=24 rot xN=2", "da.EnKF_N(N=24, rot=True, xN=2.0)", "enkf-n", 24, dict(rotate=True, xn=2.0), 0.18),
+        ("3D-Var xB=0.02", "da.Var3D(xB=0.02)", "3dvar", 1, dict(b_scale=0.02), 0.41),
+    ]),
+}
 
 DAPPER_SCRIPT = r"""
-import json, sys, time
+import importlib, json, sys, time
 import numpy as np
 import dapper as dpr
 import dapper.da_methods as da
 import dapper.tools.progressbar as pb
-from dapper.mods.Lorenz96.sakov2008 import HMM
 pb.disable_progbar = True
-cycles, burn_in, seed, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+module, cycles, seed, out, xps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+HMM = importlib.import_module(module).HMM
 HMM.liveplotters = []
-HMM.tseq.Ko = cycles
-HMM.tseq.BurnIn = burn_in * HMM.tseq.dt
+if cycles > 0:
+    HMM.tseq.Ko = cycles
+cycles = HMM.tseq.Ko
 dpr.set_seed(seed)
 xx, yy = HMM.simulate()
-result = {"dapper_version": dpr.__version__}
-for name, xp in (("etkf", da.EnKF("Sqrt", N=24, infl=1.013, rot=True)),
-                 ("letkf", da.LETKF(N=7, infl=1.04, rot=True, loc_rad=4))):
+result = {"dapper_version": dpr.__version__, "xps": {}}
+for label, expression in xps:
+    xp = eval(expression)
     start = time.perf_counter()
-    xp.assimilate(HMM, xx, yy)
+    try:
+        xp.assimilate(HMM, xx, yy)
+    except Exception as err:  # a DAPPER failure on this setting: reported, not fatal
+        result["xps"][label] = {"rmse": None, "seconds_per_cycle": None, "error": f"{type(err).__name__}: {err}"}
+        continue
     seconds = time.perf_counter() - start
     xp.stats.average_in_time()
-    result[name] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": seconds / cycles}
-np.savez(out, xx=np.asarray(xx, float), yy=np.stack([np.asarray(y, float) for y in yy]), x0=np.asarray(HMM.X0.mu, float))
+    result["xps"][label] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": seconds / (cycles + 1)}
+np.savez(out, xx=np.asarray(xx, float), yy=np.stack([np.asarray(y, float) for y in yy]), x0=np.asarray(HMM.X0.mu, float),
+         tt=np.asarray(HMM.tseq.tt, float), tto=np.asarray(HMM.tseq.tto, float), kko=np.asarray(HMM.tseq.kko),
+         burn_in=float(HMM.tseq.BurnIn))
 print(json.dumps(result))
 """
 
@@ -57,29 +122,30 @@ print(json.dumps(result))
 def ensure_dapper() -> str | None:
     """Path of DAPPER's python, creating its venv if needed; None (with the reason printed) if impossible."""
     if not DAPPER_PY.exists():
-        print(f"creating {DAPPER_VENV} (pip install dapper) ...", file=sys.stderr)
+        print(f"creating {DAPPER_VENV} (pip install dapper=={DAPPER_VERSION}) ...", file=sys.stderr)
         made = subprocess.run([sys.executable, "-m", "venv", str(DAPPER_VENV)], capture_output=True, text=True)
         pip = made if made.returncode != 0 else subprocess.run(
-            [str(DAPPER_VENV / "bin" / "pip"), "install", "-q", "dapper"], capture_output=True, text=True)
+            [str(DAPPER_VENV / "bin" / "pip"), "install", "-q", f"dapper=={DAPPER_VERSION}"], capture_output=True, text=True)
         if pip.returncode != 0:
             print(f"DAPPER could not be installed: {(pip.stderr or pip.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
             return None
     return str(DAPPER_PY)
 
 
-def run_dapper(cycles: int, burn_in: int, seed: int, npz: Path) -> dict:
+def run_dapper(setting: dict, cycles: int, seed: int, npz: Path) -> dict:
     python = ensure_dapper()
     if python is None:
         raise SystemExit("DAPPER unavailable; see the message above")
-    proc = subprocess.run([python, "-c", DAPPER_SCRIPT, str(cycles), str(burn_in), str(seed), str(npz)],
+    xps = json.dumps([(label, expression) for label, expression, *_ in setting["xps"]])
+    proc = subprocess.run([python, "-c", DAPPER_SCRIPT, setting["module"], str(cycles or 0), str(seed), str(npz), xps],
                           capture_output=True, text=True, env={"MPLBACKEND": "agg", "PATH": "/usr/bin:/bin"})
     if proc.returncode != 0:
         raise SystemExit(f"DAPPER failed: {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_daflow(npz: Path, burn_in: int, seed: int) -> dict:
-    """daflow's ETKF and LETKF on DAPPER's truth and observations (cycle loop timed)."""
+def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
+    """daflow's filters on DAPPER's truth and observations (cycle loop timed)."""
     import torch
     import xarray as xr
 
@@ -91,29 +157,34 @@ def run_daflow(npz: Path, burn_in: int, seed: int) -> dict:
     from daflow.models import get_model
 
     data = np.load(npz)
-    xx, yy, x0 = data["xx"], data["yy"], data["x0"]              # (K+1, 40), (K, 40), (40,)
-    cycles, dim = yy.shape
-    model = get_model("lorenz96", dim=dim)
+    xx, yy, x0, tt, tto, kko = (data[k] for k in ("xx", "yy", "x0", "tt", "tto", "kko"))
+    dim, index = xx.shape[1], np.asarray(setting["obs"])
+    model = get_model(setting["model"], **({"dim": dim} if setting["model"] == "lorenz96" else {}))
+    x0 = xx[0] if not np.any(x0) else x0       # X0 with a zero mean (bocquet2010): start from the truth's first state
     grid = StateGrid.from_model(model)
-    times = np.arange(1, cycles + 1) * 0.05
-    obs = xr.Dataset({"value": ("obs", yy.ravel()), "error_std": ("obs", np.ones(yy.size)),
-                      "time": ("obs", np.repeat(times, dim)), "i": ("obs", np.tile(np.arange(dim), cycles)),
+    dt = float(tt[1] - tt[0])
+    cycles, p = yy.shape
+    obs = xr.Dataset({"value": ("obs", yy.ravel()), "error_std": ("obs", np.full(yy.size, np.sqrt(setting["r"]))),
+                      "time": ("obs", np.repeat(tto, p)), "i": ("obs", np.tile(index, cycles)),
                       "variable": ("obs", np.full(yy.size, "x", dtype=object)),
                       "operator": ("obs", np.full(yy.size, "identity", dtype=object))})
     batches = observation_batches(obs, grid)
+    after = tto > float(data["burn_in"])
+    anomalies = xx - xx.mean(0)
+    climatology = torch.from_numpy(anomalies.T @ anomalies / (len(xx) - 1))   # DAPPER's np.cov(xx.T)
     result = {}
     g = torch.Generator().manual_seed(seed)
-    for name, members, options in (("etkf", 24, dict(inflation=1.013, rotate=True, seed=seed)),
-                                   ("letkf", 7, dict(inflation=1.04, loc_radius=4))):
-        ens = torch.from_numpy(x0) + np.sqrt(0.001) * torch.randn(members, dim, generator=g, dtype=torch.float64)
-        state = State(model, 0.05, ens, 0.0, True)
-        filt = make_filter(name, grid, **options)
+    for label, _, method, members, options, _ in setting["xps"]:
+        ens = torch.from_numpy(x0) + np.sqrt(setting["x0_var"]) * torch.randn(members, dim, generator=g, dtype=torch.float64)
+        state = State(model, dt, ens, 0.0, True)
+        extra = {"covariance": climatology} if method == "3dvar" else {"seed": seed} if "rotate" in options or method == "enkf" else {}
+        filt = make_filter(method, grid, **options, **extra)
         start = time.perf_counter()
         out = cycle(state, obs, filt, batches)
         seconds = time.perf_counter() - start
-        err = out["x"].mean("member").values - xx[1:]
-        rmse = np.sqrt((err**2).mean(-1))[burn_in:].mean()
-        result[name] = {"rmse": float(rmse), "seconds_per_cycle": seconds / cycles}
+        err = out["x"].mean("member").values - xx[kko]
+        rmse = np.sqrt((err**2).mean(-1))[after].mean()
+        result[label] = {"rmse": float(rmse), "seconds_per_cycle": seconds / cycles}
     return result
 
 
@@ -160,35 +231,56 @@ def run_scale(method: str, dim: int, cycles: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cycles and seeds, no dim 10^5")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ", ".join(SETTINGS))
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds [1,2,3; --quick: 1,2]")
+    parser.add_argument("--no-scale", action="store_true", help="skip the dim 10^4/10^5 runs")
     parser.add_argument("--json", help="write the figures as one JSON object")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the scale runs (1: no OpenMP oversubscription on a shared machine)")
     args = parser.parse_args()
-    cycles, burn_in = (1000, 200) if args.quick else (3000, 500)
-    seeds = [1] if args.quick else [1, 2, 3]
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            npz = Path(tmp) / f"sakov2008_{seed}.npz"
-            dapper = run_dapper(cycles, burn_in, seed, npz)
-            runs.append({"seed": seed, "dapper": dapper, "daflow": run_daflow(npz, burn_in, seed)})
-    summary = {"cycles": cycles, "burn_in": burn_in, "seeds": seeds, "dapper_version": runs[0]["dapper"]["dapper_version"]}
-    print(f"Lorenz96/sakov2008, {cycles} cycles, burn-in {burn_in}, seeds {seeds} (mean over seeds)")
-    print(f"{'method':<7}{'DAPPER rmse':>12}{'daflow rmse':>12}{'DAPPER ms/cyc':>15}{'daflow ms/cyc':>15}{'speed-up':>10}")
-    for name in ("etkf", "letkf"):
-        fig = {f"{tool}_{key}": float(np.mean([r[tool][name][key] for r in runs]))
-               for tool in ("dapper", "daflow") for key in ("rmse", "seconds_per_cycle")}
-        fig["speedup"] = fig["dapper_seconds_per_cycle"] / fig["daflow_seconds_per_cycle"]
-        summary[name] = fig
-        print(f"{name:<7}{fig['dapper_rmse']:>12.3f}{fig['daflow_rmse']:>12.3f}"
-              f"{1e3 * fig['dapper_seconds_per_cycle']:>15.2f}{1e3 * fig['daflow_seconds_per_cycle']:>15.3f}{fig['speedup']:>9.1f}x")
-    summary["scale"] = {}
-    print(f"\ndaflow at scale (N = 20, every variable observed, {args.threads} thread(s)): seconds per cycle, peak RSS")
-    for dim in ([10_000] if args.quick else [10_000, 100_000]):
-        for method in ("etkf", "letkf"):
-            fig = run_scale(method, dim, 3 if dim > 10_000 else 5, args.threads)
-            summary["scale"][f"{method}_{dim}"] = fig
-            print(f"{method:<7} dim {dim:>7}: {fig['seconds_per_cycle']:8.3f} s/cycle  {fig['peak_rss_mib']:8.0f} MiB peak")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([1, 2] if args.quick else [1, 2, 3])
+    summary = {"seeds": seeds, "settings": {}}
+    for name in args.settings.split(","):
+        setting = SETTINGS[name]
+        cycles = setting["cycles"][1 if args.quick else 0] or 0     # 0: the file's own length
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in seeds:
+                npz = Path(tmp) / f"{name}_{seed}.npz"
+                dapper = run_dapper(setting, cycles, seed, npz)
+                runs.append({"seed": seed, "dapper": dapper["xps"], "daflow": run_daflow(setting, npz, seed)})
+                summary["dapper_version"] = dapper["dapper_version"]
+        print(f"\n{name} ({setting['module']}), {cycles} cycles, seeds {seeds}: analysis RMSE per seed, mean")
+        print(f"{'experiment':<28}{'expected':>9}{'DAPPER':>24}{'daflow':>24}{'ratio':>7}")
+        figures = {}
+        for label, *_, expected in setting["xps"]:
+            d = [r["dapper"][label]["rmse"] for r in runs]
+            f = [r["daflow"][label]["rmse"] for r in runs]
+            ok = None not in d
+            errors = {r["dapper"][label]["error"] for r in runs if "error" in r["dapper"][label]}
+            figures[label] = {"expected": expected, "dapper": d, "daflow": f, "dapper_errors": sorted(errors),
+                              "dapper_seconds_per_cycle": float(np.mean([r["dapper"][label]["seconds_per_cycle"] for r in runs])) if ok else None,
+                              "daflow_seconds_per_cycle": float(np.mean([r["daflow"][label]["seconds_per_cycle"] for r in runs]))}
+            show = lambda v: " ".join(f"{x:.2f}" for x in v) + f" | {np.mean(v):.3f}"  # noqa: E731
+            dapper_text, ratio = (show(d), f"{np.mean(f) / np.mean(d):.2f}") if ok else ("failed", "")
+            print(f"{label:<28}{'' if expected is None else expected:>9}{dapper_text:>24}{show(f):>24}{ratio:>7}")
+            for e in errors:
+                print(f"    DAPPER {DAPPER_VERSION} fails here: {e}")
+        summary["settings"][name] = {"cycles": cycles, "xps": figures}
+    if "sakov2008" in summary["settings"]:
+        print("\nsakov2008 speed (ms per cycle of the assimilation loop): DAPPER, daflow, speed-up")
+        for label in ("ETKF N=24 infl 1.013 rot", "LETKF N=7 infl 1.04 r4 rot"):
+            fig = summary["settings"]["sakov2008"]["xps"][label]
+            d, f = fig["dapper_seconds_per_cycle"], fig["daflow_seconds_per_cycle"]
+            print(f"{label:<28}{1e3 * d:>8.2f}{1e3 * f:>8.3f}{d / f:>7.1f}x")
+    if not args.no_scale:
+        summary["scale"] = {}
+        print(f"\ndaflow at scale (N = 20, every variable observed, {args.threads} thread(s)): seconds per cycle, peak RSS")
+        for dim in ([10_000] if args.quick else [10_000, 100_000]):
+            for method in ("etkf", "letkf"):
+                fig = run_scale(method, dim, 3 if dim > 10_000 else 5, args.threads)
+                summary["scale"][f"{method}_{dim}"] = fig
+                print(f"{method:<7} dim {dim:>7}: {fig['seconds_per_cycle']:8.3f} s/cycle  {fig['peak_rss_mib']:8.0f} MiB peak")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
 

@@ -36,14 +36,18 @@ from daflow_cli.common import common_options, output_path
 @click.option("--outer-loops", type=click.IntRange(min=1), help="[3dvar, 4dvar] Outer (linearisation) loops [3].")
 @click.option("--inner-iterations", type=click.IntRange(min=1), help="[3dvar, 4dvar] Iterations per outer loop [100].")
 @click.option("--window", type=click.IntRange(min=1), help="[4dvar] Observation times per assimilation window [5].")
-@click.option("--qc-k", type=click.FloatRange(min=0, min_open=True),
-              help="[oi --background] Background check: reject |O-B| > k sqrt(sb^2 + so^2) [5].")
+@click.option("--qc-k", type=click.FloatRange(min=0),
+              help="Background check of every method: observations with |O-B| > k sqrt(so^2 + sb^2) (robustly scaled) "
+                   "are not assimilated, flagged qc = 6; 0 turns it off [5].")
 @click.option("--orography", type=click.Path(dir_okay=False),
               help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[storm] Trained model directory (daflow train).")
 @click.option("--members", type=click.IntRange(min=1), help="[storm] Posterior samples to draw [1].")
-@click.option("--guidance", type=click.Choice(["sda", "dps"]), help="[storm] Likelihood guidance [sda].")
+@click.option("--guidance", type=click.Choice(["mmps", "sda", "dps"]),
+              help="[storm] Likelihood guidance: MMPS (Tweedie covariance), SDA (gamma) or DPS [mmps].")
+@click.option("--churn", type=click.FloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
+@click.option("--cg-iterations", type=click.IntRange(min=1), help="[storm] MMPS conjugate-gradient iterations at most [8].")
 @click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
 @click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
 @click.option("--history-inflation", type=click.FloatRange(min=0),
@@ -73,7 +77,7 @@ from daflow_cli.common import common_options, output_path
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
-               save_background, checkpoint, members, guidance, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               save_background, checkpoint, members, guidance, churn, cg_iterations, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, sequence_parallel,
                dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
@@ -91,7 +95,8 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              checkpoint=checkpoint, dtype=dtype, seed=seed, inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate,
              xn=xn, b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
              outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
-             members=members, guidance=guidance, gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
+             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations,
+             gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
              sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
              truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
              adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)

@@ -12,7 +12,9 @@ def _lags(ctx, param, value):
         lags = list(range(int(first), int(last or first) + 1))
     except ValueError:
         raise click.BadParameter("expected N or FIRST-LAST, e.g. 1-12") from None
-    if not lags or lags[0] < 1:
+    if not lags:
+        raise click.BadParameter(f"{value!r}: FIRST-LAST needs FIRST <= LAST")
+    if lags[0] < 1:
         raise click.BadParameter("lags start at 1")
     return lags
 
@@ -25,7 +27,7 @@ def _lags(ctx, param, value):
 @click.option("--lags", default="1-12", callback=_lags, show_default=True, help="Lags N or FIRST-LAST (time steps).")
 @click.option("--estimator", type=click.Choice(["ksg", "gaussian", "binned"]), default="ksg", show_default=True)
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours of the k-NN estimator.")
-@click.option("--surrogates", type=click.IntRange(min=0), default=200, show_default=True, help="Surrogates per test.")
+@click.option("--surrogates", type=click.IntRange(min=1), default=200, show_default=True, help="Surrogates per test.")
 @click.option("--pc-alpha", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Threshold of the parent selection.")
 @click.option("--block-length", type=click.IntRange(min=1), help="Block-shuffle surrogates of this length instead of local permutations.")
 @click.option("--local", is_flag=True, help="Also write local (per-sample) information.")

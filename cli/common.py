@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ import warnings
 import click
 
 from daflow.errors import DaflowError, DaflowWarning, OptionError
-from daflow.io.atomic import check_outputs, remove_pending, same_file
+from daflow.io.atomic import check_outputs, output_group, remove_pending, same_file
 from daflow.progress import set_quiet
 from daflow.threads import set_threads
 
@@ -92,7 +93,8 @@ def common_options(func):
             warnings.showwarning = _one_line_warning(command)
             try:
                 check_paths(ctx)
-                return func(*args, **kwargs)
+                with output_group():  # a command's outputs land together or not at all
+                    return func(*args, **kwargs)
             except OptionError as err:  # a library keyword is a CLI flag: usage error, exit 2
                 raise click.UsageError(f"--{err.option.replace('_', '-')}: {err}") from None
             except DaflowError as err:
@@ -128,8 +130,20 @@ scheduler_option = click.option(
 
 
 def print_json(data: dict) -> None:
-    """One JSON object on stdout; NaN becomes null."""
-    click.echo(json.dumps(data, allow_nan=False, default=str))
+    """One JSON object on stdout; NaN and infinities become null (JSON has no such numbers)."""
+    click.echo(json.dumps(_finite(data), allow_nan=False, default=str))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
+        return _finite(value.item())
+    return value
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

@@ -12,13 +12,15 @@ from daflow_cli.common import common_options, output_path, print_json, scheduler
 @click.option("--obs", type=click.Path(dir_okay=False), help="Observations: split the RMSE into observed / unobserved points.")
 @click.option("--var", "variables", multiple=True, help="Score only this variable (repeatable).")
 @click.option("--burn-in", type=click.IntRange(min=0), default=0, show_default=True, help="Leading common times left out of the time means.")
+@click.option("--mask-nonfinite", is_flag=True,
+              help="Leave points where the truth or a member is NaN/Inf out of every metric (default: such values are an error, exit 65).")
 @click.option("-o", "--output", type=output_path(dir_okay=False), help="Scores NetCDF file.")
 @click.option("--csv", "csv_path", type=output_path(dir_okay=False), help="Per-time scores as CSV.")
 @click.option("--plot", type=output_path(dir_okay=False), help="PNG of errors over time, rank histograms and spectra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the time-averaged figures as one JSON object on stdout.")
 @scheduler_option
 @common_options
-def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_json, scheduler):
+def score(truth, forecast, obs, variables, burn_in, mask_nonfinite, output, csv_path, plot, as_json, scheduler):
     """Verify FORECAST against TRUTH: RMSE, bias, spread, CRPS, rank histogram, ACC, spectra.
 
     Without --truth, against the reports of --obs: count, bias, RMSE and standard deviation of
@@ -50,7 +52,7 @@ def score(truth, forecast, obs, variables, burn_in, output, csv_path, plot, as_j
     from daflow.api import score as run, summary
     from daflow.score.report import print_table, write_csv
 
-    scores = run(truth, forecast, obs, var=variables, burn_in=burn_in, scheduler=scheduler)
+    scores = run(truth, forecast, obs, var=variables, burn_in=burn_in, scheduler=scheduler, mask_nonfinite=mask_nonfinite)
     if output:
         write_dataset(scores, output, "scores")
     if csv_path:

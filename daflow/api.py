@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import xarray as xr
 
-from daflow.errors import OptionError
+from daflow.errors import DataError, OptionError
 
 DatasetLike = Union[xr.Dataset, str, "os.PathLike[str]"]
 STATE_KINDS = ("state", "analysis")
@@ -73,7 +73,9 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
         from daflow.nn.generative import forecast as generative_forecast
 
         ds, name = _read(init, STATE_KINDS)
-        return generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
+        out = generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
+        _check_finite_forecast(out, checkpoint)
+        return out
     if isinstance(init, str) and init == "random":
         ds_or_random: xr.Dataset | str = "random"
         name = None
@@ -84,6 +86,21 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
     with dask_scheduler(scheduler):
         return run_forecast(ds_or_random, model, dict(param or {}), members, perturb, spinup, dt, steps, output_every, seed,
                             start, _dtype(dtype), groups=split, source=name)
+
+
+def _check_finite_forecast(ds: xr.Dataset, source: object) -> None:
+    """DataError naming the first time where a forecast stops being finite (the blow-up check of every model)."""
+    import numpy as np
+
+    for name, var in ds.data_vars.items():
+        if "time" not in var.dims:
+            continue
+        bad = ~np.isfinite(var.values)
+        if bad.any():
+            axis = var.dims.index("time")
+            first = int(np.flatnonzero(bad.any(axis=tuple(i for i in range(bad.ndim) if i != axis)))[0])
+            raise DataError(str(source), f"the forecast of {name} is NaN/Inf from time {ds['time'].values[first]} "
+                                         "(check the checkpoint's normalisation and weights)")
 
 
 def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, str] | None = None,  # noqa: A002 (the CLI's --filter)
@@ -147,12 +164,15 @@ def assimilate(method: str, obs: DatasetLike, init: DatasetLike | None = None, b
     The result holds the analysis ensemble and per-observation O-B, O-A and H(x) mean and spread.
     """
     given = {k: v for k, v in settings.items() if v is not None}
-    if checkpoint is not None or method == "storm":
-        if checkpoint is None:
-            raise OptionError("checkpoint", f"method {method} needs a checkpoint (a trained model directory)")
+    from daflow.da import GENERATIVE
+    from daflow.registry import load
+
+    if (method in GENERATIVE) != (checkpoint is not None):
+        raise OptionError("checkpoint", f"a checkpoint (a trained model directory) is needed by, and only by, {', '.join(GENERATIVE)}")
+    if checkpoint is not None:
         import inspect
 
-        from daflow.nn.generative import assimilate as generative_assimilate
+        generative_assimilate = load(GENERATIVE, method, "method")
 
         accepted = set(inspect.signature(generative_assimilate).parameters) - {"checkpoint", "obs", "init", "background", "names", "seed"}
         extra = sorted(set(given) - accepted)
@@ -180,8 +200,10 @@ def assimilate(method: str, obs: DatasetLike, init: DatasetLike | None = None, b
 
 
 def score(truth: DatasetLike, forecast: DatasetLike, obs: DatasetLike | None = None, var: Sequence[str] = (),
-          burn_in: int = 0, scheduler: str | None = None) -> xr.Dataset:
-    """``daflow score``: the ``scores`` dataset of ``forecast`` against ``truth`` (RMSE, bias, spread, CRPS, ...)."""
+          burn_in: int = 0, scheduler: str | None = None, mask_nonfinite: bool = False) -> xr.Dataset:
+    """``daflow score``: the ``scores`` dataset of ``forecast`` against ``truth`` (RMSE, bias, spread, CRPS, ...).
+
+    NaN/Inf in either is a DataError unless ``mask_nonfinite`` (then left out of every metric alike)."""
     from daflow.parallel import dask_scheduler
     from daflow.score.verify import verify
 
@@ -190,7 +212,8 @@ def score(truth: DatasetLike, forecast: DatasetLike, obs: DatasetLike | None = N
     obs_ds, obs_name = _read(obs, ("observations",), ("obs",)) if obs is not None else (None, None)
     with dask_scheduler(scheduler):
         return verify(truth_ds, forecast_ds, obs_ds, burn_in=burn_in, variables=tuple([var] if isinstance(var, str) else var),
-                      names=(truth_name or "truth", forecast_name or "forecast", obs_name or "obs"))  # type: ignore[arg-type]
+                      names=(truth_name or "truth", forecast_name or "forecast", obs_name or "obs"),  # type: ignore[arg-type]
+                      mask_nonfinite=mask_nonfinite)
 
 
 def summary(scores: xr.Dataset) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from daflow.errors import TemporaryFailure
+from daflow.errors import OptionError, TemporaryFailure
 
 
 @contextlib.contextmanager
@@ -18,7 +18,14 @@ def dask_scheduler(address: str | None) -> Iterator[None]:
         yield
         return
     from distributed import Client
+    from distributed.comm.addressing import parse_address, parse_host_port
 
+    try:  # before Client(): a failed constructor leaves itself as dask's default scheduler
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as err:  # not an address at all: a usage error
+        raise OptionError("scheduler", f"{address!r} is not a scheduler address such as tcp://host:8786 ({err})") from None
     try:
         client = Client(address, timeout="5s", set_as_default=True)
     except (OSError, TimeoutError) as err:

@@ -2,7 +2,8 @@
 
 synop_folds.py split OBS.nc K DIR: stations with crc32(id) % 10 == K go to DIR/verify.nc, the rest to DIR/assim.nc.
 synop_folds.py summary DIR: pooled O-B and O-A at the withheld stations over the reported folds (3-9) and the
-tuning folds (0-2), per fold, and a map of the pooled O-A (DIR/departures.png).
+tuning folds (0-2), per quadrant (50N, 20E) of the reported folds, per fold, and maps of the pooled O-B and O-A
+(DIR/departures.png).
 """
 import sys
 import zlib
@@ -43,6 +44,14 @@ def summary(folder):
         b = pd.concat([r[1] for r in chosen])["departure"]
         a = pd.concat([r[2] for r in chosen])["departure"]
         print(f"{label:<14}{stats(b):>30}{stats(a):>30}{np.sqrt((a**2).mean() / (b**2).mean()):>12.3f}")
+    reported_b = pd.concat([r[1] for r in rows if r[0] not in TUNING])
+    reported_a = pd.concat([r[2] for r in rows if r[0] not in TUNING])
+    lon_b = (reported_b["lon"] + 180) % 360 - 180
+    for name, north, east in (("region NW", True, False), ("region NE", True, True), ("region SW", False, False), ("region SE", False, True)):
+        # quadrants split at 50N and 20E; reported folds only
+        mask = ((reported_b["lat"] >= 50) == north) & ((lon_b >= 20) == east)
+        b, a = reported_b["departure"][mask], reported_a["departure"][mask.to_numpy()]
+        print(f"{name:<14}{stats(b):>30}{stats(a):>30}{np.sqrt((a**2).mean() / (b**2).mean()):>12.3f}")
     for k, bg, an in rows:
         print(f"{'fold ' + str(k):<14}{stats(bg['departure']):>30}{stats(an['departure']):>30}"
               f"{np.sqrt((an['departure']**2).mean() / (bg['departure']**2).mean()):>12.3f}")

@@ -12,7 +12,7 @@ from scipy.optimize import minimize_scalar
 from test_filters import GRID, MEMBERS, kalman, obs_dataset, sakov2008_rmse, sample_cov
 
 from daflow.da.cycle import make_filter
-from daflow.da.observations import observation_batches
+from daflow.core.observations import observation_batches
 
 
 @pytest.fixture(params=[0.3, 2.0], ids=["small-spread", "large-innovation"])

@@ -178,14 +178,14 @@ def test_cli_bad_observations_exit_65_with_one_line(l96, daflow_process, change,
 
 
 def _batch(value, error_std, operator=lambda v: v):
-    from daflow.da.observations import ObsBatch
+    from daflow.core.observations import ObsBatch
     p = value.shape[0]
     return ObsBatch(time=0.0, rows=np.arange(p), value=value, error_std=error_std, index=torch.arange(p),
                     column=np.arange(p), operators=[(operator, None)])
 
 
 def _line_grid(n):
-    from daflow.da.observations import StateGrid
+    from daflow.core.grid import StateGrid
     return StateGrid("x", ("i",), (n,), {"i": np.arange(n)})
 
 

@@ -14,10 +14,11 @@ from daflow.core.cycle import cycle
 from daflow.core.state import State
 from daflow.da.cycle import make_filter
 from daflow.da.localization import gaspari_cohn
-from daflow.da.observations import StateGrid, observation_batches
+from daflow.core.grid import StateGrid
+from daflow.core.observations import observation_batches
 from daflow.errors import DataError
 from daflow.models import get_model
-from daflow.models.run import advance, integrate
+from daflow.core.state import advance, integrate
 from daflow.obs.synthetic import observe
 from daflow_cli.main import main
 

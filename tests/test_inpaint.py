@@ -7,7 +7,8 @@ from scipy.fft import idctn
 
 from daflow.da.ensf import EnSF
 from daflow.da.inpaint import METHODS, dct_tv_fit, inpaint
-from daflow.da.observations import ObsBatch, StateGrid
+from daflow.core.grid import StateGrid
+from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
 
 NY, NX = 48, 40

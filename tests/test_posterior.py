@@ -2,11 +2,16 @@
 exact denoiser of the prior, so that every error is the sampler's), importance sampling for a
 nonlinear (arctan) operator, no divergence over error ratios 0.01-10 and densities 0.1%-100%, and
 bad input refused with a DataError (exit 65)."""
+import numpy as np
 import pytest
 import torch
 
+from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
 from daflow.nn.diffusion import posterior_sample
+from daflow.nn.generative import GenerativeModel
+from daflow.nn.normalisation import Normalisation
+from daflow.nn.transformer import Architecture
 
 
 def gaussian_denoiser(C: torch.Tensor):
@@ -80,3 +85,86 @@ def test_bad_input_is_a_data_error():
         posterior_sample(denoise, (2,), observe, torch.ones(3), torch.ones(3), members=2, generator=g)
     with pytest.raises(DataError, match="guidance"):
         posterior_sample(denoise, (2,), observe, torch.ones(1), torch.ones(1), members=2, generator=g, guidance="x")
+
+
+class WindowDenoiser(torch.nn.Module):
+    """Exact denoiser of a 2-frame window on a 2 x 2 grid: frame 0 ~ N(0, C), frame 1 = frame 0 + N(0, q I)
+    (persistence, the 'dynamics'); the history is ignored. Stands in for a trained network."""
+
+    def __init__(self, C, q):
+        super().__init__()
+        n = C.shape[0]
+        self.arch = Architecture(levels=1, ny=2, nx=2, history=1, target=2, patch=2)
+        self.prior = torch.cat([torch.cat([C, C], 1), torch.cat([C, C + q * torch.eye(n, dtype=C.dtype)], 1)])
+        self.denoise = gaussian_denoiser(self.prior)
+
+    def forward(self, history, noisy, sigma):
+        return self.denoise(noisy.reshape(noisy.shape[0], -1), sigma).reshape(noisy.shape)
+
+
+def test_observations_of_the_last_window_frame_correct_the_first():
+    """Only frame 1 of cell 0 is observed (y = 2, error 0.1); frame 0 follows through the window's
+    covariance, as the Kalman smoother says (mean within 0.1 posterior std, variance within 15%)."""
+    i = torch.arange(4, dtype=torch.float64)
+    C = 0.5 ** (i[:, None] - i[None, :]).abs()
+    denoiser = WindowDenoiser(C, 0.2)
+    norm = Normalisation(torch.zeros(1), torch.ones(1))
+    model = GenerativeModel.of(denoiser, norm, sample_steps=32)
+    batch = ObsBatch(0.0, np.arange(1), torch.tensor([2.0]), torch.tensor([0.1]), torch.tensor([0]), np.zeros(1),
+                     [(lambda at: at, None)])
+    g = torch.Generator().manual_seed(3)
+    history = torch.zeros(2000, 1, 1, 2, 2)
+    out = model.next_frames(history, g, [(1, batch)]).double().reshape(2000, 8)
+    mean, cov = kalman(denoiser.prior, [4], torch.tensor(0.1, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64))
+    merr = (out.mean(0) - mean).abs() / cov.diagonal().sqrt()
+    verr = (out.var(0) / cov.diagonal() - 1).abs()
+    assert mean[0] > 1.5 and merr.max() <= 0.1 and verr.max() <= 0.15, (mean, merr, verr)
+    with pytest.raises(DataError, match="window frame 2"):
+        model.next_frames(history[:2], g, [(2, batch)])
+
+
+@pytest.mark.parametrize("y, r", [(1.0, 0.3), (0.5, 0.3)])
+def test_arctan_matches_importance_sampling(y, r):
+    """y = arctan(x_1) + e in 2-D against importance sampling of 2 * 10^6 prior draws (effective sample
+    size > 5 * 10^5). MMPS linearises H at the denoised state, so it is not exact for a nonlinear H:
+    measured errors are 0.27 / 0.22 posterior std in the means and 16% / 3% in the variances for
+    y = 1 (0.19 / 0.13 and 16% / 3% for y = 0.5); the bounds leave room for the sampling noise only."""
+    C2 = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    prior = torch.randn(2_000_000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(C2).T
+    logw = -0.5 * ((y - torch.atan(prior[:, 0])) / r) ** 2
+    w = (logw - logw.max()).exp()
+    w /= w.sum()
+    mean = (w[:, None] * prior).sum(0)
+    var = (w[:, None] * (prior - mean) ** 2).sum(0)
+    s = posterior_sample(gaussian_denoiser(C2), (2,), lambda x: torch.atan(x[:, :1]), torch.tensor([y]), torch.tensor([r]),
+                         members=4000, generator=torch.Generator().manual_seed(1)).double()
+    merr, vratio = (s.mean(0) - mean).abs() / var.sqrt(), s.var(0) / var
+    assert merr.max() <= 0.35 and (vratio - 1).abs().max() <= 0.22, (merr, vratio)
+
+
+@pytest.mark.parametrize("density, r", [(0.001, 0.01), (0.001, 10.0), (1.0, 0.01), (1.0, 10.0), (0.1, 1.0)])
+def test_default_guidance_does_not_diverge(density, r):
+    """1000 points on a periodic line, exponential covariance of length 10 points (exact denoiser by FFT),
+    observed at 0.1%-100% of the points with error/prior std 0.01-10, 32 members: the ensemble mean is
+    as close to the Kalman mean as 32 exact samples would be (RMS 1/sqrt(32) = 0.18 posterior std) and
+    the variance right within 20%; measured RMS 0.17-0.20, variance ratios 1.02-1.07."""
+    n = 1000
+    i = torch.arange(n, dtype=torch.float64)
+    c = torch.exp(-torch.minimum(i, n - i) / 10.0)
+    spectrum = torch.fft.rfft(c).real.clamp_min(1e-12)
+    C = c[((i[:, None] - i[None, :]) % n).long()]
+
+    def denoise(x, sigma):
+        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2
+        return torch.fft.irfft(torch.fft.rfft(x) * (spectrum.to(x.dtype) / (spectrum.to(x.dtype) + s2)), n=n)
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.arange(0, n, round(1 / density))
+    truth = torch.linalg.cholesky(C + 1e-9 * torch.eye(n, dtype=torch.float64)) @ torch.randn(n, generator=g, dtype=torch.float64)
+    y = truth[idx] + r * torch.randn(len(idx), generator=g, dtype=torch.float64)
+    mean, cov = kalman(C, idx.tolist(), torch.tensor(r, dtype=torch.float64), y)
+    s = posterior_sample(denoise, (n,), lambda x: x[:, idx], y.float(), torch.full((len(idx),), r), members=32, generator=g).double()
+    z = (s.mean(0) - mean) / cov.diagonal().sqrt()
+    ratio = (s.var(0) / cov.diagonal()).mean()
+    assert torch.isfinite(s).all() and z.pow(2).mean().sqrt() < 0.25 and abs(ratio - 1) < 0.2, (z.pow(2).mean().sqrt(), ratio)

@@ -7,6 +7,7 @@ training gives the single-process weights and one guided sample the single-proce
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from daflow.nn.attention import GlobalLinearAttention
 from daflow.nn.data import read_series
 from daflow.nn.diffusion import Denoiser
 from daflow.api import assimilate
-from daflow.nn.sequence import SequenceGroup, bounds, take_slice
+from daflow.nn.sequence import SequenceGroup, bounds, shared_seed, take_slice
 from daflow.nn.training import train
 from daflow.nn.transformer import Architecture
 
@@ -92,7 +93,8 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         sequence = SequenceGroup(rank, world, dist.group.WORLD)
-        result = {"layer": _layer_case(sequence), "denoiser": [_denoiser_case(a, sequence) for a in ARCHES]}
+        result = {"layer": _layer_case(sequence), "denoiser": [_denoiser_case(a, sequence) for a in ARCHES],
+                  "seed": shared_seed(None, sequence)}
         torch.save(result, Path(folder) / f"rank{rank}.pt")
         data = Path(folder) / "truth.nc"
         train(read_series(open_dataset(str(data), ("state",)), None, str(data)), 2, 1, str(Path(folder) / f"m{world}"),
@@ -145,6 +147,7 @@ def test_split_across_processes_equals_one_process(single, world):
     ranks = [torch.load(folder / f"rank{r}.pt") for r in range(world)]
     # the attention layer: each rank's rows of the output, the whole-sequence gradients
     assert len({r["layer"]["hi"] - r["layer"]["lo"] for r in ranks}) > 1  # uneven slices (11 tiles of 4)
+    assert len({r["seed"] for r in ranks}) == 1  # unseeded runs: the ranks still draw the same noises
     for r in ranks:
         layer = r["layer"]
         _close(layer["y"], one["layer"]["y"][:, layer["lo"]:layer["hi"]], 1e-10, "layer output")
@@ -171,6 +174,8 @@ def test_bounds_are_whole_tiles_differing_by_one():
     assert [bounds(5, 2, r) for r in range(2)] == [(0, 2), (2, 5)]
     with pytest.raises(ValueError, match="cannot be split across 4"):
         bounds(9, 4, 0, 3)
+    with pytest.raises(ValueError, match="9 tiles of 3 tokens cannot be split across 10"):
+        Denoiser(ARCHES[1]).net.split(SequenceGroup(0, 10))
 
 
 def test_world_not_divisible_exits_65_on_every_rank(single, tmp_path):
@@ -182,5 +187,6 @@ def test_world_not_divisible_exits_65_on_every_rank(single, tmp_path):
                           folder / "truth.nc", "--history", "2", "--epochs", "1", "--sequence-parallel", "3", "-o", tmp_path / "m"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode != 0
-    assert "cannot form groups of --sequence-parallel 3" in run.stderr
-    assert "exitcode  : 65" in run.stderr or "exit code 65" in run.stderr or "65" in run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.startswith("daflow train: error:")]
+    assert lines and all("2 process(es) cannot form groups of --sequence-parallel 3" in ln for ln in lines), run.stderr
+    assert re.search(r"exitcode\s*:\s*65", run.stderr), run.stderr

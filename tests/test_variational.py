@@ -11,7 +11,8 @@ import xarray as xr
 from test_filters import GRID, N_STATE, obs_dataset, sakov2008_rmse
 
 from daflow.da.cycle import make_filter, model_forward
-from daflow.da.observations import StateGrid, observation_batches
+from daflow.core.grid import StateGrid
+from daflow.core.observations import observation_batches
 from daflow.da.var3d import linearise
 from daflow.errors import DataError
 from daflow.models import get_model

@@ -11,6 +11,7 @@ used: qc != 0).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,8 @@ from daflow.core.observations import Diagnostics, ObsBatch, observation_batches
 from daflow.core.protocols import Analysis
 from daflow.core.state import State, advance, state_dataset, threads_for
 from daflow.core.time import before, same_time, steps_between
-from daflow.errors import DataError
+from daflow.errors import DaflowWarning, DataError
+from daflow.obs.qc import QC_BACKGROUND, QC_MEANINGS
 from daflow.obs.operators import get_operator
 from daflow.progress import track
 
@@ -72,7 +74,7 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
         with threads_for(x.numel()):
             cycle_windows(state, batches, analysis, x, gaps, backgrounds, analyses, init_name)
             diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
-        return output(state, obs, analyses, backgrounds if save_background else None, times, diagnostics, analysis)
+        return output(state, flag_rejected(obs, analysis), analyses, backgrounds if save_background else None, times, diagnostics, analysis)
     # Inference mode drops autograd's bookkeeping from the ~100 small ops of a cycle (about 15%).
     with threads_for(x.numel()), torch.inference_mode(not analysis.differentiates):
         for k, (batch, steps) in enumerate(track(list(zip(batches, gaps)), f"{analysis.name} cycling", len(gaps))):
@@ -82,7 +84,7 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
             x = analysis.transform(x, batch)
             analyses[k] = x
         diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
-    return output(state, obs, analyses, backgrounds if save_background else None, times, diagnostics, analysis)
+    return output(state, flag_rejected(obs, analysis), analyses, backgrounds if save_background else None, times, diagnostics, analysis)
 
 
 def model_forward(state: State, source: object = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
@@ -170,7 +172,7 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
         diag = Diagnostics.of(batch.apply(x), batch.apply(result))
     diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
     # diagnostics are in batch order; the output keeps the batch's observations in that order
-    return output(state, obs.isel(obs=batch.rows), result[None], None, np.array([batch.time]), diagnostics, analysis)
+    return output(state, flag_rejected(obs, analysis).isel(obs=batch.rows), result[None], None, np.array([batch.time]), diagnostics, analysis)
 
 
 def _analyse_window_once(state: State, obs: xr.Dataset, analysis: Any, batches: list[ObsBatch],
@@ -191,7 +193,7 @@ def _analyse_window_once(state: State, obs: xr.Dataset, analysis: Any, batches: 
         full = bulk_diagnostics(obs, later, backgrounds, analyses)
     rows = np.concatenate([b.rows for b in later])
     diagnostics = {k: v[torch.from_numpy(rows)] for k, v in full.items()}
-    return output(state, obs.isel(obs=rows), analyses, None, np.array([b.time for b in later]), diagnostics, analysis)
+    return output(state, flag_rejected(obs, analysis).isel(obs=rows), analyses, None, np.array([b.time for b in later]), diagnostics, analysis)
 
 
 def output(state: State, obs: xr.Dataset, analyses: torch.Tensor, backgrounds: torch.Tensor | None, times: np.ndarray,
@@ -199,6 +201,11 @@ def output(state: State, obs: xr.Dataset, analyses: torch.Tensor, backgrounds: t
     """The analysis dataset: ensemble (member, time, *dims) plus per-observation diagnostics."""
     model = state.model
     frames = analyses.view(len(times), analyses.shape[1], *model.state_shape)
+    if hasattr(model, "dataset"):  # dynamics with their own layout (the generative model keeps its input's)
+        ds = model.dataset(frames, times, title=f"{analysis.name} analysis")
+        add_observation_diagnostics(ds, obs, diagnostics)
+        ds.attrs.update(analysis.attrs())
+        return ds  # type: ignore[no-any-return]
     ds = state_dataset(model, frames, times, state.dt, ensemble=True, title=f"{analysis.name} analysis")
     if backgrounds is not None:
         bg = state_dataset(model, backgrounds.view_as(frames), times, state.dt, ensemble=True)[model.variable]
@@ -206,6 +213,20 @@ def output(state: State, obs: xr.Dataset, analyses: torch.Tensor, backgrounds: t
     add_observation_diagnostics(ds, obs, diagnostics)
     ds.attrs.update(analysis.attrs())
     return ds
+
+
+def flag_rejected(obs: xr.Dataset, analysis: Any) -> xr.Dataset:
+    """``obs`` with qc = 6 where the analysis's background check rejected an observation (with a warning)."""
+    rows = analysis.rejected_rows() if hasattr(analysis, "rejected_rows") else np.zeros(0, np.int64)
+    if rows.size == 0:
+        return obs
+    warnings.warn(f"{rows.size} observation(s) failed the background check (|O-B| beyond --qc-k robust standard "
+                  "deviations): not assimilated, flagged qc = 6", DaflowWarning, stacklevel=2)
+    out = obs.copy()
+    qc = obs["qc"].values.astype(np.int8) if "qc" in obs else np.zeros(obs.sizes["obs"], np.int8)
+    qc[rows] = QC_BACKGROUND
+    out["qc"] = ("obs", qc, {"long_name": "quality flag", "flag_values": np.arange(7, dtype=np.int8), "flag_meanings": QC_MEANINGS})
+    return out
 
 
 def add_observation_diagnostics(ds: xr.Dataset, obs: xr.Dataset, diagnostics: dict[str, Any]) -> None:

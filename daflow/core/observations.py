@@ -9,7 +9,7 @@ H(x) for an ensemble (differentiable torch). :func:`observations` builds the dat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,20 @@ class ObsBatch:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H(x): (members, n) -> (members, p)."""
         return self.operate(x.index_select(-1, self.index))
+
+    def subset(self, keep: np.ndarray) -> "ObsBatch":
+        """The observations where ``keep`` (p,) is True, operators' positions renumbered."""
+        idx = np.flatnonzero(keep)
+        where = torch.from_numpy(idx)
+        renumber = np.full(len(keep), -1)
+        renumber[idx] = np.arange(len(idx))
+        operators = []
+        for operator, positions in self.operators:
+            kept = None if positions is None else positions.numpy()[keep[positions.numpy()]]
+            if kept is None or len(kept):
+                operators.append((operator, None if kept is None else torch.from_numpy(renumber[kept])))
+        return replace(self, rows=self.rows[idx], value=self.value[where], error_std=self.error_std[where],
+                       index=self.index[where], column=self.column[idx], operators=operators)
 
     def operate(self, at: torch.Tensor) -> torch.Tensor:
         """The operators on state values already at the observed points, (members, p)."""

@@ -94,9 +94,10 @@ def advance(model: Any, x: torch.Tensor, dt: float, steps: int, source: object =
 
 def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
               source: object = None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
-    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps; the
-    steps between two frames go in one go (:func:`_steps`)."""
-    frames = torch.empty((steps // output_every + 1, *x.shape), dtype=x.dtype, device=x.device)
+    """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps, and
+    after the last step when ``steps`` is not a multiple of ``output_every`` (:func:`kept_steps`);
+    the steps between two frames go in one go (:func:`_steps`)."""
+    frames = torch.empty((len(kept_steps(steps, output_every)), *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
     ends = [*range(output_every, steps + 1, output_every), *([steps] if steps % output_every else [])]
     counter = track(ends, description, total=len(ends)) if progress else ends
@@ -107,7 +108,15 @@ def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: 
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x
+    if steps % output_every:
+        frames[-1] = x
     return frames
+
+
+def kept_steps(steps: int, output_every: int) -> np.ndarray:
+    """Step numbers of the frames :func:`integrate` keeps: 0, K, 2K, ... and always the final one."""
+    kept = np.arange(0, steps + 1, output_every)
+    return kept if kept[-1] == steps else np.append(kept, steps)
 
 
 def state_dataset(model: Model, frames: torch.Tensor, times: np.ndarray, dt: float, ensemble: bool,
@@ -136,6 +145,8 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
     name_ = None if source is None else str(source)
     if "time" not in ds.dims:
         raise DataError(name_, "missing dimension(s) time")
+    if ds.sizes["time"] == 0:
+        raise DataError(name_, "has no time: no state to start from")
     try:
         model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:

@@ -1,13 +1,22 @@
 """The one filter interface: (background ensemble, observations) -> (analysis ensemble, diagnostics).
 
 A filter gets the background as a tensor (members, n) (the state flattened as in
-:mod:`daflow.da.observations`) and one :class:`ObsBatch`; it returns the analysis (members, n)
+:mod:`daflow.core.grid`) and one :class:`ObsBatch`; it returns the analysis (members, n)
 and :class:`Diagnostics` in observation space. The shared steps live here:
 multiplicative inflation of the background anomalies, x_j <- mean + lambda (x_j - mean)
 (Anderson & Anderson 1999), before the update; relaxation to prior spread (RTPS, Whitaker &
 Hamill 2012), sigma_a <- sigma_a + alpha (sigma_b - sigma_a) per state variable, after it; and the
 ensemble-space square-root transform of the ETKF/LETKF (Hunt, Kostelich & Szunyogh 2007).
 A subclass implements ``update`` on the (inflated) ensemble and its H(x).
+
+Before any update, every method applies the same background (gross-error) check: with the
+departure d = y - mean H(x^b) and its expected standard deviation s = sqrt(sigma_o^2 + var H(x^b)),
+z = d / s; an observation with |z| > k c is not assimilated and is flagged qc = 6 (k = 5 by
+default, ``qc_k``; 0 turns the check off), where c = max(1, sqrt(median(z^2)) / 0.6745) over a
+batch of at least 10 observations (c = 1 for N(0, 1) departures), else 1. The robust scale keeps a
+filter whose ensemble has drifted (every |z| large) from rejecting all its observations, while a
+single wild value (1e12) cannot inflate it as it would the sample variance of O-B (cf. the
+background check of ECMWF's and DART's systems, |O-B| > k sqrt(sigma_o^2 + sigma_b^2)).
 """
 from __future__ import annotations
 
@@ -16,10 +25,13 @@ from abc import ABC, abstractmethod
 from dataclasses import fields
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from daflow.core.grid import StateGrid
 from daflow.core.observations import Diagnostics, ObsBatch
+
+QC_K = 5.0  # background check: |O-B| beyond QC_K robust standard deviations
 
 
 class Filter(ABC):
@@ -30,10 +42,12 @@ class Filter(ABC):
     differentiates: ClassVar[bool] = False  # True when ``update`` uses autograd (cycling then keeps it on)
     settings_class: ClassVar[type | None] = None  # the method's frozen settings dataclass, if it has one
 
-    def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None):
-        if inflation < 1.0 or not 0.0 <= rtps <= 1.0:
-            raise ValueError("inflation must be >= 1 and rtps in [0, 1]")
-        self.grid, self.inflation, self.rtps = grid, inflation, rtps
+    def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None,
+                 qc_k: float = QC_K):
+        if inflation < 1.0 or not 0.0 <= rtps <= 1.0 or qc_k < 0:
+            raise ValueError("inflation must be >= 1, rtps in [0, 1] and qc-k >= 0")
+        self.grid, self.inflation, self.rtps, self.qc_k = grid, inflation, rtps, qc_k
+        self.rejected: list[np.ndarray] = []  # rows of the observation file that failed the background check
         self.generator = torch.Generator()
         self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
 
@@ -47,7 +61,10 @@ class Filter(ABC):
         return analysis, Diagnostics.of(obs.apply(background), obs.apply(analysis))
 
     def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
-        """The analysis alone: inflation, ``update``, RTPS (cycling computes diagnostics in bulk)."""
+        """The analysis alone: background check, inflation, ``update``, RTPS (cycling computes diagnostics in bulk)."""
+        obs = self.background_check(background, obs)
+        if obs is None:
+            return background
         inflated = background
         if self.inflation != 1.0:
             mean = background.mean(0)
@@ -56,6 +73,24 @@ class Filter(ABC):
         if self.rtps > 0 and background.shape[0] > 1:
             analysis = relax_to_prior_spread(background, analysis, self.rtps)
         return analysis
+
+    def background_check(self, background: torch.Tensor, obs: ObsBatch) -> ObsBatch | None:
+        """``obs`` without the observations that fail the gross-error check (recorded in ``rejected``); None if none is left."""
+        if not self.qc_k:
+            return obs
+        with torch.no_grad():
+            hx = obs.apply(background)
+            variance = hx.var(0) if hx.shape[0] > 1 else torch.zeros_like(hx[0])
+            z = ((obs.value - hx.mean(0)) / (obs.error_std**2 + variance).sqrt()).double().cpu().numpy()
+        scale = max(1.0, float(np.sqrt(np.median(z**2))) / 0.6745) if len(z) >= 10 else 1.0
+        keep = np.abs(z) <= self.qc_k * scale  # a NaN z (blown-up background) is rejected too
+        if keep.all():
+            return obs
+        self.rejected.append(obs.rows[~keep])
+        return obs.subset(keep) if keep.any() else None
+
+    def rejected_rows(self) -> np.ndarray:
+        return np.concatenate(self.rejected) if self.rejected else np.zeros(0, dtype=np.int64)
 
     @abstractmethod
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:

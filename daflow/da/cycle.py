@@ -17,7 +17,7 @@ import xarray as xr
 
 from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics, analyse_once, cycle, model_forward
 from daflow.core.grid import StateGrid
-from daflow.core.state import state_from_dataset
+from daflow.core.state import State, state_from_dataset
 from daflow.da import filter_class
 from daflow.da.base import Filter
 from daflow.errors import DataError, OptionError
@@ -77,8 +77,11 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
         raise OptionError("save_background", "save_background goes with init (cycling)")
     surface = {k: options.pop(k) for k in SURFACE_OPTIONS if k in options}
     if method == "oi" and climatology is None and background is not None:  # OI's surface analysis: a parametric B
+        if surface.get("qc_k") == 0:  # no background check
+            surface["qc_k"] = float("inf")
         return _surface_analysis(background, obs, names, **surface)
-    if background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background):
+    if (background is not None and climatology is None and method in ENSEMBLE_FROM_B and not _has_model(background)
+            and "member" not in background.dims):  # an ingested ensemble is analysed as it is (gridded_state below)
         members = options.pop("members", None)  # a single forecast: an ensemble drawn from the parametric B
         if members is None or members < 2:
             raise OptionError("members", f"method {method} on a single forecast (no model) needs members >= 2 drawn from B")
@@ -96,7 +99,9 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     source = "init" if init is not None else "background"
     start = init if init is not None else background
     assert start is not None
-    state = state_from_dataset(start, names.get(source), dtype=dtype)
+    gridded = background is not None and not _has_model(background)
+    state = (gridded_state(background, obs, names.get(source), dtype) if gridded and background is not None
+             else state_from_dataset(start, names.get(source), dtype=dtype))
     grid = StateGrid.from_model(state.model)
     if climatology is not None:
         if "covariance" not in accepted:
@@ -106,7 +111,59 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     pair = (names.get(source), names.get("obs"))
     if init is not None:
         return cycle(state, obs, filt, save_background=save_background, names=pair)
-    return analyse_once(state, obs, filt, names=pair)
+    result = analyse_once(state, obs, filt, names=pair)
+    if gridded and background is not None:  # the variables not analysed, and the coordinates' attributes, as in the background
+        last = background.sel(time=result["time"].values)
+        result = result.assign_coords({d: last[d] for d in grid.dims if d in last.coords})
+        for name, var in last.data_vars.items():
+            if name not in result:
+                result[name] = var
+        result.attrs = {**background.attrs, **result.attrs}
+    return result
+
+
+class GriddedModel:
+    """The layout of a gridded variable of a dataset without a model (e.g. an ingested GRIB ensemble):
+    enough to analyse it once, nothing to step it."""
+
+    name = "gridded"
+
+    def __init__(self, variable: str, var: xr.DataArray, ds: xr.Dataset, dtype: torch.dtype):
+        self.variable, self.dtype = variable, dtype
+        self.dims = tuple(str(d) for d in var.dims if d not in ("member", "time"))
+        self.state_shape = tuple(var.sizes[d] for d in self.dims)
+        self._coords = {d: ds[d].values if d in ds.coords else np.arange(var.sizes[d]) for d in self.dims}
+        self.units = str(var.attrs.get("units", "1"))
+        self.time_units = "s"
+        self.params: dict[str, Any] = {}
+
+    def coords(self) -> dict[str, np.ndarray]:
+        return self._coords
+
+    def attrs(self, dt: float) -> dict[str, Any]:
+        return {}
+
+
+def gridded_state(ds: xr.Dataset, obs: xr.Dataset, source: object, dtype: torch.dtype) -> State:
+    """The last frame of the variable ``obs`` observes in an ensemble dataset without daflow_model attributes."""
+    name_ = _str(source)
+    if "time" not in ds.dims or ds.sizes["time"] == 0:
+        raise DataError(name_, "has no time: no state to analyse")
+    observed = sorted(set(obs["variable"].values.astype(str))) if "variable" in obs else []
+    found = [n for n in observed if n in ds.data_vars]
+    if len(found) != 1:
+        have = ", ".join(str(n) for n in ds.data_vars if "time" in ds[n].dims)
+        raise DataError(name_, f"the observations are of {', '.join(observed) or 'no variable'}; exactly one of the "
+                               f"variables ({have}) must be observed to analyse a dataset without a model")
+    var = ds[found[0]]
+    if "member" not in var.dims:
+        raise DataError(name_, f"{found[0]} has no member dimension: the ensemble methods need an ensemble")
+    model = GriddedModel(found[0], var, ds, dtype)
+    last = var.isel(time=-1).transpose("member", *model.dims)
+    x = torch.from_numpy(np.ascontiguousarray(last.values, dtype=np.float64)).to(dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(name_, f"{found[0]} has NaN or Inf in its last frame")
+    return State(model, 0.0, x, ds["time"].values[-1], True)  # type: ignore[arg-type]
 
 
 ENSEMBLE_FROM_B = ("letkf", "etkf", "enkf", "ensf")

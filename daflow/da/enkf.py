@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from daflow.da.base import Filter, normalised_departures
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 
 
 class StochasticEnKF(Filter):

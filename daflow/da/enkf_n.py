@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from daflow.da.base import Filter, mean_preserving_rotation, normalised_departures, split_settings
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ import torch
 from daflow.da.base import Filter
 from daflow.da.inpaint import METHODS as INPAINT_METHODS
 from daflow.da.inpaint import inpaint
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
 
 SCORES = ("mixture", "paired")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from daflow.da.base import Filter, ensemble_transform, mean_preserving_rotation, normalised_departures
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 
 
 class ETKF(Filter):

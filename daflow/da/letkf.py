@@ -14,7 +14,7 @@ import torch
 
 from daflow.da.base import Filter, ensemble_transform, normalised_departures
 from daflow.da.localization import local_observations
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 
 BLOCK_BYTES = 256 * 2**20
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from daflow.da.observations import StateGrid, great_circle_km
+from daflow.core.grid import StateGrid, great_circle_km
 
 HALF_WIDTH_PER_RADIUS = 1.82
 CUTOFF = 1e-3

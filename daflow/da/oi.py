@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from daflow.da.base import Filter
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 
 MAX_STATE = 20_000
 

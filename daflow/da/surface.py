@@ -4,7 +4,8 @@ As in ECMWF's screen-level analysis (IFS Documentation CY47R1, Part II, Ch. 9) a
     x^a = x^b + B H^T (H B H^T + R)^{-1} (y - H(x^b)),
 with B_ij = sigma_b^2 rho(r_ij), r the great-circle distance and rho either Gaussian,
 rho = exp(-r^2 / (2 L^2)), or SOAR (second-order auto-regressive), rho = (1 + r/L) exp(-r/L);
-R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`); as in operational OI,
+R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`: inverse-distance on point
+grids, bilinear on lat/lon grids); as in operational OI,
 H B H^T and B H^T are evaluated at the reports' positions (rho between reports, and between grid
 points and reports). rho is cut where it falls below 1e-3 (r > 3.72 L Gaussian, 9.23 L SOAR), so
 both matrices are sparse: the reports within that radius of each other and of each grid point
@@ -32,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.errors import DaflowWarning, DataError
-from daflow.obs.interpolation import PointInterpolator, chord_to_km, km_to_chord, unit_xyz
+from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
 
 QC_BACKGROUND = 6
 LAPSE_RATE = 0.0065  # K/m
@@ -65,17 +66,21 @@ class SurfaceOI:
         return m
 
     def analyse(self, xb: np.ndarray, grid_lat: np.ndarray, grid_lon: np.ndarray, y: np.ndarray,
-                obs_lat: np.ndarray, obs_lon: np.ndarray, obs_std: np.ndarray):
-        """(analysis (n,), H(x^b) (p,), H(x^a) (p,), accepted (p,) bool) for a background (n,) on points."""
+                obs_lat: np.ndarray, obs_lon: np.ndarray, obs_std: np.ndarray, weights=None):
+        """(analysis (n,), H(x^b) (p,), H(x^a) (p,), accepted (p,) bool) for a background (n,) on points.
+
+        ``weights`` = (index (p, k), weight (p, k)) of H; default inverse-distance over the points.
+        """
         import scipy.sparse as sp
         from scipy.sparse.linalg import splu
         from scipy.spatial import cKDTree
 
         h = PointInterpolator(grid_lat, grid_lon)
-        index, w, _ = h.weights(obs_lat, obs_lon)
+        index, w = weights if weights is not None else h.weights(obs_lat, obs_lon)[:2]
         hxb = (xb[index] * w).sum(1)
         departure = y - hxb
-        accepted = np.abs(departure) <= self.k_qc * np.sqrt(self.b_std**2 + obs_std**2)
+        with np.errstate(invalid="ignore"):  # a report outside a regional grid (NaN) is not accepted
+            accepted = np.abs(departure) <= self.k_qc * np.sqrt(self.b_std**2 + obs_std**2)
         use = np.flatnonzero(accepted)
         xa = xb.astype(np.float64).copy()
         if use.size:
@@ -152,7 +157,8 @@ def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | Non
         y = y + LAPSE_RATE * (obs["elevation"].values[rows] - z_model)
     xb = np.ravel(frame.values).astype(np.float64)
     oi = SurfaceOI(b_std, b_length, correlation_kind, k_qc)
-    xa, hxb, hxa, accepted = oi.analyse(xb, grid_lat, grid_lon, y, lat, lon, obs["error_std"].values[rows].astype(np.float64))
+    weights = None if "point" in frame.dims else interpolator_for(frame).weights(lat, lon)[:2]  # bilinear on lat/lon grids
+    xa, hxb, hxa, accepted = oi.analyse(xb, grid_lat, grid_lon, y, lat, lon, obs["error_std"].values[rows].astype(np.float64), weights)
     out_field = frame.copy(data=xa.reshape(frame.shape).astype(frame.dtype))
     if when is not None:
         out_field = out_field.expand_dims(time=[when])
@@ -212,7 +218,8 @@ def analyse_forecast_ensemble(background: xr.Dataset, obs: xr.Dataset, method: s
     import torch
 
     from daflow.da.cycle import make_filter
-    from daflow.da.observations import ObsBatch, StateGrid
+    from daflow.core.grid import StateGrid
+    from daflow.core.observations import ObsBatch
     from daflow.obs.operators import get_operator
 
     bg_name, obs_name = names

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from daflow.da.base import Filter, split_settings
-from daflow.da.observations import ObsBatch, StateGrid, great_circle_km
+from daflow.core.grid import StateGrid, great_circle_km
+from daflow.core.observations import ObsBatch
 
 MAX_STATE = 20_000
 CORRELATIONS = ("gaussian", "soar")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from daflow.da.observations import ObsBatch
+from daflow.core.observations import ObsBatch
 from daflow.da.var3d import Var3D, VarSettings, minimise
 
 Forward = Callable[[torch.Tensor, int], torch.Tensor]   # (members, n) state, steps -> state after them

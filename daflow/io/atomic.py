@@ -24,6 +24,7 @@ from pathlib import Path
 from daflow.errors import OutputError
 
 _PENDING: set[str] = set()  # temporary files being written, removed by remove_pending()
+_GROUPS: list[list[tuple[Path, Path, Path]]] = []  # open output groups: (temporary, final, name shown)
 
 
 def resolve_output(path: str | os.PathLike) -> Path:
@@ -80,10 +81,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise OutputError(shown, f"cannot create output: {err.strerror or err}") from err
     tmp = Path(tmp_name)
+    deferred = False
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if _GROUPS:  # renamed with the group's other outputs when it closes
+            _GROUPS[-1].append((tmp, path, shown))
+            deferred = True
+        else:
+            os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise OutputError(shown, f"cannot write output: {err.strerror or err}") from err
@@ -91,7 +97,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        _PENDING.discard(tmp_name)
+        if not deferred:
+            _PENDING.discard(tmp_name)
+
+
+@contextlib.contextmanager
+def output_group() -> Iterator[None]:
+    """All outputs written by :func:`atomic_path` inside the block land together, or none does.
+
+    Each is written to its temporary file as usual; the renames happen when the block succeeds.
+    If the block fails (e.g. the third of three outputs cannot be written), every temporary file
+    is removed and no final name is touched.
+    """
+    group: list[tuple[Path, Path, Path]] = []
+    _GROUPS.append(group)
+    try:
+        yield
+    except BaseException:
+        for tmp, _, _ in group:
+            tmp.unlink(missing_ok=True)
+            _PENDING.discard(str(tmp))
+        raise
+    finally:
+        _GROUPS.remove(group)
+    try:
+        for k, (tmp, path, shown) in enumerate(group):
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                for later, _, _ in group[k:]:
+                    later.unlink(missing_ok=True)
+                raise OutputError(shown, f"cannot write output: {err.strerror or err}") from err
+    finally:
+        for tmp, _, _ in group:
+            _PENDING.discard(str(tmp))
 
 
 def remove_pending() -> int:

@@ -10,14 +10,14 @@ Readers check ``daflow_kind`` and the dimensions they need, and fail with one li
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import xarray as xr
 
 from daflow import __version__
-from daflow.core.grid import HORIZONTAL_DIMS, horizontal_dims  # noqa: F401  (the contract's horizontal layouts live in the core)
-from daflow.errors import DataError, InputMissing, OutputError
+from daflow.errors import DaflowWarning, DataError, InputMissing, OutputError
 from daflow.io.atomic import atomic_path
 from daflow.io.history import history_line
 from daflow.progress import dask_progress
@@ -83,7 +83,22 @@ def open_dataset(
     if missing:
         ds.close()
         raise DataError(path, f"missing dimension(s) {', '.join(missing)}")
-    return ds
+    return sorted_in_time(ds, path)
+
+
+def sorted_in_time(ds: xr.Dataset, source: str | os.PathLike | None = None) -> xr.Dataset:
+    """``ds`` with its time axis increasing: an unsorted axis is sorted (with a warning), a repeated time is a DataError."""
+    if "time" not in ds.dims or "time" not in ds.indexes:
+        return ds
+    index = ds.indexes["time"]
+    if index.is_monotonic_increasing and index.is_unique:
+        return ds
+    if not index.is_unique:
+        repeated = index[index.duplicated()][0]
+        ds.close()
+        raise DataError(source, f"time {repeated} appears more than once")
+    warnings.warn(f"{source}: the time axis is not in increasing order; sorted on read", DaflowWarning, stacklevel=3)
+    return ds.sortby("time")
 
 
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike, kind: str) -> Path:

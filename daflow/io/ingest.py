@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from daflow.errors import DaflowWarning, DataError, InputMissing
+from daflow.errors import DaflowWarning, DataError, InputMissing, OptionError
 from daflow.io.grib import is_grib, open_grib
 from daflow.io.indices import open_index_text
 from daflow.io.netcdf import is_netcdf, open_netcdf
@@ -111,6 +111,9 @@ def ingest(
         missing = [old for old in renames if old not in ds.variables]
         if missing:
             raise DataError(label, f"--rename: no variable {', '.join(missing)}")
+        taken = [f"{old}={new}" for old, new in renames.items() if new != old and new in ds.variables and new not in renames]
+        if taken:
+            raise OptionError("rename", f"{', '.join(taken)}: the name is already taken (rename that variable too)")
         ds = ds.rename(renames)
     if time:
         ds = select_time(ds, time, label)
@@ -204,7 +207,15 @@ def parse_chunks(text: str) -> dict[str, int | str]:
         dim, sep, size = item.partition("=")
         if not sep or not dim:
             raise ValueError(f"--chunks {text!r}: expected DIM=SIZE[,DIM=SIZE]")
-        out[dim.strip()] = size.strip() if size.strip() == "auto" else int(size)
+        size = size.strip()
+        if size != "auto":
+            try:
+                size = int(size)
+            except ValueError:
+                raise ValueError(f"--chunks {item!r}: the size is a whole number or auto") from None
+            if size < 1:
+                raise ValueError(f"--chunks {item!r}: the size must be at least 1")
+        out[dim.strip()] = size
     return out
 
 

@@ -6,6 +6,7 @@ import os
 import xarray as xr
 
 from daflow.errors import DataError
+from daflow.io.contract import sorted_in_time
 from daflow.io.conventions import to_contract_names
 
 NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF")
@@ -22,4 +23,4 @@ def open_netcdf(path: str | os.PathLike) -> xr.Dataset:
         ds = xr.open_dataset(path, engine="netcdf4")
     except (OSError, ValueError) as err:
         raise DataError(path, f"cannot read NetCDF ({err})") from err
-    return to_contract_names(ds)
+    return sorted_in_time(to_contract_names(ds), path)

@@ -11,15 +11,13 @@ from typing import Any
 import torch
 import xarray as xr
 
-from daflow.core.state import (State, advance, integrate, parse_params, state_dataset, state_from_dataset,  # noqa: F401
-                               threads_for)
-from daflow.core.time import elapsed, frame_times, parse_start, steps_between  # noqa: F401
+from daflow.core.state import advance, integrate, kept_steps, parse_params, state_dataset, state_from_dataset, threads_for
+from daflow.core.time import frame_times, parse_start
 from daflow.errors import DataError, OptionError
 from daflow.models import model_class
 from daflow.models.base import Model
 
-__all__ = ["State", "advance", "elapsed", "forecast", "frame_times", "integrate", "integrate_split", "parse_params",
-           "state_dataset", "state_from_dataset", "steps_between", "threads_for"]
+__all__ = ["forecast", "integrate_split"]
 
 
 def integrate_split(model: Model, x: torch.Tensor, dt: float, steps: int, output_every: int = 1,
@@ -61,7 +59,7 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
     member) continues with the model, parameters (``params``, KEY -> value, override) and dt
     stored in it; a single state with ``members`` becomes that many copies. ``perturb`` adds
     N(0, perturb^2) noise to every value after the spin-up. The first frame is the initial state;
-    then every ``output_every``-th of ``steps`` steps. ``groups`` > 1 runs the members in that
+    then every ``output_every``-th of ``steps`` steps, and the final state. ``groups`` > 1 runs the members in that
     many dask tasks (:func:`integrate_split`). OptionError for an unknown model or a bad parameter.
     """
     generator = torch.Generator()
@@ -106,5 +104,5 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
     if perturb:
         x = x + perturb * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     frames = integrate_split(model, x, dt, steps, output_every, source, groups)
-    times = frame_times(t0, frames.shape[0], dt * output_every, model.time_units)
+    times = frame_times(t0, steps + 1, dt, model.time_units)[kept_steps(steps, output_every)]
     return state_dataset(model, frames, times, dt, ensemble, title=f"{model.name} run")

@@ -34,11 +34,12 @@ multiplied by 2.25, equivalently the correct equations with dt, tdiab and diff_e
 2.25; every published sqgturb figure (Whitaker's LETKF studies, the EnSF papers) was obtained
 with it. ``advection="sqgturb"`` (default) reproduces sqgturb, so figures are comparable with the
 papers; ``advection="exact"`` is the consistent scheme for the equations as written: factor 1,
-and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``_from_padded_grid``).
+and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``SQG._minus_jacobian``).
 
 The state tensor is the lid potential-temperature departure in kelvin, shape
-(members, level=2, y, x): level 0 is z = 0, level 1 is z = H; y and x are in metres. All members
-go through one batched FFT per transform.
+(members, level=2, y, x): level 0 is z = 0, level 1 is z = H; y and x are in metres. Inside
+:meth:`SQG.advance` the spectrum is held as (N rows, members x levels, N/2+1) so that the
+transforms to and from the padded grid are a few large matrix products over all members.
 """
 from __future__ import annotations
 
@@ -107,8 +108,7 @@ class SQG(Model):
 
     # --- spectral operators -------------------------------------------------------------------
     def _build_operators(self) -> None:
-        N, half = self.N, self.N // 2
-        cdtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
+        N = self.N
         real = {"dtype": self.dtype, "device": self.device}
         # wavenumbers (rad/m) in the rfft2 layout: kx (1, N/2+1) along x, ky (N, 1) along y
         kx = torch.fft.rfftfreq(N, d=1.0 / N, dtype=torch.float64)[None, :] * (2 * math.pi / self.L)
@@ -124,12 +124,8 @@ class SQG(Model):
         self.inversion = torch.stack((torch.stack((-coth, -csch)), torch.stack((csch, coth)))).to(**real)
         self.kappa_cutoff = math.pi * N / self.L
         self.kappa_over_cutoff = (kappa / self.kappa_cutoff).to(**real)
-        # d/dx, d/dy on the N grid's half spectrum: (2, 1, 1, N, N/2+1)
-        self.grad = torch.stack((1j * kx.expand(N, -1), 1j * ky.expand(-1, half + 1)))[:, None, None].to(cdtype).to(self.device)
-        # the dealiased products live on a 3N/2 grid; rows l = 0..N/2-1 and -N/2..-1 of the N grid
-        # sit at rows 0..N/2-1 and 3N/2-N/2..3N/2-1 of the padded spectrum
         self.n_pad = 3 * N // 2
-        self.rows_pad = torch.cat((torch.arange(half), torch.arange(self.n_pad - half, self.n_pad))).to(self.device)
+        self._build_transforms(kx[0], ky[:, 0])
         # equilibrium jet (K), symmetric between the lids
         y = torch.arange(N, dtype=torch.float64) * (self.L / N)
         l0 = 2 * math.pi / self.L
@@ -139,6 +135,39 @@ class SQG(Model):
         self.theta_eq_spec = torch.fft.rfft2(self.theta_eq, norm="forward")          # (2, N, N/2+1)
         self.relax = 0.0 if math.isinf(self.tdiab) else 1.0 / self.tdiab
         self.ekman = self.r * self.scale * self.kappa2 * torch.tensor([1.0, -1.0], **real)[:, None, None]
+
+    def _build_transforms(self, kx: torch.Tensor, ky: torch.Tensor) -> None:
+        """The zero-padded inverse and the truncated forward transforms between the N-grid half
+        spectrum and the 3N/2 grid as dense matrices (built in float64, then cast). For a batch of
+        members, four large matrix products per Jacobian are faster than many short FFTs, and the
+        zero padding, the truncation, the derivatives and the normalisation cost nothing extra.
+
+        Inverse, per field F (rows l = 0..N/2-1, -N/2..-1; columns k = 0..N/2), P = 3N/2:
+            G = E_y F,  E_y[p, l] = exp(2 pi i l p / P)             (and i l E_y for d/dy)
+            g[p, q] = sum_k w_k Re(G[p, k] exp(2 pi i k q / P))     (and times i k for d/dx),
+        w_0 = 1, w_k = 2 otherwise (the Hermitian half; the Nyquist column k = N/2 < P/2 of the N
+        grid is an ordinary column of the padded grid), as a real product on interleaved (Re G, Im G).
+        Forward: C[p, k] = (1/P) sum_q g[p, q] exp(-2 pi i k q / P) for k < N/2 (0 at k = N/2), then
+        spec[l, k] = (1/P) sum_p C[p, k] exp(-2 pi i l p / P) for the N kept rows l."""
+        N, P, half = self.N, self.n_pad, self.N // 2
+        cdtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
+        real = {"dtype": self.dtype, "device": self.device}
+        p = torch.arange(P, dtype=torch.float64)
+        rows = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64)
+        cols = torch.arange(half + 1, dtype=torch.float64)
+        ey = torch.exp(2j * math.pi * p[:, None] * rows[None, :] / P)                  # (P, N)
+        self._inverse_y = torch.cat((ey, ey * (1j * ky)[None, :])).to(cdtype).to(self.device)   # (2P, N): F, dF/dy
+        ex = torch.where(cols == 0, 1.0, 2.0)[:, None] * torch.exp(2j * math.pi * cols[:, None] * p[None, :] / P)
+
+        def interleaved(a: torch.Tensor) -> torch.Tensor:   # Re(G a) = Re G Re a - Im G Im a: (N + 2, P)
+            return torch.stack((a.real, -a.imag), dim=1).reshape(2 * (half + 1), P).to(**real)
+
+        self._inverse_x, self._inverse_dx = interleaved(ex), interleaved(ex * (1j * kx)[:, None])
+        fx = torch.exp(-2j * math.pi * p[:, None] * cols[None, :] / P) / P             # (P, N/2+1)
+        fx[:, half] = 0.0
+        self._forward_x = torch.view_as_real(fx).reshape(P, 2 * (half + 1)).to(**real)
+        fy = torch.exp(-2j * math.pi * rows[:, None] * p[None, :] / P) / P             # (N, P)
+        self._forward_y = (-self.advection_factor * fy).to(cdtype).to(self.device)    # -factor J folded in
 
     def hyperdiffusion(self, dt: float) -> torch.Tensor:
         """Integrating factor exp(-(dt/diff_efold) (kappa/kappa_c)^order), (N, N/2+1), cached per dt."""
@@ -150,63 +179,75 @@ class SQG(Model):
         """psi (m^2/s) at both lids from theta (K), spectral: (..., 2, N, N/2+1) -> same shape."""
         return self.inversion[0] * theta_spec[..., :1, :, :] + self.inversion[1] * theta_spec[..., 1:, :, :]
 
-    def _to_padded_grid(self, spec: torch.Tensor) -> torch.Tensor:
-        """Fields (..., N, N/2+1) spectral -> (..., 3N/2, 3N/2) on the padded grid (zero padding).
+    def _minus_jacobian(self, psi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """-factor J(psi, theta) (factor 2.25 for sqgturb, 1 for exact), dealiased on the 3N/2 grid
+        (:meth:`_build_transforms`), in the internal layout: psi, theta and the result (N, B, N/2+1),
+        B = members x levels.
 
-        The inverse transform runs in two 1-D passes so that the y-transform skips the padded
-        columns k > N/2, which are all zero (about a quarter of the 2-D transform's work);
-        ``irfft(n=3N/2)`` pads the columns itself."""
-        half = self.N // 2
-        rows = spec.new_zeros((*spec.shape[:-2], self.n_pad, half + 1))
-        rows[..., :half, :] = spec[..., :half, :]
-        rows[..., self.n_pad - half:, :] = spec[..., half:, :]
-        columns = torch.fft.ifft(rows, dim=-2, norm="forward")
-        return torch.fft.irfft(columns, n=self.n_pad, dim=-1, norm="forward")
-
-    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        """(..., 3N/2, 3N/2) on the padded grid -> spectral (..., N, N/2+1), keeping l = -N/2..N/2-1
-        and k < N/2 (the "2/3 rule"; the Nyquist column k = N/2 is zero), exactly as sqgturb's
-        ``spectrunc``: the coefficient of (k, l) = (0, -N/2) keeps its imaginary part, a sine that
-        vanishes on the N grid but not on the padded one, so it acts on the dynamics while the state
-        stays spectral (:meth:`advance`) and is lost whenever the state goes through the grid.
-        With ``advection="exact"`` only its real part (a cosine on the N grid) is kept: the
-        truncation then conserves energy exactly and the grid <-> spectrum round trip is lossless."""
-        half = self.N // 2
-        columns = torch.fft.rfft(grid, dim=-1, norm="forward")[..., :half + 1]   # y-transform of kept columns only
-        spec = torch.fft.fft(columns, dim=-2, norm="forward").index_select(-2, self.rows_pad)
-        spec[..., half] = 0.0
+        As sqgturb does, the Nyquist column k = N/2 enters the padded spectrum conjugated, at +N/2,
+        and the (0, -N/2) coefficient of the result keeps its imaginary part: a sine that vanishes
+        on the N grid but not on the padded one, so it acts on the dynamics while the state stays
+        spectral (:meth:`advance`) and is lost when the state goes through the grid. With
+        advection="exact" only its real part is kept: the truncation then conserves energy
+        exactly and the grid <-> spectrum round trip is lossless."""
+        N, P, half = self.N, self.n_pad, self.N // 2
+        B = psi.shape[1]
+        fields = torch.stack((psi, theta), dim=1)                              # (N, 2 field, B, N/2+1)
+        torch.view_as_real(fields)[..., half, 1].neg_()                         # conjugate the Nyquist column
+        along_y = torch.view_as_real(self._inverse_y @ fields.view(N, -1)).view(2, P * 2 * B, N + 2)
+        d_dx = (along_y[0] @ self._inverse_dx).view(P, 2, B, P)                # (y, field, B, x)
+        d_dy = (along_y[1] @ self._inverse_x).view(P, 2, B, P)
+        product = d_dx[:, 0] * d_dy[:, 1] - d_dy[:, 0] * d_dx[:, 1]            # J on the padded grid (y, B, x)
+        columns = (product.view(-1, P) @ self._forward_x).view(P, B * (half + 1), 2)
+        spec = (self._forward_y @ torch.view_as_complex(columns)).view(N, B, half + 1)
         if self.advection_factor == 1.0:
-            spec[..., half, 0] = spec[..., half, 0].real
+            torch.view_as_real(spec)[half, :, 0, 1] = 0.0
         return spec
 
-    def jacobian(self, psi_spec: torch.Tensor, theta_spec: torch.Tensor) -> torch.Tensor:
-        """J(psi, theta) = psi_x theta_y - psi_y theta_x, dealiased, spectral (..., 2, N, N/2+1).
+    def _internal(self, spec: torch.Tensor) -> torch.Tensor:
+        """(members, 2, N, N/2+1) -> the internal layout (N, members x 2, N/2+1), contiguous."""
+        return spec.permute(2, 0, 1, 3).reshape(self.N, -1, self.N // 2 + 1)
 
-        As in sqgturb, the Nyquist column k = N/2 enters the padded spectrum conjugated, at +N/2."""
-        fields = torch.stack((psi_spec, theta_spec), dim=-4)            # (..., 2 field, 2 lev, N, N/2+1)
-        fields[..., -1] = fields[..., -1].conj()
-        grads = self._to_padded_grid(fields.unsqueeze(-5) * self.grad)  # (..., 2 d/dx d/dy, 2 field, 2 lev, Np, Np)
-        (psi_x, theta_x), (psi_y, theta_y) = (g.unbind(-4) for g in grads.unbind(-5))
-        return self._from_padded_grid(psi_x * theta_y - psi_y * theta_x)
+    def _external(self, spec: torch.Tensor, members: int) -> torch.Tensor:
+        return spec.view(self.N, members, 2, -1).permute(1, 2, 0, 3).contiguous()
+
+    def _tendency(self, theta: torch.Tensor, ops: dict) -> torch.Tensor:
+        """d theta/dt without hyperdiffusion in the internal layout (N, B, N/2+1)."""
+        t = theta.view(self.N, -1, 2, self.N // 2 + 1)
+        psi = torch.stack((ops["a00"] * t[:, :, 0] + ops["a10"] * t[:, :, 1],
+                           ops["a01"] * t[:, :, 0] + ops["a11"] * t[:, :, 1]), dim=2).view(theta.shape)
+        dtheta = self._minus_jacobian(psi, theta)
+        if self.relax:
+            dtheta += self.relax * (ops["eq"] - theta)
+        if self.r:
+            dtheta += ops["ekman"] * psi
+        return dtheta
+
+    def _internal_operators(self, members: int) -> dict:
+        """The per-wavenumber operators broadcast to the internal layout."""
+        inv = self.inversion[:, :, :, None, :]                                  # (2 i, 2 j, N, 1, N/2+1)
+        ops = {f"a{i}{j}": inv[i, j] for i in range(2) for j in range(2)}
+        ops["eq"] = self._internal(self.theta_eq_spec.expand(members, -1, -1, -1))
+        ops["ekman"] = self._internal(self.ekman.expand(members, -1, -1, -1))
+        return ops
 
     def tendency(self, theta_spec: torch.Tensor) -> torch.Tensor:
         """d theta/dt without hyperdiffusion, spectral (members, 2, N, N/2+1)."""
-        psi_spec = self.streamfunction(theta_spec)
-        dtheta = -self.advection_factor * self.jacobian(psi_spec, theta_spec)
-        if self.relax:
-            dtheta += self.relax * (self.theta_eq_spec - theta_spec)
-        if self.r:
-            dtheta += self.ekman * psi_spec
-        return dtheta
+        members = theta_spec.shape[0]
+        return self._external(self._tendency(self._internal(theta_spec), self._internal_operators(members)), members)
+
+    def _step(self, theta: torch.Tensor, dt: float, ops: dict) -> torch.Tensor:
+        k1 = self._tendency(theta, ops)
+        k2 = self._tendency(theta + (0.5 * dt) * k1, ops)
+        k3 = self._tendency(theta + (0.5 * dt) * k2, ops)
+        k4 = self._tendency(theta + dt * k3, ops)
+        update = theta + (dt / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+        return update if math.isinf(self.diff_efold) else update * self.hyperdiffusion(dt)[:, None, :]
 
     def step_spectral(self, theta_spec: torch.Tensor, dt: float) -> torch.Tensor:
-        """One RK4 step of the spectral state, then the hyperdiffusion integrating factor."""
-        k1 = self.tendency(theta_spec)
-        k2 = self.tendency(theta_spec + (0.5 * dt) * k1)
-        k3 = self.tendency(theta_spec + (0.5 * dt) * k2)
-        k4 = self.tendency(theta_spec + dt * k3)
-        update = theta_spec + (dt / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
-        return update if math.isinf(self.diff_efold) else update * self.hyperdiffusion(dt)
+        """One RK4 step of the spectral state (members, 2, N, N/2+1), then the hyperdiffusion factor."""
+        members = theta_spec.shape[0]
+        return self._external(self._step(self._internal(theta_spec), float(dt), self._internal_operators(members)), members)
 
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
         """(members, 2, N, N) theta in K -> the same after one step of dt seconds."""
@@ -215,10 +256,12 @@ class SQG(Model):
     def advance(self, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
         """``steps`` steps with the state kept spectral in between, as sqgturb's ``advance`` does
         (grid -> rfft2 -> steps -> irfft2)."""
-        spec = torch.fft.rfft2(x, norm="forward")
+        members = x.shape[0]
+        ops = self._internal_operators(members)
+        theta = self._internal(torch.fft.rfft2(x, norm="forward"))
         for _ in range(steps):
-            spec = self.step_spectral(spec, float(dt))
-        return torch.fft.irfft2(spec, s=x.shape[-2:], norm="forward")
+            theta = self._step(theta, float(dt), ops)
+        return torch.fft.irfft2(self._external(theta, members), s=x.shape[-2:], norm="forward")
 
     # --- diagnostics ----------------------------------------------------------------------------
     def _mode_weights(self) -> torch.Tensor:

@@ -22,6 +22,10 @@ with the likelihood evaluated through the denoised estimate x_0 = D(x; sigma):
   one-step increment, :mod:`daflow.nn.normalisation`), so that gamma is dimensionless whatever the units;
 - DPS (Chung et al. 2023, "Diffusion posterior sampling"): grad_x log p(y | x) ~ -zeta grad_x |y - H(x_0)|_R / sigma^2
   with |r|_R the norm of the residual weighted by Sigma_y^-1/2 (the step normalised by the residual).
+- MMPS (Rozet et al. 2024), the default of :func:`posterior_sample`: p(y | x) ~ N(y; H(x_0), Sigma_y + A Sigma A^T)
+  with Tweedie's covariance Sigma = Cov[x_0 | x] = sigma^2 dD/dx, through vector-Jacobian products and
+  conjugate gradients; exact for a Gaussian prior and linear H, so it samples the Kalman posterior
+  with the prior's exact denoiser (tests/test_posterior.py), with no parameter to tune.
 """
 from __future__ import annotations
 
@@ -55,16 +59,17 @@ class Denoiser(nn.Module):
 
 
 def score_matching_loss(denoiser: Denoiser, history: torch.Tensor, target: torch.Tensor,
-                        log_sigma_normal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                        log_sigma_normal: torch.Tensor, noise: torch.Tensor, area: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Mean of lambda(sigma) |D(x0 + sigma n; sigma) - x0|^2 over the batch; the randomness comes in.
 
-    log_sigma_normal: (B,) standard normal draws; noise: like target.
+    log_sigma_normal: (B,) standard normal draws; noise: like target; area: weights of the grid rows
+    (ny, 1) of mean 1 (cos(latitude) on a global grid, :func:`daflow.nn.training.sphere`), 1 otherwise.
     """
     sigma = (P_MEAN + P_STD * log_sigma_normal).exp()
     s = sigma.reshape(-1, 1, 1, 1, 1)
     weight = (s**2 + SIGMA_DATA**2) / (s * SIGMA_DATA) ** 2
     denoised = denoiser(history, target + s * noise, sigma)
-    return (weight * (denoised - target) ** 2).mean()
+    return (weight * area * (denoised - target) ** 2).mean()
 
 
 def sigma_schedule(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
@@ -108,7 +113,7 @@ class SamplerSettings:
     guidance: "mmps" (Tweedie covariance), "sda" (gamma) or "dps" (zeta); steps: EDM noise levels;
     churn: EDM's S_churn (noise raised by 1 + min(churn / steps, sqrt(2) - 1) before each step while
     churn_min <= sigma <= churn_max); corrections: Langevin corrector steps after each step, of size
-    tau sigma^2 / mean(eps^2) (SDA's predictor-corrector); cg_iterations / cg_tolerance: conjugate
+    tau sigma^2 (SDA's predictor-corrector); cg_iterations / cg_tolerance: conjugate
     gradients of MMPS.
     """
 
@@ -123,6 +128,7 @@ class SamplerSettings:
     cg_tolerance: float = 1e-4
     gamma: float = 1e-2
     zeta: float = 1.0
+    scale: object = 1.0  # SDA's s_y: physical units per unit of the sampled variable, a float or (n_obs,)
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
@@ -156,7 +162,7 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     vector-Jacobian product through the denoiser (dD/dx is symmetric for an exact denoiser, so
     (dD/dx)^T serves for dD/dx) and one Jacobian-vector product of H. For a Gaussian prior and linear H
     this is the exact posterior score, so the sampler then draws the Kalman posterior up to its
-    discretisation. SDA and DPS (module docstring; scale 1) are kept for comparison.
+    discretisation. SDA and DPS (module docstring; s_y = ``scale``) are kept for comparison.
 
     The sampler is EDM's (Karras et al. 2022, algorithm 2): Heun steps of dx/dsigma = (x - D'(x)) / sigma
     on the schedule of :func:`sigma_schedule`, with optional churn and Langevin corrections.
@@ -218,7 +224,7 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
                 y0 = _observe_checked(observe, x0, n_obs)
                 residual = value - y0
                 if cfg.guidance == "sda":
-                    loglik = -0.5 * (residual**2 / (error**2 + cfg.gamma * sigma**2)).sum()
+                    loglik = -0.5 * (residual**2 / (error**2 + cfg.gamma * (cfg.scale * sigma) ** 2)).sum()
                 else:
                     loglik = -cfg.zeta * (residual / error).norm(dim=-1).sum() / max(sigma, 1e-3) ** 2
                 grad, = torch.autograd.grad(loglik, x_)
@@ -285,13 +291,13 @@ def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: to
     ``denoise(x, sigma)`` is the (posterior) denoiser D'. Each step optionally raises the noise level
     to sigma_hat = (1 + g) sigma with fresh noise (churn), takes a Heun step of
     dx/dsigma = (x - D'(x)) / sigma to the next level, then ``corrections`` Langevin steps
-    x <- x + delta s + sqrt(2 delta) z with s = (D'(x) - x) / sigma^2, delta = tau sigma^2 / mean(eps^2),
-    eps = -sigma s (Rozet & Louppe 2023, SDA's corrector).
+    x <- x + delta s + sqrt(2 delta) z with s = (D'(x) - x) / sigma^2, delta = tau sigma^2 (the variance
+    of p_sigma is at least sigma^2 in every direction, so tau < 2 is stable; SDA's corrector, Rozet &
+    Louppe 2023, divides delta by mean(eps^2), which is unstable in few dimensions).
     """
     sigmas = sigma_schedule(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho).tolist()
     x = noise * sigmas[0]
     gain_max = min(cfg.churn / cfg.steps, 2**0.5 - 1)
-    dims = tuple(range(1, x.dim()))
 
     def randn():
         return torch.randn(x.shape, generator=generator, dtype=x.dtype)
@@ -308,8 +314,7 @@ def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: to
             x_next = x + (sigma_next - sigma) * 0.5 * (d + (x_next - denoise(x_next, sigma_next)) / sigma_next)
             for _ in range(cfg.corrections):
                 eps = (x_next - denoise(x_next, sigma_next)) / sigma_next
-                delta = cfg.tau / eps.square().mean(dim=dims, keepdim=True).clamp_min(1e-12)
-                x_next = x_next - sigma_next * (delta * eps) + sigma_next * (2 * delta) ** 0.5 * randn()
+                x_next = x_next - sigma_next * cfg.tau * eps + sigma_next * (2 * cfg.tau) ** 0.5 * randn()
         x = x_next
     return x
 

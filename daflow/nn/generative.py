@@ -2,7 +2,7 @@
 
 Sampling the target frame given the K history frames, without observations, is a forecast step;
 repeating it with the new frame appended to the history is an autoregressive forecast. Sampling
-it with the likelihood of the observations at its time (SDA or DPS guidance, see
+it with the likelihood of the observations at its time (MMPS, SDA or DPS guidance, see
 :mod:`daflow.nn.diffusion`) is a one-stage analysis: the posterior p(x_t | x_{t-K..t-1}, y_t).
 Every member is an independent sample (its own noise, its own history when the history is an
 ensemble), so M members are an ensemble from one batched sampling.
@@ -18,18 +18,22 @@ benchmarks/README.md).
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import ClassVar
+
 import numpy as np
 import torch
 import xarray as xr
 
-from daflow.core.cycle import DIAGNOSTICS, add_observation_diagnostics
 from daflow.core.grid import StateGrid
-from daflow.core.observations import Diagnostics, ObsBatch, observation_batches
+from daflow.core.observations import ObsBatch, observation_batches
 from daflow.errors import DataError, OptionError
 from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
-from daflow.nn.diffusion import Likelihood, sample
+from daflow.nn.diffusion import Denoiser, posterior_sample
 from daflow.nn.normalisation import Normalisation
+from daflow.nn.sequence import shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
 
 
@@ -44,10 +48,20 @@ class GenerativeModel:
                 self.denoiser.net.split(parallel_groups(sequence_parallel)[2])
             except ValueError as err:
                 raise DataError(checkpoint, str(err)) from None
-        self.checkpoint, self.sample_steps, self.churn = checkpoint, sample_steps, churn
+        self.checkpoint: str | None = checkpoint
+        self.sample_steps, self.churn = sample_steps, churn
         self.history_inflation = history_inflation
         self.arch = self.denoiser.arch
         self.norm = Normalisation.from_dict(self.config["normalisation"])
+
+    @classmethod
+    def of(cls, denoiser: Denoiser, norm: Normalisation, sample_steps: int = 24, churn: float = 0.0) -> GenerativeModel:
+        """A model from a denoiser in memory (no checkpoint, no training data to check against)."""
+        model = cls.__new__(cls)
+        model.denoiser, model.config, model.checkpoint = denoiser, {}, None
+        model.sample_steps, model.churn, model.history_inflation = sample_steps, churn, 0.0
+        model.arch, model.norm = denoiser.arch, norm
+        return model
 
     def read(self, ds: xr.Dataset, path=None) -> Series:
         """A state dataset's series (``path`` names it in errors), checked against the training data and long enough for the history."""
@@ -65,28 +79,50 @@ class GenerativeModel:
             raise DataError(None, f"history has {frames.shape[0]} members; give --members {frames.shape[0]} or a single state")
         return frames.expand(members, *frames.shape[1:]).clone()
 
-    def next_frames(self, history: torch.Tensor, generator: torch.Generator, obs: ObsBatch | None = None,
-                    guidance: str = "sda", gamma: float = 1e-2, zeta: float = 1.0) -> torch.Tensor:
-        """(members, T, C, ny, nx) physical samples of the target frames given a physical history (members, K, C, ny, nx).
+    def next_frames(self, history: torch.Tensor, generator: torch.Generator,
+                    obs: list[tuple[int, ObsBatch]] | None = None, **settings) -> torch.Tensor:
+        """(members, T, C, ny, nx) physical samples of the T target frames given a physical history (members, K, C, ny, nx).
 
-        The sampler works on the network's target r (the state or the increment, see
-        :mod:`daflow.nn.normalisation`); r is mapped to physical frames for the observation operator
-        and for the output, x = mu + s r or x = x_{t-1} + s_inc r.
+        ``obs``: (frame, batch) pairs, the observations of ``batch`` being of target frame ``frame``
+        (0 .. T-1), all assimilated jointly, so that observations of a later frame correct the earlier
+        ones through the learned dynamics (a 4D window). ``settings``: those of
+        :func:`daflow.nn.diffusion.posterior_sample` (MMPS guidance by default). The sampler works on
+        the network's target r (the state or the increment, see :mod:`daflow.nn.normalisation`); r is
+        mapped to physical frames for the observation operator and for the output, x = mu + s r or
+        x = x_{t-1} + s_inc sum r.
         """
         if self.history_inflation > 0:  # (members, 1, C, ny, nx) normalised -> physical, the same for the K frames
             history = history + self.norm.std.reshape(-1, 1, 1) * history_perturbation(
                 history.shape[0], history.shape[2:], self.arch.patch, self.history_inflation, generator)
-        noise = torch.randn((history.shape[0], self.arch.target, *history.shape[2:]), generator=generator)
-        likelihood = None
-        if obs is not None:
-            def observe(physical: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) -> (B, n_obs), first target frame
-                return obs.apply(physical[:, 0].reshape(physical.shape[0], -1))
-            scale = self.norm.target_scale[obs.index // (history.shape[-2] * history.shape[-1])]  # (n_obs,) s or s_inc of each observed level
-            likelihood = Likelihood(observe, obs.value.float(), obs.error_std.float(), guidance, gamma, zeta, scale)
         last = history[:, -1:]  # (members, 1, C, ny, nx)
-        out = sample(self.denoiser, self.norm.normalise(history), noise, self.sample_steps, self.churn,
-                     likelihood, lambda r: self.norm.to_physical(r, last), generator)
-        return self.norm.to_physical(out, last)
+        context = self.norm.normalise(history)
+        shape = (self.arch.target, *history.shape[2:])
+        settings = {"steps": self.sample_steps, "churn": self.churn, **settings}
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return self.denoiser(context, x, sigma)
+
+        observe: Callable[[torch.Tensor], torch.Tensor] | None = None
+        value = error = None
+        if obs:
+            bad = [f for f, _ in obs if not 0 <= f < self.arch.target]
+            if bad:
+                raise DataError(None, f"observations at window frame {bad[0]}; the model's window has "
+                                f"{self.arch.target} target frame(s)")
+            cells = history.shape[-2] * history.shape[-1]
+
+            def observe_window(r: torch.Tensor) -> torch.Tensor:  # (B, T, C, ny, nx) target -> (B, n_obs)
+                physical = self.norm.to_physical(r, last)
+                return torch.cat([b.apply(physical[:, f].reshape(physical.shape[0], -1)) for f, b in obs], dim=1)
+            observe = observe_window
+            value = torch.cat([b.value for _, b in obs]).float()
+            error = torch.cat([b.error_std for _, b in obs]).float()
+            scale = torch.cat([self.norm.target_scale[b.index // cells] for _, b in obs])  # s or s_inc of each observed level
+            settings.setdefault("scale", scale)
+        with torch.no_grad():
+            out = posterior_sample(denoise, shape, observe, value, error, members=history.shape[0],
+                                   generator=generator, **settings)
+        return self.norm.to_physical(out.to(history.dtype), last)
 
     def dataset(self, series: Series, frames: np.ndarray, seconds: np.ndarray) -> xr.Dataset:
         """State dataset of (member, time, C, ny, nx) physical frames in the layout of ``series``."""
@@ -104,7 +140,7 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
     """Autoregressive generative ensemble forecast: the init dataset's last frame, then ``steps`` sampled frames."""
     model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
     series = model.read(init, source)
-    generator = _generator(seed)
+    generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
     history = model.history(series, members)
     frames = [history[:, -1:]]
     with torch.no_grad():
@@ -117,20 +153,96 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
     return model.dataset(series, torch.cat(frames, dim=1)[:, :steps + 1].numpy(), seconds)
 
 
-def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
-               init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "sda", gamma: float = 1e-2,
-               zeta: float = 1.0, sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1,
-               names: dict | None = None) -> xr.Dataset:
-    """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``).
+class GenerativeDynamics:
+    """The trained model as a :class:`daflow.core.protocols.Dynamics` that carries its history frames.
 
-    ``background``: one analysis at its last time, given its K previous frames. ``init``: cycle from
-    its last K frames through every observation time after them; between observation times the
-    model samples unguided frames (a forecast), and every history is the method's own previous
-    analyses and forecasts, never a given field. At each analysis time the background is an
-    unguided sample from the same history (what O-B and the background H(x) are computed from).
+    ``step(x, dt)`` samples the frame after ``x`` given the K frames ending at ``x`` (the K - 1
+    carried before it, then ``x``), and carries the new history. ``history`` is the K frames the
+    latest frame was sampled from: the conditioning of the analysis at that time.
+    """
+
+    name = "storm"
+    time_units = "s"
+
+    def __init__(self, model: GenerativeModel, series: Series, members: int, generator: torch.Generator):
+        self.model, self.series, self.generator = model, series, generator
+        self.variable = series.variable
+        self.dims = ("level", *series.dims[-2:])
+        self.state_shape = tuple(series.frames.shape[2:])
+        frames = model.history(series, members)                                  # the last K frames
+        self.past = frames[:, :-1]                                               # (members, K - 1, C, ny, nx)
+        self.history: torch.Tensor | None = None
+        self.x = frames[:, -1]
+
+    def coords(self) -> dict[str, np.ndarray]:
+        return {"level": self.series.coords.get("level", np.zeros(1)), **self.series.coords}
+
+    def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
+        history = torch.cat([self.past, x[:, None]], dim=1)
+        with torch.no_grad():
+            new = self.model.next_frames(history, self.generator)[:, 0]
+        self.history, self.past = history, history[:, 1:]
+        return new
+
+    def dataset(self, frames: torch.Tensor, times: np.ndarray, title: str) -> xr.Dataset:
+        """The analysis dataset of (time, members, C, ny, nx) frames in the layout of the input series."""
+        ds = self.model.dataset(self.series, frames.transpose(0, 1).numpy(), np.array([_seconds(t) for t in times]))
+        ds.attrs["title"] = title
+        return ds
+
+
+class GenerativeAnalysis:
+    """storm's analysis as a :class:`daflow.core.protocols.Analysis`: the posterior sample of the frame
+    at the observation time given the history the background was sampled from (MMPS, SDA or DPS guidance;
+    ``settings``: those of :func:`daflow.nn.diffusion.posterior_sample`)."""
+
+    name: ClassVar[str] = "storm"
+    min_members: ClassVar[int] = 1
+    differentiates: ClassVar[bool] = True  # DPS guidance differentiates through the denoiser: no inference mode around the cycle
+
+    def __init__(self, dynamics: GenerativeDynamics, guidance: str = "mmps", gamma: float = 1e-2, zeta: float = 1.0,
+                 **settings):
+        self.dynamics, self.guidance, self.gamma, self.zeta = dynamics, guidance, gamma, zeta
+        self.settings = {"guidance": guidance, "gamma": gamma, "zeta": zeta, **settings}
+
+    def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
+        dyn = self.dynamics
+        if dyn.history is None:
+            raise DataError(None, f"observation time {obs.time} is the initial time; storm analyses the frames after it")
+        with torch.no_grad():
+            analysis = dyn.model.next_frames(dyn.history, dyn.generator, [(0, obs)], **self.settings)[:, 0]
+        return analysis.reshape(background.shape)
+
+    def attrs(self) -> dict:
+        model = self.dynamics.model
+        attrs = {"daflow_method": "storm", "guidance": self.guidance, "sample_steps": model.sample_steps,
+                 "history_inflation": model.history_inflation, **{k: v for k, v in self.settings.items() if k not in ("gamma", "zeta", "guidance")}}
+        if self.guidance in ("sda", "dps"):
+            attrs["guidance_gamma" if self.guidance == "sda" else "guidance_zeta"] = self.gamma if self.guidance == "sda" else self.zeta
+        return attrs
+
+
+def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
+               init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "mmps", gamma: float = 1e-2,
+               zeta: float = 1.0, sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1,
+               names: dict | None = None, churn: float = 0.0, cg_iterations: int = 8) -> xr.Dataset:
+    """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``),
+    through the one cycle of :mod:`daflow.core.cycle`.
+
+    ``background``: one analysis at its last time, given its K previous frames (its last frame
+    unused: one cycle from the frames before it). ``init``: cycle from its last K frames through every observation time
+    after them; between observation times the model samples unguided frames (a forecast), and
+    every history is the method's own previous analyses and forecasts, never a given field. At each
+    analysis time the background is the unguided sample from the history the analysis is
+    conditioned on (what O-B and the background H(x) are computed from).
+    ``guidance``, ``gamma``, ``zeta``, ``churn``, ``cg_iterations``: the sampler's
+    (:class:`daflow.nn.diffusion.SamplerSettings`; MMPS by default).
     ``sequence_parallel`` = P > 1 (under torchrun): each window's tokens split across P processes,
     which all draw the same noises and hold the same (replicated) ensemble.
     """
+    from daflow.core.cycle import cycle
+    from daflow.core.state import State
+
     names = names or {}
     if (init is None) == (background is None):
         raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
@@ -143,48 +255,28 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
     located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
     batches = observation_batches(located, grid, obs_path, torch.float32)
-    generator = _generator(seed)
     dt = model.config["data"]["time_step"]
-    if background is not None:
+    if background is not None:  # one cycle from the frames before the last, to the observations at the last time
         if series.frames.shape[1] < model.arch.history + 1:
             raise DataError(background_name, f"needs {model.arch.history} history frames before the analysis time")
         batch = {_seconds(b.time): b for b in batches}.get(series.seconds[-1])
         if batch is None:
             raise DataError(obs_path, f"no good observation at the analysis time {series.seconds[-1]} (the background's last time)")
-        history, batches, gaps = model.history(series, members, end=-1), [batch], [1]
-    else:
-        history = model.history(series, members)
-        times = [series.seconds[-1]] + [_seconds(b.time) for b in batches]
-        gaps = [round((b - a) / dt) for a, b in zip(times, times[1:])]
-        bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
-        if bad:
-            raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
-                            f"after the previous analysis time (the first after {init_name}'s last time {times[0]})")
-    analyses, hx_background, hx_analysis = [], [], []
-    with torch.no_grad():
-        for batch, gap in zip(batches, gaps):
-            for _ in range(gap - 1):  # forecast to the step before the observation time
-                history = torch.cat([history, model.next_frames(history, generator)], dim=1)[:, 1:]
-            first = model.next_frames(history, generator)[:, 0]
-            analysis = model.next_frames(history, generator, batch, guidance, gamma, zeta)
-            hx_background.append(batch.apply(first.reshape(members, -1)))
-            hx_analysis.append(batch.apply(analysis[:, 0].reshape(members, -1)))
-            analyses.append(analysis[:, 0])
-            history = torch.cat([history, analysis[:, :1]], dim=1)[:, 1:]
-    diag = Diagnostics.of(torch.cat(hx_background, 1), torch.cat(hx_analysis, 1))
-    rows = np.concatenate([b.rows for b in batches])
-    used = obs.isel(obs=rows) if background is not None else obs
-    diagnostics = {}
-    for name in DIAGNOSTICS:
-        full = torch.full((used.sizes["obs"],), float("nan"))
-        full[torch.from_numpy(rows) if background is None else slice(None)] = getattr(diag, name)
-        diagnostics[name] = full
-    ds = model.dataset(series, torch.stack(analyses, 1).numpy(), np.array([_seconds(b.time) for b in batches]))
-    add_observation_diagnostics(ds, used, diagnostics)
-    ds.attrs.update({"title": "storm analysis", "daflow_method": "storm", "guidance": guidance,
-                     "guidance_gamma" if guidance == "sda" else "guidance_zeta": gamma if guidance == "sda" else zeta,
-                     "sample_steps": sample_steps, "history_inflation": history_inflation})
-    return ds
+        obs = obs.isel(obs=batch.rows)
+        batches = observation_batches(located.isel(obs=batch.rows), grid, obs_path, torch.float32)
+        series = dataclasses.replace(series, frames=series.frames[:, :-1], seconds=series.seconds[:-1])
+    times = [series.seconds[-1]] + [_seconds(b.time) for b in batches]
+    gaps = [round((b - a) / dt) for a, b in zip(times, times[1:])]
+    bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
+    if bad:
+        raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
+                        f"after the previous analysis time (the first after {init_name}'s last time {times[0]})")
+    dynamics = GenerativeDynamics(model, series, members, _generator(shared_seed(seed, model.denoiser.net.sequence)))
+    last = series.seconds[-1]
+    clock = np.datetime64(int(round(last * 1e9)), "ns") if series.calendar else float(last)
+    state = State(dynamics, dt, dynamics.x, clock, True)  # type: ignore[arg-type]
+    analysis = GenerativeAnalysis(dynamics, guidance, gamma, zeta, churn=churn, cg_iterations=cg_iterations)
+    return cycle(state, obs, analysis, batches, names=(init_name or background_name, obs_path))
 
 
 def _seconds(time) -> float:

@@ -130,6 +130,19 @@ def take_slice(x: torch.Tensor, lo: int, hi: int, dim: int, sequence: SequenceGr
     return _TakeSlice.apply(x, lo, hi, dim, sequence.group)
 
 
+def shared_seed(seed: int | None, sequence: SequenceGroup | None) -> int | None:
+    """``seed``; without one, under a sequence group, one random seed common to the group's ranks.
+
+    The ranks of a group hold the same state and must draw the same noises: each draws a
+    candidate, and all take the largest (one all-reduce).
+    """
+    if seed is not None or sequence is None or sequence.size == 1:
+        return seed
+    candidate = torch.randint(0, 2**62, (1,))
+    dist.all_reduce(candidate, op=dist.ReduceOp.MAX, group=sequence.group)
+    return int(candidate)
+
+
 def writes_output() -> bool:
     """Whether this process writes the output files: the only process, or rank 0 under torchrun."""
     return int(os.environ.get("RANK", "0")) == 0

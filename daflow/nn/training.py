@@ -10,6 +10,9 @@ batch the noise levels and noises, from one torch generator seeded by ``seed``; 
 state, the optimizer moments and the weights are checkpointed after every epoch, so that
 ``--resume`` continues bit for bit (on CPU) as if never stopped.
 
+On a global latitude-longitude grid (:func:`sphere`) the architecture wraps in longitude
+(:mod:`daflow.nn.transformer`) and the loss is weighted by cos(latitude).
+
 Hybrid parallel: under ``torchrun --nproc_per_node R`` with ``sequence_parallel`` = P, the R
 processes form R / P data-parallel groups of P consecutive ranks (:mod:`daflow.nn.sequence`).
 Every process draws the same batch and noises; data-parallel group g takes its share g of the
@@ -28,6 +31,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -84,7 +88,7 @@ def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: in
 
 def window_starts(members: int, first: int, last: int, length: int) -> torch.Tensor:
     """(n, 2) (member, time) starts of windows of ``length`` frames inside frames first..last-1."""
-    t = torch.arange(first, last - length + 1)
+    t = torch.arange(first, max(first, last - length + 1))  # none when the period is shorter than a window
     return torch.cartesian_prod(torch.arange(members), t) if len(t) else torch.empty(0, 2, dtype=torch.long)
 
 
@@ -123,12 +127,13 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         options = TrainingOptions(**config["training"]["options"])
         if seed is not None and seed != options.seed:
             raise DataError(model_dir, f"trained with --seed {options.seed}, not {seed}")
-        arch = Architecture(**config["architecture"])
+        arch = ckpt.checked_architecture(config["architecture"], Path(model_dir) / ckpt.CONFIG)
     else:
         arch_options, predict, options = read_config_file(config_file)
         options = options if seed is None else replace(options, seed=seed)
         levels, ny, nx = series.frames.shape[2:]
-        arch = Architecture(levels=levels, ny=ny, nx=nx, history=history, **arch_options)
+        arch = ckpt.checked_architecture(dict(levels=levels, ny=ny, nx=nx, history=history, wrap=sphere(series) is not None,
+                                              **arch_options), config_file)
     members, times = series.frames.shape[:2]
     split = times - max(1, round(options.validation_fraction * times)) if options.validation_fraction > 0 else times
     length = arch.history + arch.target
@@ -159,6 +164,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         optimizer.load_state_dict(optimizer_state_dict(optimizer, state))
         done, losses = config["training"]["epoch"], config["training"]["losses"]
 
+    area = sphere(series) if arch.wrap else None
+    area = 1.0 if area is None else area
     batch = options.batch_size
     steps = math.ceil(len(train_starts) / batch)
     for epoch in range(done, epochs):
@@ -175,7 +182,7 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             targ = norm.targets(hist, future)
             hist = hist + perturbation[mine]
             loss = score_matching_loss(denoiser=denoiser, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
-                                       noise=noise[mine]) * (world * hist.shape[0] / len(chosen))
+                                       noise=noise[mine], area=area) * (world * hist.shape[0] / len(chosen))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
@@ -188,7 +195,7 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             dist.all_reduce(total_tensor)
             total = float(total_tensor)
         losses.append({"epoch": epoch + 1, "train": total / len(train_starts),
-                       "validation": validation_loss(denoiser, frames, valid_starts, arch, norm, options.seed)})
+                       "validation": validation_loss(denoiser, frames, valid_starts, arch, norm, options.seed, area)})
         config = {
             "architecture": arch.to_dict(), "data": describe(series),
             "normalisation": norm.to_dict(),
@@ -217,6 +224,24 @@ def average_gradients(module: torch.nn.Module) -> None:
         p.grad.copy_(g.view_as(p))
 
 
+def sphere(series: Series) -> torch.Tensor | None:
+    """(ny, 1) area weights cos(lat) / mean cos(lat) of a global latitude-longitude series, None for any other grid.
+
+    Global: dims (lat, lon) with equally spaced longitudes that go once round, n |dlon| = 360 deg.
+    The score-matching loss is then weighted by the cells' areas (cos(lat), as in WeatherBench's
+    latitude-weighted RMSE, Rasp et al. 2020), so that the many small polar cells do not dominate;
+    regional and model grids keep the unweighted loss.
+    """
+    if tuple(series.dims[-2:]) != ("lat", "lon") or not {"lat", "lon"} <= set(series.coords):
+        return None
+    lon = np.asarray(series.coords["lon"], dtype=np.float64)
+    step = np.diff(lon)
+    if lon.size < 2 or not np.allclose(step, step[0], rtol=0, atol=1e-6 * 360) or abs(lon.size * abs(step[0]) - 360) > 1e-6 * 360:
+        return None
+    weights = np.clip(np.cos(np.radians(np.asarray(series.coords["lat"], dtype=np.float64))), 0, None)
+    return torch.from_numpy(weights / weights.mean()).float()[:, None]
+
+
 def history_perturbation(batch: int, shape: torch.Size, spacing: int, std: float,
                          generator: torch.Generator) -> torch.Tensor:
     """(B, 1, C, ny, nx) smooth perturbations of the history frames, RMS ``std`` (normalised units); 0 when std = 0.
@@ -241,7 +266,7 @@ def history_perturbation(batch: int, shape: torch.Size, spacing: int, std: float
 
 @torch.no_grad()
 def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tensor, arch: Architecture,
-                    norm: Normalisation, seed: int) -> float | None:
+                    norm: Normalisation, seed: int, area: torch.Tensor | float = 1.0) -> float | None:
     """Score-matching loss on the validation windows with fixed noises (comparable across epochs)."""
     if len(starts) == 0:
         return None
@@ -252,7 +277,7 @@ def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tens
         hist, future = windows(frames, chosen, arch.history, arch.target)
         targ = norm.targets(hist, future)
         total += float(score_matching_loss(denoiser, hist, targ, torch.randn(len(chosen), generator=generator),
-                                           torch.randn(targ.shape, generator=generator))) * len(chosen)
+                                           torch.randn(targ.shape, generator=generator), area)) * len(chosen)
     return total / len(starts)
 
 

@@ -9,6 +9,12 @@ with softmax attention in local tiles) and an MLP, each modulated by adaptive la
 noise level (adaLN-Zero, Peebles & Xie 2023, "Scalable diffusion models with transformers"),
 and the target tokens are mapped back to frames.
 
+On a global latitude-longitude grid (``Architecture.wrap``) longitude is a circle: the patches
+that pass the last column take the first columns (circular padding, not replicated edge values)
+and the column code is periodic, sin/cos(2 pi k j / gx) for harmonics k = 1, 2, ... of the gx
+patch columns, so the tokens either side of the date line are as near in code as any neighbours
+(no seam; exact when the patch side divides the number of longitudes).
+
 Sequence-parallel (:meth:`SpatioTemporalTransformer.split`, :mod:`daflow.nn.sequence`): each
 rank of a sequence group embeds, encodes and transforms only its contiguous slice of the window's
 tokens (whole softmax tiles); the attention sums its summaries over the group, and the target
@@ -43,6 +49,7 @@ class Architecture:
     depth: int = 3         # transformer blocks
     heads: int = 4
     tile: int = 0          # tokens per local softmax tile (0: global linear attention only)
+    wrap: bool = False     # x is a circle (a global longitude): patches and position codes wrap round it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,19 +62,28 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def periodic(positions: torch.Tensor, period: int, dim: int) -> torch.Tensor:
+    """Encoding of positions on a circle of ``period``: sin, cos(2 pi k j / period), k = 1..dim/2: (N,) -> (N, dim)."""
+    angles = 2 * math.pi * positions.float()[:, None] * torch.arange(1, dim // 2 + 1, dtype=torch.float32)[None, :] / period
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class PatchEmbedding(nn.Module):
     """(B, F, C, ny, nx) frames -> (B, F * gy * gx, width) tokens; pads the grid to multiples of p."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
-        self.p = arch.patch
+        self.p, self.wrap = arch.patch, arch.wrap
         self.proj = nn.Linear(arch.levels * arch.patch**2, arch.width)
 
     def patches(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, F, C, ny, nx) -> (B, F * gy * gx, C * p * p) patch values in token order."""
         b, f, c, ny, nx = frames.shape
         p = self.p
-        x = F.pad(frames.reshape(b * f, c, ny, nx), (0, -nx % p, 0, -ny % p), mode="replicate")
+        x = frames.reshape(b * f, c, ny, nx)
+        if self.wrap:  # longitude is a circle: the last patch column continues with the first longitudes
+            x = F.pad(x, (0, -nx % p, 0, 0), mode="circular")
+        x = F.pad(x, (0, -x.shape[-1] % p, 0, -ny % p), mode="replicate")
         gy, gx = x.shape[-2] // p, x.shape[-1] // p
         x = x.reshape(b, f, c, gy, p, gx, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, F, gy, gx, C, p, p)
         return x.reshape(b, f * gy * gx, c * p * p)
@@ -111,7 +127,8 @@ class SpaceTimeEncoding(nn.Module):
         gy, gx, frames = -(-arch.ny // arch.patch), -(-arch.nx // arch.patch), arch.history + arch.target
         t, y, x = torch.meshgrid(torch.arange(frames), torch.arange(gy), torch.arange(gx), indexing="ij")
         third = 2 * (arch.width // 6)
-        code = torch.cat([sinusoid(t.flatten(), third), sinusoid(y.flatten(), third), sinusoid(x.flatten(), third)], -1)
+        columns = periodic(x.flatten(), gx, third) if arch.wrap else sinusoid(x.flatten(), third)
+        code = torch.cat([sinusoid(t.flatten(), third), sinusoid(y.flatten(), third), columns], -1)
         self.register_buffer("code", F.pad(code, (0, arch.width - 3 * third)), persistent=False)  # (N, width)
         self.role = nn.Parameter(torch.zeros(2, arch.width))
         self.register_buffer("is_target", (t.flatten() >= arch.history).long(), persistent=False)  # (N,)

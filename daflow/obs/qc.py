@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 QC_GOOD, QC_MISSING, QC_DUPLICATE, QC_OUT_OF_WINDOW = 0, 1, 2, 3
+QC_BACKGROUND = 6  # |O-B| too large: the surface analysis and every ensemble method (daflow.da.base)
 QC_MEANINGS = "good missing duplicate outside_time_window implausible blacklisted background_check"
 LOCATION = ("lat", "lon", "y", "x", "i", "level", "pressure")
 

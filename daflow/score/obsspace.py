@@ -1,7 +1,8 @@
 """Verification of a state against observations (no truth): observation-minus-forecast statistics.
 
 For every good report (qc = 0, finite value) whose variable and time the state holds, the forecast
-equivalent H(x) is interpolated horizontally (:mod:`daflow.obs.interpolation`) and, for a state
+equivalent H(x) is interpolated horizontally (:mod:`daflow.obs.interpolation`: bilinear on a
+lat/lon grid, inverse-distance on a point grid; reports outside a regional grid are left out) and, for a state
 with pressure levels (hPa), linearly in log-pressure between the two levels around the report.
 The departure is d = y - H(x); per group (platform, variable and, for upper air, pressure band)
 count N, bias = mean(d), RMSE = sqrt(mean(d^2)) and standard deviation sqrt(RMSE^2 - bias^2),
@@ -16,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from daflow.errors import DataError
-from daflow.obs.interpolation import PointInterpolator
+from daflow.obs.interpolation import interpolator_for
 
 BANDS_HPA = (1100.0, 700.0, 300.0, 100.0, 0.0)
 
@@ -51,8 +52,8 @@ def departures(state: xr.Dataset, obs: xr.Dataset, names: tuple[str, str] = ("fo
         if var not in state.data_vars:
             continue
         field = state[var].mean("member") if "member" in state[var].dims else state[var]
-        lat, lon = _grid_points(field, state_name)
-        h = PointInterpolator(lat, lon)
+        _grid_points(field, state_name)  # a clear error when the field has no geographic grid
+        h = interpolator_for(field)
         sel = good & (variable == var)
         times = obs["time"].values
         frames = field["time"].values if "time" in field.dims else [None]

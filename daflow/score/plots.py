@@ -30,8 +30,15 @@ def plot_scores(scores: xr.Dataset, path: str | os.PathLike) -> None:
         if s.attrs.get("burn_in"):
             ax.axvline(time[int(s.attrs["burn_in"])], color="grey", lw=0.8)
         ax.set_title(f"{name}: error over time")
-        units = s["rmse"].attrs.get("units", "1")
+        units = str(s["units"].values) if "units" in s.coords else s["rmse"].attrs.get("units", "1")
         ax.set_ylabel("" if units == "1" else units)
+        ax.set_xlabel("time")
+        if np.asarray(time).dtype.kind == "M":
+            import matplotlib.dates as mdates
+
+            locator = mdates.AutoDateLocator(maxticks=6)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.legend(fontsize=8)
         col = 1
         if "rank_histogram" in s:

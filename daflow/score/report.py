@@ -27,9 +27,12 @@ def print_table(figures: dict) -> None:
     keys = [k for k in ("rmse", "bias", "spread", "spread_skill", "crps", "crps_fair", "acc",
                         "rmse_observed", "rmse_unobserved")
             if any(v.get(k) is not None for v in figures["variables"].values())]
-    table.add_column("variable")
+    table.add_column("variable", overflow="fold")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", overflow="fold")  # wrapped, never cut to "0.21..."
     for name, values in figures["variables"].items():
         table.add_row(name, *("-" if values.get(k) is None else f"{values[k]:.4g}" for k in keys))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: as wide as the table needs
+        console = Console(width=1000)
+    console.print(table)

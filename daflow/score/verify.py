@@ -8,7 +8,10 @@ geographic grids, uniform otherwise), ensemble mean m, members x_1..x_M and trut
 with the climatology the truth's time mean after burn-in. Time-averaged figures are the means of
 these over the times after ``burn_in`` (as DAPPER averages its instantaneous RMSE), and
 spread/skill = mean spread / mean RMSE. With a fixed-pattern observation file the RMSE is also
-split into observed and unobserved grid points. NaNs (masked points) are left out of each sum.
+split into observed and unobserved grid points. A NaN or Inf in the truth or in any member is a
+:class:`DataError` naming the variable and the first time, unless ``mask_nonfinite``: then the points
+where the truth or any member is not finite are left out of every metric alike (weights, CRPS,
+ranks, climatology; spectra of such times are skipped), and their number is reported.
 The files are read in blocks of time, scored as dask tasks (in parallel on the local cores, or on
 a dask.distributed cluster when one is active), so that memory stays bounded.
 """
@@ -38,6 +41,7 @@ def verify(
     burn_in: int = 0,
     variables: Sequence[str] = (),
     names: tuple[str, str, str] = ("truth", "forecast", "obs"),
+    mask_nonfinite: bool = False,
 ) -> xr.Dataset:
     """Return the ``scores`` dataset (per time, time-averaged, rank histograms, spectra)."""
     truth_name, forecast_name, obs_name = names
@@ -50,9 +54,14 @@ def verify(
     times = _common_times(truth, forecast, names)
     if burn_in >= len(times):
         raise DataError(forecast_name, f"--burn-in {burn_in} leaves none of the {len(times)} common times")
-    parts = [_verify_variable(truth, forecast, obs, v, times, burn_in, names) for v in chosen]
+    parts = [_verify_variable(truth, forecast, obs, v, times, burn_in, names, mask_nonfinite) for v in chosen]
     scores = xr.concat(parts, dim="variable", coords="minimal", compat="override", join="outer")
     scores = scores.assign_coords(variable=("variable", np.array(chosen, dtype=object)))
+    units = [str(p["rmse"].attrs.get("units", "1")) for p in parts]  # the units of each variable's RMSE, bias, spread
+    scores = scores.assign_coords(units=("variable", np.array(units, dtype=object), {"long_name": "units of the variable's scores"}))
+    if len(set(units)) > 1:  # one attribute cannot hold them: the per-variable coordinate does
+        for name in scores.data_vars:
+            scores[name].attrs.pop("units", None)
     for metric in PER_TIME:
         if metric in scores:
             after = scores[metric].isel(time=slice(burn_in, None))
@@ -64,6 +73,8 @@ def verify(
     scores.attrs = {"title": f"verification of {forecast_name} against {truth_name}", "truth": truth_name,
                     "forecast": forecast_name, "burn_in": burn_in,
                     "members": int(forecast.sizes.get("member", 1))}
+    if mask_nonfinite:
+        scores.attrs["nonfinite_masked"] = int(sum(p.attrs["nonfinite_masked"] for p in parts))
     if obs is not None:
         scores.attrs["observations"] = obs_name
     return scores
@@ -81,6 +92,8 @@ def summary(scores: xr.Dataset) -> dict:
         per_variable[str(name)] = figures
     out = {"n_times": int(scores.sizes["time"]), "burn_in": int(scores.attrs["burn_in"]),
            "members": int(scores.attrs["members"])}
+    if "nonfinite_masked" in scores.attrs:
+        out["nonfinite_masked"] = int(scores.attrs["nonfinite_masked"])
     if len(per_variable) == 1:
         out.update(next(iter(per_variable.values())))
     out["variables"] = per_variable
@@ -112,7 +125,7 @@ def _select_times(da: xr.DataArray, times: np.ndarray) -> xr.DataArray:
     return da.isel(time=index)
 
 
-def _verify_variable(truth, forecast, obs, name, times, burn_in, names) -> xr.Dataset:
+def _verify_variable(truth, forecast, obs, name, times, burn_in, names, mask_nonfinite=False) -> xr.Dataset:
     truth_name, forecast_name, obs_name = names
     for ds, label in ((truth, truth_name), (forecast, forecast_name)):
         if name not in ds.data_vars:
@@ -133,14 +146,27 @@ def _verify_variable(truth, forecast, obs, name, times, burn_in, names) -> xr.Da
     y = _select_times(y, times).transpose("time", *space).chunk({"time": block})
     f = _select_times(f, times).transpose("member", "time", *space).chunk({"time": block})
     weights = _area_weights(y, space)
-    clim = y.isel(time=slice(burn_in, None)).mean("time").values.astype(np.float64)
+    after = y.isel(time=slice(burn_in, None))
+    clim = after.where(np.isfinite(after)).mean("time").values.astype(np.float64)
     mask = _observed_mask(obs, name, y, space, obs_name) if obs is not None else None
     coords = {d: y[d].values for d in space if d in y.coords}
     starts = range(0, nt, block)
     tasks = [dask.delayed(_block_scores)(y.data[s:s + block], f.data[:, s:s + block], weights, clim, mask,
-                                         np.arange(s, min(nt, s + block)) >= burn_in, tuple(space), coords, s)
+                                         np.arange(s, min(nt, s + block)) >= burn_in, tuple(space), coords, s,
+                                         mask_nonfinite)
              for s in starts]
     blocks = dask.compute(*tasks)  # on the active dask scheduler: local threads, or a cluster
+    masked = 0
+    for label, key in ((forecast_name, "nonfinite_forecast"), (truth_name, "nonfinite_truth")):
+        counts = np.concatenate([b[key] for b in blocks])
+        masked += int(counts.sum())
+        if counts.any() and not mask_nonfinite:
+            first = int(np.flatnonzero(counts)[0])
+            raise DataError(label, f"{name} has {int(counts.sum())} NaN/Inf values, the first at time {_show_time(times[first])}; "
+                                   "--mask-nonfinite leaves such points out of every metric")
+    if masked:
+        warnings.warn(f"{forecast_name}: left {masked} grid values of {name} where the truth or a member is NaN/Inf "
+                      "out of every metric", DaflowWarning, stacklevel=2)
     out = {m: np.concatenate([b[m] for b in blocks]) for m in PER_TIME}
     ranks = sum(b["ranks"] for b in blocks)
     spectra = {label: [b[label] for b in blocks if b.get(label) is not None] for label in ("truth", "forecast")}
@@ -157,13 +183,30 @@ def _verify_variable(truth, forecast, obs, name, times, burn_in, names) -> xr.Da
         coords["wavenumber"] = ("wavenumber", np.arange(len(spectra["truth"][0][0])))
     if members > 1:
         coords["rank"] = ("rank", np.arange(members + 1))
-    return xr.Dataset(data, coords=coords)
+    return xr.Dataset(data, coords=coords, attrs={"nonfinite_masked": masked})
 
 
-def _block_scores(yb, fb, weights, clim, mask, keep, space, coords, seed) -> dict:
-    """Scores of one block of times: per-time metrics, rank counts and spectra after burn-in."""
+def _show_time(value) -> str:
+    return str(np.datetime_as_string(value, unit="s")) if np.asarray(value).dtype.kind == "M" else f"{float(value):g}"
+
+
+def _block_scores(yb, fb, weights, clim, mask, keep, space, coords, seed, mask_nonfinite=False) -> dict:
+    """Scores of one block of times: per-time metrics, rank counts and spectra after burn-in.
+
+    Non-finite values are counted per time (truth; points where any member is not finite); with
+    ``mask_nonfinite`` those points get weight 0 in every metric, otherwise only the counts are returned.
+    """
     yb, fb = np.asarray(yb, dtype=np.float64), np.asarray(fb, dtype=np.float64)
     members, nt = fb.shape[0], yb.shape[0]
+    bad_truth, bad_forecast = ~np.isfinite(yb), ~np.isfinite(fb).all(axis=0)
+    counts = {"nonfinite_truth": bad_truth.reshape(nt, -1).sum(axis=1),
+              "nonfinite_forecast": (bad_forecast & ~bad_truth).reshape(nt, -1).sum(axis=1)}
+    valid = ~(bad_truth | bad_forecast)
+    if not valid.all():
+        if not mask_nonfinite:
+            return counts
+        yb, fb = np.where(valid, yb, 0.0), np.where(valid, fb, 0.0)
+        weights = weights * valid
     mean = fb.mean(axis=0)
     err = mean - yb
     nan = np.full(nt, np.nan)
@@ -176,6 +219,7 @@ def _block_scores(yb, fb, weights, clim, mask, keep, space, coords, seed) -> dic
         "rmse_observed": np.sqrt(_wmean(err**2, weights * mask)) if mask is not None else nan,
         "rmse_unobserved": np.sqrt(_wmean(err**2, weights * ~mask)) if mask is not None else nan,
         "ranks": np.zeros(members + 1, dtype=np.int64),
+        **counts,
     }
     am, ay = mean - clim, yb - clim
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -183,9 +227,9 @@ def _block_scores(yb, fb, weights, clim, mask, keep, space, coords, seed) -> dic
     if keep.any():
         if members > 1:
             rng = np.random.default_rng([0, seed])  # ties broken reproducibly, whatever the scheduling
-            out["ranks"] = rank_histogram(truth_rank(fb[:, keep], yb[keep], rng), members)
+            out["ranks"] = rank_histogram(truth_rank(fb[:, keep], yb[keep], rng)[valid[keep]], members)
         for label, field in (("truth", yb[keep]), ("forecast", mean[keep])):
-            power = spectrum(field, space, coords)
+            power = spectrum(field, space, coords) if valid[keep].all() else None
             out[label] = None if power is None else (power, int(keep.sum()))
     return out
 
