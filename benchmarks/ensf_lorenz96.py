@@ -63,18 +63,26 @@ def batch(y):
                     index=torch.arange(dim), column=np.arange(dim), operators=[(torch.atan, None)])
 
 
-def cycle(filt, model, truth, obs, ensemble):
+def cycle(filt, model, truth, obs, ensemble, skill=False):
     """RMSE of the analysis mean after the first third, through the one cycle (daflow.core.cycle); inf
-    when a diverged filter's members blew the model up."""
+    when a diverged filter's members blew the model up. With ``skill`` also the spread/skill ratio
+    (time-mean spread, the root of the mean member variance, over that RMSE)."""
     cycles, dim = obs.shape
+    diverged = (float("inf"), float("nan")) if skill else float("inf")
     times = np.repeat(np.arange(1, cycles + 1) * EVERY * DT, dim)
     dataset = observations(obs.reshape(-1).numpy(), R, times, "x", "arctan", i=np.tile(np.arange(dim), cycles))
     try:
         out = run_cycle(State(model, DT, ensemble.clone(), 0.0, True), dataset, filt)
     except DataError:
-        return float("inf")
+        return diverged
     errors = np.sqrt(((out["x"].mean("member").values - truth.numpy()) ** 2).mean(-1))
-    return float(np.mean(errors[cycles // 3:])) if np.isfinite(errors).all() else float("inf")
+    if not np.isfinite(errors).all():
+        return diverged
+    rmse = float(np.mean(errors[cycles // 3:]))
+    if not skill:
+        return rmse
+    spreads = np.sqrt(out["x"].var("member", ddof=1).values.mean(-1))
+    return rmse, float(np.mean(spreads[cycles // 3:])) / rmse
 
 
 def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
@@ -85,12 +93,13 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         t0 = time.perf_counter()
-        ensf = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens)
+        ensf, ensf_skill = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens, skill=True)
         t_ensf = (time.perf_counter() - t0) / cycles
         row = {"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "ensf_rmse": ensf,
-               "ensf_s_per_cycle": t_ensf}
+               "ensf_spread_skill": ensf_skill, "ensf_s_per_cycle": t_ensf}
         if other:
-            row.update(ensf_other=other, ensf_other_rmse=cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens))
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens, skill=True)
+            row.update(ensf_other=other, ensf_other_rmse=rmse, ensf_other_spread_skill=ratio)
         letkf = {}
         for inflation, radius in itertools.product(grid_inflation, grid_radius):
             letkf[(inflation, radius)] = cycle(LETKF(sgrid, inflation=inflation, loc_radius=radius), model, truth, obs, ens)
@@ -125,8 +134,9 @@ def ablation(dim, cycles, seeds):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         for name, options in ABLATION.items():
-            rmse = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens)
-            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse})
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens, skill=True)
+            out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse,
+                        "ensf_spread_skill": ratio})
             print(json.dumps(out[-1]), flush=True)
     return out
 

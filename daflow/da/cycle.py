@@ -100,7 +100,7 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     start = init if init is not None else background
     assert start is not None
     gridded = background is not None and not _has_model(background)
-    state = (gridded_state(background, obs, names.get(source), dtype) if gridded
+    state = (gridded_state(background, obs, names.get(source), dtype) if gridded and background is not None
              else state_from_dataset(start, names.get(source), dtype=dtype))
     grid = StateGrid.from_model(state.model)
     if climatology is not None:
@@ -112,7 +112,7 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     if init is not None:
         return cycle(state, obs, filt, save_background=save_background, names=pair)
     result = analyse_once(state, obs, filt, names=pair)
-    if gridded:  # the variables not analysed, and the coordinates' attributes, as in the background
+    if gridded and background is not None:  # the variables not analysed, and the coordinates' attributes, as in the background
         last = background.sel(time=result["time"].values)
         result = result.assign_coords({d: last[d] for d in grid.dims if d in last.coords})
         for name, var in last.data_vars.items():

@@ -42,7 +42,9 @@ the error^2 by K (1 - K) r_u^2 every cycle (eps_b where nothing is observed): an
 cannot be switched off. eps_b now trades the gain (K tends to Kalman's 1 / (1 + r_u^2)
 as eps_b -> 1) against the members' own structure (a fraction eps_b of each member's anomaly
 variance is redrawn as white noise, then shaped by the observations); the default 0.6 was chosen on
-validation seeds (benchmarks/README.md).
+validation seeds (benchmarks/README.md). Where the observations are sparse that white noise stays at
+the grid scale, which a model with fast small-scale advection may not survive: sparsely observed
+SQG needs eps_b about 0.1.
 
 Adaptive inflation (``adaptive_inflation``, on by default): before the update the background
 anomalies are multiplied by lambda, lambda^2 = (|d|^2 - sum_k r_k^2) / sum_k var(H(x)_k), clipped to
