@@ -71,7 +71,8 @@ from daflow_cli.common import common_options, output_path
 @click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),
               help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the analysis arithmetic.")
 @click.option("--seed", type=int, help="Seed of the random draws (enkf perturbations, etkf rotations).")
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output analysis file.")
 @common_options

@@ -25,7 +25,9 @@ def _lags(ctx, param, value):
 @click.option("--target", required=True, help="Target series.")
 @click.option("--drivers", help="Driver series, comma-separated [default: all series, the target included].")
 @click.option("--lags", default="1-12", callback=_lags, show_default=True, help="Lags N or FIRST-LAST (time steps).")
-@click.option("--estimator", type=click.Choice(["ksg", "gaussian", "binned"]), default="ksg", show_default=True)
+@click.option("--estimator", type=click.Choice(["ksg", "gaussian", "binned"]), default="ksg", show_default=True,
+              help="Conditional mutual information: k-nearest neighbours (Kraskov-Stoegbauer-Grassberger), "
+                   "Gaussian (linear, partial correlation) or binned histograms.")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours of the k-NN estimator.")
 @click.option("--surrogates", type=click.IntRange(min=1), default=200, show_default=True, help="Surrogates per test.")
 @click.option("--pc-alpha", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Threshold of the parent selection.")

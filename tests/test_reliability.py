@@ -452,3 +452,23 @@ def test_zero_surrogates_is_a_usage_error(daflow, l96, tmp_path):
     result = daflow("causal", l96 / "truth.nc", "--target", "x", "--surrogates", 0, "-o", tmp_path / "c.nc")
     assert result.exit_code == 2
     assert not (tmp_path / "c.nc").exists()
+
+
+def test_a_diverged_filter_is_reported():
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from daflow.core.cycle import warn_if_diverged
+    from daflow.core.observations import ObsBatch
+    from daflow.errors import DaflowWarning
+
+    n, cycles = 40, 10
+    rng = np.random.default_rng(0)
+    obs = xr.Dataset({"value": ("obs", rng.normal(size=n * cycles)), "error_std": ("obs", np.ones(n * cycles))})
+    batches = [ObsBatch(float(k), np.arange(k * n, (k + 1) * n), None, None, None, None, []) for k in range(cycles)]
+    calibrated = {"background_mean": torch.zeros(n * cycles), "background_spread": torch.zeros(n * cycles)}
+    assert warn_if_diverged(obs, batches, calibrated) == pytest.approx(1.0, abs=0.15)
+    diverged = {"background_mean": torch.full((n * cycles,), 4.5), "background_spread": torch.full((n * cycles,), 0.18)}
+    with pytest.warns(DaflowWarning, match="obs.nc: O-B is 4.6 times its expected size"):
+        warn_if_diverged(obs, batches, diverged, "obs.nc")
