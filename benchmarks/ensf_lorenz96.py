@@ -85,6 +85,12 @@ def cycle(filt, model, truth, obs, ensemble, skill=False):
     return rmse, float(np.mean(spreads[cycles // 3:])) / rmse
 
 
+# The paper's experiment has no background check: a shock moves the truth far from the ensemble and the
+# filter must follow it from the observations. daflow's default check (qc_k 5) rejects those observations
+# (482 on seed 1 at dim 1000: EnSF 0.307 instead of 0.211), so every filter here runs without it.
+NO_QC = {"qc_k": 0.0}
+
+
 def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
     """EnSF with its defaults and with the options ``other`` (one setting for every seed) vs the LETKF tuned
     per seed (no LETKF when the grid is empty)."""
@@ -93,16 +99,16 @@ def compare(dim, cycles, shocks, seeds, grid_inflation, grid_radius, other):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         t0 = time.perf_counter()
-        ensf, ensf_skill = cycle(EnSF(sgrid, seed=seed), model, truth, obs, ens, skill=True)
+        ensf, ensf_skill = cycle(EnSF(sgrid, seed=seed, **NO_QC), model, truth, obs, ens, skill=True)
         t_ensf = (time.perf_counter() - t0) / cycles
         row = {"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "ensf_rmse": ensf,
                "ensf_spread_skill": ensf_skill, "ensf_s_per_cycle": t_ensf}
         if other:
-            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **other), model, truth, obs, ens, skill=True)
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **{**NO_QC, **other}), model, truth, obs, ens, skill=True)
             row.update(ensf_other=other, ensf_other_rmse=rmse, ensf_other_spread_skill=ratio)
         letkf = {}
         for inflation, radius in itertools.product(grid_inflation, grid_radius):
-            letkf[(inflation, radius)] = cycle(LETKF(sgrid, inflation=inflation, loc_radius=radius), model, truth, obs, ens)
+            letkf[(inflation, radius)] = cycle(LETKF(sgrid, inflation=inflation, loc_radius=radius, **NO_QC), model, truth, obs, ens)
         if letkf:
             best = min(letkf, key=letkf.get)
             row.update(letkf_rmse=letkf[best], letkf_inflation=best[0], letkf_loc_radius=best[1],
@@ -134,7 +140,7 @@ def ablation(dim, cycles, seeds):
         model, truth, obs, ens = experiment(dim, cycles, shocks, seed)
         sgrid = StateGrid.from_model(model)
         for name, options in ABLATION.items():
-            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **options), model, truth, obs, ens, skill=True)
+            rmse, ratio = cycle(EnSF(sgrid, seed=seed, **{**NO_QC, **options}), model, truth, obs, ens, skill=True)
             out.append({"dim": dim, "shocks": shocks, "seed": seed, "cycles": cycles, "variant": name, "ensf_rmse": rmse,
                         "ensf_spread_skill": ratio})
             print(json.dumps(out[-1]), flush=True)
