@@ -38,7 +38,7 @@ from daflow_cli.common import common_options, output_path
 @click.option("--window", type=click.IntRange(min=1), help="[4dvar] Observation times per assimilation window [5].")
 @click.option("--qc-k", type=click.FloatRange(min=0),
               help="Background check of every method: observations with |O-B| > k sqrt(so^2 + sb^2) (robustly scaled) "
-                   "are not assimilated, flagged qc = 6; 0 turns it off [5].")
+                   "are not assimilated, flagged qc = 6; 0 turns it off [10 for the ensemble and variational methods, 5 for the surface OI].")
 @click.option("--orography", type=click.Path(dir_okay=False),
               help="[oi --background] Model orography (m, or geopotential z) for the 2 m temperature lapse-rate correction.")
 @click.option("--save-background", is_flag=True, help="[--init] Also write the background before each analysis.")
