@@ -39,6 +39,16 @@ def horizontal_dims(dims: Iterable[str]) -> tuple[str, ...]:
     return ()
 
 
+def geographic_points(field: Any, source: str | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flat lat/lon of a field on a (point) or a (lat, lon) grid; ``purpose`` completes the error."""
+    if "point" in field.dims:
+        return field["lat"].values, field["lon"].values
+    if "lat" in field.dims and "lon" in field.dims:
+        lat, lon = np.meshgrid(field["lat"].values, field["lon"].values, indexing="ij")
+        return lat.ravel(), lon.ravel()
+    raise DataError(source, f"{field.name} has dims {tuple(field.dims)}: {purpose} needs a (point) or (lat, lon) grid")
+
+
 def unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
     """(n, 3) points on the unit sphere."""
     lat, lon = np.radians(lat_deg), np.radians(lon_deg)

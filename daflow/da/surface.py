@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from daflow.core.grid import geographic_points
 from daflow.errors import DaflowWarning, DataError
 from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
 
@@ -93,16 +94,6 @@ class SurfaceOI:
         return xa, hxb, hxa, accepted
 
 
-def _points(state: xr.DataArray, source) -> tuple[np.ndarray, np.ndarray]:
-    """Flat lat/lon of a (point) or (lat, lon) field."""
-    if "point" in state.dims:
-        return state["lat"].values, state["lon"].values
-    if "lat" in state.dims and "lon" in state.dims:
-        lat, lon = np.meshgrid(state["lat"].values, state["lon"].values, indexing="ij")
-        return lat.ravel(), lon.ravel()
-    raise DataError(source, f"{state.name} has dims {state.dims}: a surface analysis needs (point) or (lat, lon)")
-
-
 def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | None = None, b_length: float | None = None,
                      correlation_kind: str = "gaussian", k_qc: float = 5.0, orography: xr.DataArray | None = None,
                      names: tuple[str, str] = ("background", "observations")) -> xr.Dataset:
@@ -148,7 +139,7 @@ def analyse_forecast(background: xr.Dataset, obs: xr.Dataset, b_std: float | Non
     b_length = b_length or default_length
     if b_std is None:
         raise DataError(obs_name, f"no default background error for {var}: give --b-std and --b-length")
-    grid_lat, grid_lon = _points(frame, bg_name)
+    grid_lat, grid_lon = geographic_points(frame, bg_name, "a surface analysis")
     rows = np.flatnonzero(sel)
     y = obs["value"].values[rows].astype(np.float64)
     lat, lon = obs["lat"].values[rows].astype(np.float64), obs["lon"].values[rows].astype(np.float64)
@@ -248,7 +239,7 @@ def analyse_forecast_ensemble(background: xr.Dataset, obs: xr.Dataset, method: s
     b_std, b_length = b_std or default_std, b_length or default_length
     if b_std is None:
         raise DataError(obs_name, f"no default background error for {var}: give b_std and b_length")
-    lat, lon = _points(field, bg_name)
+    lat, lon = geographic_points(field, bg_name, "a surface analysis")
     xb = np.ravel(field.values).astype(np.float64)
     ens = ensemble_from_b(xb, lat, lon, b_std, b_length, members, seed)
     rows = np.flatnonzero(sel)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from daflow.core.grid import geographic_points
 from daflow.errors import DataError
 from daflow.obs.interpolation import interpolator_for
 
@@ -28,15 +29,6 @@ def _band(p_pa: np.ndarray) -> np.ndarray:
     for hi, lo in zip(BANDS_HPA[:-1], BANDS_HPA[1:]):
         out[(hpa <= hi) & (hpa > lo)] = f"{lo:g}-{hi:g} hPa"
     return out
-
-
-def _grid_points(field: xr.DataArray, source) -> tuple[np.ndarray, np.ndarray]:
-    if "point" in field.dims:
-        return field["lat"].values, field["lon"].values
-    if "lat" in field.dims and "lon" in field.dims:
-        lat, lon = np.meshgrid(field["lat"].values, field["lon"].values, indexing="ij")
-        return lat.ravel(), lon.ravel()
-    raise DataError(source, f"{field.name} has no geographic grid (point, or lat and lon) to interpolate to reports")
 
 
 def departures(state: xr.Dataset, obs: xr.Dataset, names: tuple[str, str] = ("forecast", "obs")) -> pd.DataFrame:
@@ -52,7 +44,7 @@ def departures(state: xr.Dataset, obs: xr.Dataset, names: tuple[str, str] = ("fo
         if var not in state.data_vars:
             continue
         field = state[var].mean("member") if "member" in state[var].dims else state[var]
-        _grid_points(field, state_name)  # a clear error when the field has no geographic grid
+        geographic_points(field, state_name, "interpolating to reports")  # a clear error when the field has no geographic grid
         h = interpolator_for(field)
         sel = good & (variable == var)
         times = obs["time"].values
