@@ -33,6 +33,7 @@ import torch
 
 from daflow.core.grid import StateGrid
 from daflow.core.observations import Diagnostics, ObsBatch
+from daflow.seeding import resolve_seed
 
 QC_K = 10.0  # background check: |O-B| beyond QC_K robust standard deviations (5 rejects good data, below)
 
@@ -51,8 +52,15 @@ class Filter(ABC):
             raise ValueError("inflation must be >= 1, rtps in [0, 1] and qc-k >= 0")
         self.grid, self.inflation, self.rtps, self.qc_k = grid, inflation, rtps, qc_k
         self.rejected: list[np.ndarray] = []  # rows of the observation file that failed the background check
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
+        self._seed = seed
+        self._generator: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The method's random draws, seeded on first use (a method that draws nothing records no seed)."""
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(resolve_seed(self._seed))
+        return self._generator
 
     def attrs(self) -> dict[str, Any]:
         """Settings recorded in the analysis dataset's global attributes."""

@@ -18,6 +18,7 @@ from daflow.core.time import parse_start, step_times
 from daflow.errors import DataError, OptionError
 from daflow.models import model_class
 from daflow.models.base import Model
+from daflow.seeding import resolve_seed
 
 __all__ = ["check_run_fits", "forecast", "integrate_split"]
 
@@ -79,7 +80,8 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
     many dask tasks (:func:`integrate_split`). OptionError for an unknown model or a bad parameter.
     """
     generator = torch.Generator()
-    generator.manual_seed(seed) if seed is not None else generator.seed()
+    if isinstance(init, str) or perturb:  # the random draws (a continued run without noise draws nothing)
+        generator.manual_seed(resolve_seed(seed))
     if isinstance(init, str):
         if init != "random":
             raise OptionError("init", f"init is a state dataset or 'random', not {init!r}")
