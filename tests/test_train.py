@@ -180,6 +180,30 @@ def test_storm_history_inflation_perturbs_each_members_history(series, daflow, t
     assert daflow("assimilate", *common, "--history-inflation", -1, "-o", tmp_path / "bad.nc").exit_code == 2
 
 
+def test_storm_window_lag_through_the_cli(series, daflow, tmp_path):
+    """A model of T = 2 target frames cycles with --lag 0 (look-ahead) and --lag 1 (re-analysis); the
+    written diagnostics are H of the written (revised) analyses; a lag beyond T - 1 is a usage error."""
+    config = tmp_path / "window.toml"
+    config.write_text(TINY.replace("patch = 4\n", "patch = 4\ntarget = 2\n"))
+    model = _train(daflow, series, tmp_path / "model", 1, config=config)
+    init = tmp_path / "init.nc"
+    write_dataset(xr.open_dataset(series / "truth.nc").isel(time=slice(0, 30)).load(), init, "state")
+    obs = _observe(daflow, series, [30, 31, 33], tmp_path / "obs.nc")
+    common = ("--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs, "--members", 2, "--seed", 0)
+    for lag in (0, 1):
+        result = daflow("assimilate", *common, "--lag", lag, "-o", tmp_path / f"lag{lag}.nc")
+        assert result.exit_code == 0, result.output
+        an = xr.open_dataset(tmp_path / f"lag{lag}.nc")
+        assert an.attrs["lag"] == lag and an.attrs["lookahead"] == 1 - lag and an.attrs["window_frames"] == 2
+        cycle = np.searchsorted(an.time.values, an.obs_time.values)
+        at = an.theta.values[:, cycle, an.obs_level.values.astype(int), an.obs_y.values.astype(int), an.obs_x.values.astype(int)]
+        np.testing.assert_allclose(an.obs_analysis_mean, at.mean(0), rtol=0, atol=1e-4)
+        assert np.isfinite(an.theta.values).all()
+    result = daflow("assimilate", *common, "--lag", 2, "-o", tmp_path / "bad.nc")
+    assert result.exit_code == 2 and "lag" in result.output and "2 target frame" in result.output
+    assert not (tmp_path / "bad.nc").exists()
+
+
 def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tmp_path):
     model = _train(daflow, series, tmp_path / "model", 1)
     init = tmp_path / "init.nc"
