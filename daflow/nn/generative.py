@@ -317,6 +317,9 @@ def assimilate(checkpoint: str | GenerativeModel, obs: xr.Dataset, members: int 
         series = dataclasses.replace(series, frames=series.frames[:, :-1], seconds=series.seconds[:-1])
     times = [series.seconds[-1]] + [_seconds(b.time) for b in batches]
     gaps = [round((b - a) / dt) for a, b in zip(times, times[1:])]
+    if times[1] <= times[0]:
+        raise DataError(obs_path, f"observation time {times[1]} is not after {init_name}'s last time {times[0]}: outside "
+                        "every analysis window (storm analyses the frames after the initial ones)")
     bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
     if bad:
         raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
