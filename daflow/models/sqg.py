@@ -66,6 +66,7 @@ class SQG(Model):
     default_dt = 1200.0
     time_units = "s"
     units = "K"
+    work_per_value = 32  # RK4 stages and the padded-grid fields of the Jacobian (4 of 2.25 N^2 per level)
 
     def __init__(self, N: int = 64, L: float = 20.0e6, H: float = 10.0e3, f: float = 1.0e-4,
                  nsq: float = 1.0e-4, U: float = 30.0, r: float = 0.0, tdiab: float = 10.0 * 86400.0,
@@ -102,6 +103,18 @@ class SQG(Model):
     @property
     def state_shape(self) -> tuple[int, int, int]:
         return (2, self.N, self.N)
+
+    @classmethod
+    def shape_for(cls, params: dict) -> tuple[int, int, int]:
+        N = int(params.get("N", cls.default("N")))  # type: ignore[call-overload]
+        return (2, N, N)
+
+    @classmethod
+    def operator_bytes(cls, params: dict, itemsize: int) -> int:
+        """The dense transforms between the N grid and the 3N/2 grid (:meth:`_build_transforms`): about
+        9 N x 3N/2 complex values, built in complex128."""
+        N = cls.shape_for(params)[1]
+        return 9 * N * (3 * N // 2) * 16
 
     def coords(self) -> dict[str, np.ndarray]:
         """level: lid height (m); y, x: grid positions (m)."""
