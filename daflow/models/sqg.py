@@ -66,7 +66,8 @@ class SQG(Model):
     default_dt = 1200.0
     time_units = "s"
     units = "K"
-    work_per_value = 32  # RK4 stages and the padded-grid fields of the Jacobian (4 of 2.25 N^2 per level)
+    CHUNK = 4  # members per Jacobian pass: the work arrays of 4 members fit in a 2 MB L2 cache
+    work_per_value = 8  # the spectrum on the padded rows (1.5x the grid values) for the state, RK4's stage, tendency and sum
 
     def __init__(self, N: int = 64, L: float = 20.0e6, H: float = 10.0e3, f: float = 1.0e-4,
                  nsq: float = 1.0e-4, U: float = 30.0, r: float = 0.0, tdiab: float = 10.0 * 86400.0,
@@ -111,10 +112,12 @@ class SQG(Model):
 
     @classmethod
     def operator_bytes(cls, params: dict, itemsize: int) -> int:
-        """The dense transforms between the N grid and the 3N/2 grid (:meth:`_build_transforms`): about
-        9 N x 3N/2 complex values, built in complex128."""
+        """The per-wavenumber operators on the padded rows (about 12 (N/2+1) x 3N/2 values, built in
+        complex128) and the Jacobian's work arrays for ``CHUNK`` members (:meth:`_buffers`)."""
         N = cls.shape_for(params)[1]
-        return 9 * N * (3 * N // 2) * 16
+        P = 3 * N // 2
+        work = cls.CHUNK * 8 * (2 * (N // 2 + 1) * P + 2 * P * (P // 2 + 1) + P * P) * 2 * itemsize
+        return 12 * (N // 2 + 1) * P * 16 + work
 
     def coords(self) -> dict[str, np.ndarray]:
         """level: lid height (m); y, x: grid positions (m)."""
@@ -209,8 +212,6 @@ class SQG(Model):
         return {"fields": torch.empty(c, 2, 2, 2, half + 1, P, **cplx),              # (member, psi/theta, d/dx d/dy, lid, k, p)
                 "padded": torch.zeros(c, 2, 2, 2, P, P // 2 + 1, **cplx),
                 "psi": torch.empty(c, 2, half + 1, P, **cplx)}
-
-    CHUNK = 4  # members per Jacobian pass: the work arrays of 4 members fit in a 2 MB L2 cache
 
     def _tendency_into(self, theta: torch.Tensor, out: torch.Tensor, work: dict) -> torch.Tensor:
         """d theta/dt without hyperdiffusion, internal layout (members, 2, N/2+1, P), written into ``out``.
