@@ -142,3 +142,55 @@ def test_the_model_list_is_the_registry_and_start_up_imports_no_torch(daflow):
     undocumented = [(name, p.opts[0]) for name, cmd in main.commands.items() for p in cmd.params
                     if isinstance(p, click.Option) and not p.help]
     assert not undocumented  # --dtype and --estimator had none
+
+
+# --- 2. causal: a name in two inputs, a plot in a new folder, an unsorted series ---
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """a.nc: x and y with y_t = 0.8 x_{t-1} + noise; b.nc: another x; a_unsorted.nc: a.nc shuffled in time."""
+    import numpy as np
+    import xarray as xr
+
+    d = tmp_path_factory.mktemp("series")
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=n)
+    y = np.concatenate([[0.0], 0.8 * x[:-1] + 0.3 * rng.normal(size=n - 1)])
+    a = xr.Dataset({"x": ("time", x), "y": ("time", y)}, coords={"time": np.arange(n, dtype=float)}, attrs={"daflow_kind": "state"})
+    a.to_netcdf(d / "a.nc")
+    a.isel(time=rng.permutation(n)).to_netcdf(d / "a_unsorted.nc")
+    xr.Dataset({"x": ("time", rng.normal(size=n))}, coords={"time": a.time}, attrs={"daflow_kind": "state"}).to_netcdf(d / "b.nc")
+    return d
+
+
+CAUSAL = ["--target", "y", "--lags", "1-2", "--surrogates", 20, "--estimator", "gaussian"]
+
+
+def test_causal_refuses_a_series_name_in_two_inputs(daflow, series, tmp_path):
+    result = daflow("causal", series / "a.nc", series / "b.nc", *CAUSAL, "-o", tmp_path / "c.nc")
+    assert result.exit_code == 65, result.output
+    assert "b.nc: series 'x' is also in" in result.output and "a.nc" in result.output and "--rename x=" in result.output
+    assert not (tmp_path / "c.nc").exists()
+
+
+def test_causal_plot_in_a_new_folder_lands_with_the_output(daflow, series, tmp_path):
+    result = daflow("causal", series / "a.nc", *CAUSAL, "-o", tmp_path / "c.nc", "--plot", tmp_path / "new" / "c.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c.nc").exists()
+    (tmp_path / "file").write_text("")
+    result = daflow("causal", series / "a.nc", *CAUSAL, "-o", tmp_path / "d.nc", "--plot", tmp_path / "file" / "c.png")
+    assert result.exit_code == 73 and "c.png" in result.output, result.output
+    assert not (tmp_path / "d.nc").exists()  # all outputs of one command or none
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nc", "file", "new"]
+
+
+def test_causal_on_an_unsorted_series_equals_the_sorted_one(daflow, series, tmp_path):
+    import json
+
+    runs = [daflow("causal", series / name, *CAUSAL, "--json", "-o", tmp_path / f"{k}.nc")
+            for k, name in enumerate(["a.nc", "a_unsorted.nc"])]
+    assert [r.exit_code for r in runs] == [0, 0]
+    assert "not in increasing order; sorted on read" in runs[1].stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    assert first["links"][0] == second["links"][0] and first["links"][0]["unique"] > 0.9  # the lag-1 link of x
