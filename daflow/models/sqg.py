@@ -287,12 +287,15 @@ class SQG(Model):
 
     def advance(self, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
         """``steps`` steps with the state kept spectral in between, as sqgturb's ``advance`` does
-        (grid -> rfft2 -> steps -> irfft2)."""
-        theta = self._to_internal(torch.fft.rfft2(x, norm="forward"))
-        work = self._work(theta, float(dt))
-        for _ in range(steps):
-            theta = self._step_internal(theta, float(dt), work)
-        return torch.fft.irfft2(self._from_internal(theta), s=x.shape[-2:], norm="forward")
+        (grid -> rfft2 -> steps -> irfft2), ``CHUNK`` members at a time."""
+        parts = []
+        for chunk in torch.split(x, self.CHUNK):  # members are independent: each chunk's steps stay in cache
+            theta = self._to_internal(torch.fft.rfft2(chunk, norm="forward"))
+            work = self._work(theta, float(dt))
+            for _ in range(steps):
+                theta = self._step_internal(theta, float(dt), work)
+            parts.append(torch.fft.irfft2(self._from_internal(theta), s=x.shape[-2:], norm="forward"))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # --- diagnostics ----------------------------------------------------------------------------
     def _mode_weights(self) -> torch.Tensor:
