@@ -9,7 +9,8 @@ import xarray as xr
 from click.testing import CliRunner
 
 from daflow.da import FILTERS
-from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
+from daflow.da import base
+from daflow.da.base import ensemble_transform, inverse_sqrt_spd, mean_preserving_rotation, relax_to_prior_spread
 from daflow.core.cycle import cycle
 from daflow.core.state import State
 from daflow.da.cycle import make_filter
@@ -86,6 +87,33 @@ def test_letkf_without_localisation_is_the_etkf(case):
     etkf, _ = make_filter("etkf", GRID).analyse(ens, batch)
     letkf, _ = make_filter("letkf", GRID, loc_radius=1e9).analyse(ens, batch)
     torch.testing.assert_close(letkf, etkf)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
+    """Large batches (N >= 12) take G^{-1/2} from Newton-Schulz, in chunks and threads; the weights are
+    the eigh-based ones to rounding, a chunk too ill-conditioned for the iteration falls back to eigh."""
+    g = torch.Generator().manual_seed(3)
+    batch, members = 4 * 2 * base.NEWTON_SCHULZ_CHUNK + 37, 20
+    scale = torch.full((batch, 1, 1), 0.3, dtype=torch.float64)
+    scale[:50] = 3.0                    # e_0 near 1: more iterations
+    scale[-40:] = 1e4                   # the last chunk: beyond NEWTON_SCHULZ_MAX_ITER, eigh
+    S = torch.randn(batch, members, 29, generator=g, dtype=torch.float64) * scale
+    S -= S.mean(1, keepdim=True)
+    d = torch.randn(batch, 29, generator=g, dtype=torch.float64)
+    oracle = base._transform(base._gram(S), S @ d.unsqueeze(-1))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        W = ensemble_transform(S, d)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.get_num_threads() == previous
+    torch.testing.assert_close(W, oracle, rtol=1e-10, atol=1e-12)
+    G = base._gram(S[:100])
+    root = inverse_sqrt_spd(G.clone(), members - 1.0)
+    torch.testing.assert_close(root @ G @ root, torch.eye(members, dtype=G.dtype).expand_as(G), rtol=0, atol=1e-12)
+    assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
 
 
 def test_letkf_leaves_points_beyond_the_support_alone(case):
