@@ -194,3 +194,14 @@ def test_causal_on_an_unsorted_series_equals_the_sorted_one(daflow, series, tmp_
     assert "not in increasing order; sorted on read" in runs[1].stderr
     first, second = (json.loads(r.stdout) for r in runs)
     assert first["links"][0] == second["links"][0] and first["links"][0]["unique"] > 0.9  # the lag-1 link of x
+
+
+def test_a_spin_up_from_a_file_moves_its_clock_on(daflow, l96, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    assert daflow("forecast", "--init", l96 / "x0.nc", "--spinup", 10, "--steps", 2, "-o", tmp_path / "s.nc").exit_code == 0
+    assert daflow("forecast", "--init", l96 / "x0.nc", "--steps", 12, "-o", tmp_path / "f.nc").exit_code == 0
+    spun, straight = xr.open_dataset(tmp_path / "s.nc"), xr.open_dataset(tmp_path / "f.nc")
+    np.testing.assert_allclose(spun.time.values, straight.time.values[10:])  # was labelled from x0's time
+    np.testing.assert_allclose(spun.x.values, straight.x.values[10:], atol=1e-12)
