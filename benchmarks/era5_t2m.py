@@ -123,7 +123,7 @@ class Case:
 
 
 def run_storm(model_dir: str, case: Case, members: int, seed: int, steps: int, churn: float, inflation: float,
-              guidance: str, cg_iterations: int) -> np.ndarray:
+              guidance: str, cg_iterations: int, gamma: float) -> np.ndarray:
     """(hours, members, n) storm analyses cycled on its own analyses."""
     model = GenerativeModel(model_dir, sample_steps=steps, churn=churn, history_inflation=inflation)
     generator = torch.Generator().manual_seed(seed)
@@ -132,7 +132,7 @@ def run_storm(model_dir: str, case: Case, members: int, seed: int, steps: int, c
     out = []
     for t in range(k, k + case.hours):
         analysis = model.next_frames(history, generator, [(0, obs_batch(case.obs[t], case.mask))], guidance=guidance,
-                                     cg_iterations=cg_iterations)
+                                     cg_iterations=cg_iterations, gamma=gamma)
         out.append(analysis[:, 0, 0].reshape(members, -1).double().numpy())
         history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
     return np.stack(out)
@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--history-inflation", default="0,0.4,0.8", help="Candidate history inflations (RMS of the smooth "
                         "field added to each member's history, in units of the t2m std) [0,0.4,0.8].")
     parser.add_argument("--oi-scale", default="0.5,1,2", help="Candidate factors on OI's covariance [0.5,1,2].")
-    parser.add_argument("--guidance", choices=["mmps", "sda", "dps"], default="mmps", help="storm guidance [mmps].")
+    parser.add_argument("--guidance", default="mmps", help="Candidate storm guidances, of mmps, sda, dps [mmps].")
+    parser.add_argument("--gamma", type=float, default=1e-3, help="SDA's gamma (not tuned) [1e-3].")
     parser.add_argument("--cg-iterations", type=int, default=8, help="MMPS conjugate-gradient iterations [8] (not tuned).")
     parser.add_argument("--history", type=int, default=2, help="K history frames [2].")
     parser.add_argument("--width", type=int, default=64)
@@ -233,25 +234,27 @@ def main() -> None:
             print(f"\n{fraction:.0%} observed ({len(mask)} points)")
             # validation: every candidate of storm and of OI's scale, scored by CRPS on the unobserved points
             candidates = []
-            for e, steps, churn, inflation in itertools.product(checkpoints, [int(s) for s in args.sample_steps.split(",")],
-                                                                floats(args.churn), floats(args.history_inflation)):
+            for guidance, e, steps, churn, inflation in itertools.product(
+                    args.guidance.split(","), checkpoints, [int(s) for s in args.sample_steps.split(",")],
+                    floats(args.churn), floats(args.history_inflation)):
                 start = time.perf_counter()
-                s = val.score(run_storm(checkpoints[e], val, members, args.seed, steps, churn, inflation, args.guidance,
-                                               args.cg_iterations))
-                setting = {"epochs": e, "steps": steps, "churn": churn, "history_inflation": inflation}
+                s = val.score(run_storm(checkpoints[e], val, members, args.seed, steps, churn, inflation, guidance,
+                                               args.cg_iterations, args.gamma))
+                setting = {"guidance": guidance, "epochs": e, "steps": steps, "churn": churn, "history_inflation": inflation}
                 candidates.append({**setting, **s, "seconds": time.perf_counter() - start})
                 print(f"  validation storm {setting}: RMSE {s['rmse']:.3f} CRPS {s['crps']:.3f} "
                       f"spread/skill {s['spread_skill']:.2f} ({candidates[-1]['seconds']:.0f} s)", flush=True)
             oi_candidates = {scale: val.score(run_baselines(val, grid, covariance, scale)["oi"]) for scale in floats(args.oi_scale)}
             best = min(candidates, key=lambda c: c["crps"])
             scale = min(oi_candidates, key=lambda c: oi_candidates[c]["crps"])
-            chosen = {key: best[key] for key in ("epochs", "steps", "churn", "history_inflation")}
+            chosen = {key: best[key] for key in ("guidance", "epochs", "steps", "churn", "history_inflation")}
             val_baselines = {m: val.score(a) for m, a in run_baselines(val, grid, covariance, scale).items()}
             print(f"  chosen on validation: storm {chosen}, OI scale {scale}")
             # test: once, with the chosen settings
             start = time.perf_counter()
             results = {"storm": run_storm(checkpoints[chosen["epochs"]], test, members, args.seed, chosen["steps"],
-                                          chosen["churn"], chosen["history_inflation"], args.guidance, args.cg_iterations)}
+                                          chosen["churn"], chosen["history_inflation"], chosen["guidance"], args.cg_iterations,
+                                          args.gamma)}
             seconds = {"storm": time.perf_counter() - start}
             start = time.perf_counter()
             results.update(run_baselines(test, grid, covariance, scale))
