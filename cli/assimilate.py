@@ -48,6 +48,10 @@ from daflow_cli.common import common_options, output_path
               help="[storm] Likelihood guidance: MMPS (Tweedie covariance), SDA (gamma) or DPS [mmps].")
 @click.option("--churn", type=click.FloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
 @click.option("--cg-iterations", type=click.IntRange(min=1), help="[storm] MMPS conjugate-gradient iterations at most [8].")
+@click.option("--lag", type=click.IntRange(min=0),
+              help="[storm] Frames of the model's T-frame window before each analysis time, re-analysed with the "
+                   "window's observations (reanalysis); the observations of the other T-1-lag frames, after it, "
+                   "correct the analysis (look-ahead) [0].")
 @click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
 @click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
 @click.option("--history-inflation", type=click.FloatRange(min=0),
@@ -78,7 +82,8 @@ from daflow_cli.common import common_options, output_path
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
-               save_background, checkpoint, members, guidance, churn, cg_iterations, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
+               save_background, checkpoint, members, guidance, churn, cg_iterations, lag, gamma, sample_steps, history_inflation,
+               ensf_steps, eps_a, eps_b,
                score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, sequence_parallel,
                dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
@@ -96,7 +101,7 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              checkpoint=checkpoint, dtype=dtype, seed=seed, inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate,
              xn=xn, b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
              outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
-             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations,
+             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations, lag=lag,
              gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
              sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
              truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,

@@ -256,6 +256,37 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
     return guided
 
 
+def gaussian_denoiser(covariance: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor | float], torch.Tensor]:
+    """The exact denoiser of a Gaussian prior x_0 ~ N(0, C): E[x_0 | x_0 + sigma n] = C (C + sigma^2 I)^-1 x
+    = U diag(l / (l + sigma^2)) U^T x with C = U diag(l) U^T.
+
+    The returned ``denoise(x, sigma)`` takes x of shape (B, *shape) with prod(shape) = n and sigma a
+    float or a (B,) tensor, as :func:`posterior_sample` calls it; with it every error of a posterior
+    sample is the sampler's, and :func:`kalman_posterior` is the exact answer (a closed-form oracle).
+    """
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2
+        u, lam = vectors.to(x.dtype), eigenvalues.to(x.dtype)
+        flat = x.reshape(x.shape[0], -1)
+        return (((flat @ u) * (lam / (lam + s2))) @ u.T).reshape(x.shape)
+    return denoise
+
+
+def kalman_posterior(covariance: torch.Tensor, index, error_std: torch.Tensor | float,
+                     value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of x | y for x ~ N(0, C), y = x[index] + e, e ~ N(0, diag(error_std^2)):
+    K = C H^T (H C H^T + R)^-1, mean K y, covariance C - K H C (float64; ``error_std`` one value or one per observation)."""
+    C = covariance.double()
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    H = torch.zeros(len(index), C.shape[0], dtype=torch.float64)
+    H[torch.arange(len(index)), index] = 1.0
+    error = torch.as_tensor(error_std, dtype=torch.float64).reshape(-1).expand(len(index))
+    gain = C @ H.T @ torch.linalg.inv(H @ C @ H.T + torch.diag(error**2))
+    return gain @ torch.as_tensor(value, dtype=torch.float64).reshape(-1), C - gain @ H @ C
+
+
 def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
                        tolerance: float = 0.0) -> torch.Tensor:
     """Batched CG for operator(u) = b, one system per row of b (B, n), from u = 0.
