@@ -271,7 +271,7 @@ g = torch.Generator().manual_seed(0)
 truth = model.random_state(1, g)[0]
 ds = xr.Dataset({"x": (("time", "i"), truth[None].numpy())}, coords={"time": [0.0]})
 batch = observation_batches(observe(ds, fraction=1, error_std=1, seed=0), StateGrid.from_model(model))[0]
-x = truth + torch.randn(20, dim, generator=g, dtype=torch.float64)     # members around the truth, spread 1
+x = truth + torch.randn(dim, generator=g, dtype=torch.float64) + torch.randn(20, dim, generator=g, dtype=torch.float64)  # error ~ spread 1
 filt = make_filter("letkf", StateGrid.from_model(model), inflation=1.0, loc_radius=4)
 with torch.inference_mode():
     start, cpu = time.perf_counter(), time.process_time()
