@@ -14,7 +14,7 @@ from daflow.da.base import ensemble_transform, inverse_sqrt_spd, mean_preserving
 from daflow.core.cycle import cycle
 from daflow.core.state import State
 from daflow.da.cycle import make_filter
-from daflow.da.localization import gaspari_cohn
+from daflow.da.localization import gaspari_cohn, local_observations
 from daflow.core.grid import StateGrid
 from daflow.core.observations import observation_batches
 from daflow.errors import DataError
@@ -154,6 +154,22 @@ def test_gaspari_cohn_values():
     np.testing.assert_allclose(gaspari_cohn(np.array([0.0, 1.0, 2.0, 3.0])), [1.0, 5 / 24, 0.0, 0.0], atol=1e-15)
     eps = 1e-9
     np.testing.assert_allclose(gaspari_cohn(np.array([1 - eps])), gaspari_cohn(np.array([1 + eps])), atol=1e-8)
+
+
+@pytest.mark.parametrize("dim, fraction, radius", [(40, 1.0, 4.0), (300, 0.3, 7.5), (50, 0.5, 0.6)])
+def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius):
+    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column."""
+    grid = StateGrid.from_model(get_model("lorenz96", dim=dim))
+    cols = np.sort(np.random.default_rng(dim).choice(dim, int(dim * fraction), replace=False))
+    local = local_observations(grid, cols, radius)
+    gap = np.abs(np.arange(dim)[:, None] - cols[None, :])
+    taper = gaspari_cohn(np.minimum(gap, dim - gap) / (1.82 * radius))               # (columns, obs)
+    for i in range(dim):
+        kept = local.root_taper[i].numpy() > 0
+        got = sorted(zip(cols[local.neighbours[i].numpy()[kept]], local.root_taper[i].numpy()[kept] ** 2))
+        want = [(cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3)]
+        assert [c for c, _ in got] == [c for c, _ in want]
+        np.testing.assert_allclose([t for _, t in got], [t for _, t in want], rtol=1e-12)
 
 
 def test_observation_checks():

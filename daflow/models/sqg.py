@@ -39,9 +39,9 @@ and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``SQG._te
 The state tensor is the lid potential-temperature departure in kelvin, shape
 (members, level=2, y, x): level 0 is z = 0, level 1 is z = H; y and x are in metres. Inside
 :meth:`SQG.advance` the spectrum is held transposed and already on the padded grid's rows
-(:meth:`SQG._to_internal`), so that each transform of the Jacobian is one batched FFT along a
-contiguous axis; the Jacobian runs over a few members at a time so that its work arrays stay in
-the CPU cache (benchmarks/README.md, "SQG speed").
+(:meth:`SQG._to_internal`), so that the Jacobian's transforms are batched 1-D FFTs along
+contiguous axes with one transposing copy each way; ``CHUNK`` members at a time go through all
+their steps, so that their work arrays stay in the CPU cache (benchmarks/README.md, "sqg").
 """
 from __future__ import annotations
 
