@@ -18,6 +18,7 @@ from daflow.core.time import parse_start, step_times
 from daflow.errors import DataError, OptionError
 from daflow.models import model_class
 from daflow.models.base import Model
+from daflow.seeding import resolve_seed
 
 __all__ = ["check_run_fits", "forecast", "integrate_split"]
 
@@ -73,13 +74,15 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
     ``model.random_state`` spun up for ``spinup`` steps (default 1000), at time 0 or ``start``.
     Otherwise ``init`` is a state dataset (named ``source`` in errors): its last frame (every
     member) continues with the model, parameters (``params``, KEY -> value, override) and dt
-    stored in it; a single state with ``members`` becomes that many copies. ``perturb`` adds
+    stored in it, after ``spinup`` steps (default 0; its clock runs on through them); a single state
+    with ``members`` becomes that many copies. ``perturb`` adds
     N(0, perturb^2) noise to every value after the spin-up. The first frame is the initial state;
     then every ``output_every``-th of ``steps`` steps, and the final state. ``groups`` > 1 runs the members in that
     many dask tasks (:func:`integrate_split`). OptionError for an unknown model or a bad parameter.
     """
     generator = torch.Generator()
-    generator.manual_seed(seed) if seed is not None else generator.seed()
+    if isinstance(init, str) or perturb:  # the random draws (a continued run without noise draws nothing)
+        generator.manual_seed(resolve_seed(seed))
     if isinstance(init, str):
         if init != "random":
             raise OptionError("init", f"init is a state dataset or 'random', not {init!r}")
@@ -123,6 +126,8 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
             x = advance(model, x, dt, spinup or 0, source)
         if start:
             t0 = parse_start(start)
+        elif spinup:  # the file's clock runs on through the spin-up
+            t0 = step_times(t0, np.array([spinup]), dt, model.time_units)[0]
     if perturb:
         x = x + perturb * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     frames = integrate_split(model, x, dt, steps, output_every, source, groups)

@@ -38,6 +38,7 @@ from daflow.nn.diffusion import Denoiser, posterior_sample
 from daflow.nn.normalisation import Normalisation
 from daflow.nn.sequence import SequenceGroup, shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
+from daflow.seeding import resolve_seed
 
 
 class GenerativeModel:
@@ -339,5 +340,5 @@ def _seconds(time) -> float:
 
 def _generator(seed: int | None) -> torch.Generator:
     generator = torch.Generator()
-    generator.manual_seed(seed) if seed is not None else generator.seed()
+    generator.manual_seed(resolve_seed(seed))
     return generator
