@@ -73,6 +73,8 @@ from daflow_cli.common import common_options, output_path
 @click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
               help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
 @click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
+@click.option("--scale-eps-b/--no-scale-eps-b", default=None,
+              help="[ensf] Use eps_b times the observed fraction of the state (eps_b is the value at full observation) [on].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),
               help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
@@ -84,7 +86,7 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
                save_background, checkpoint, members, guidance, churn, cg_iterations, lag, gamma, sample_steps, history_inflation,
                ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, sequence_parallel,
+               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, scale_eps_b, sequence_parallel,
                dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
 
@@ -105,6 +107,6 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
              sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
              truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
-             adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)
+             adaptive_inflation=adaptive_inflation, max_inflation=max_inflation, scale_eps_b=scale_eps_b)
     if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
         write_dataset(ds, output, "analysis")

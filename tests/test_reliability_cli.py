@@ -205,3 +205,20 @@ def test_a_spin_up_from_a_file_moves_its_clock_on(daflow, l96, tmp_path):
     spun, straight = xr.open_dataset(tmp_path / "s.nc"), xr.open_dataset(tmp_path / "f.nc")
     np.testing.assert_allclose(spun.time.values, straight.time.values[10:])  # was labelled from x0's time
     np.testing.assert_allclose(spun.x.values, straight.x.values[10:], atol=1e-12)
+
+
+# --- 7. shell completion: documented, and it completes the model names ---
+
+def test_shell_completion_is_documented_and_completes_models():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from daflow.models import MODEL_NAMES
+    from daflow.settings import PROJECT_ROOT
+
+    assert '_DAFLOW_COMPLETE=bash_source daflow' in (PROJECT_ROOT / "README.md").read_text()
+    env = {**os.environ, "COMP_WORDS": "daflow forecast --model ", "COMP_CWORD": "3", "_DAFLOW_COMPLETE": "bash_complete"}
+    out = subprocess.run([str(Path(sys.executable).with_name("daflow"))], env=env, capture_output=True, text=True).stdout
+    assert out.split() == [f"plain,{name}" for name in MODEL_NAMES]
