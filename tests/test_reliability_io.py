@@ -208,3 +208,116 @@ def test_time_step_hint_only_for_a_real_blow_up(daflow, l96, tmp_path):
     result = daflow("forecast", "--init", l96 / "x0.nc", "--dt", 2.0, "--steps", 200, "-o", tmp_path / "f.nc")
     assert result.exit_code == 65
     one_error_line(result, "blew up", "smaller time step")
+
+
+# --- joins never pad with NaN unless asked ---
+
+@pytest.fixture(scope="module")
+def era(sample_data, tmp_path_factory):
+    from daflow.api import ingest
+    from daflow.io.contract import write_dataset
+
+    d = tmp_path_factory.mktemp("era")
+    ens = ingest(sample_data / "grib" / "era5-levels-members.grib").load()
+    write_dataset(ens, d / "ens10.nc", "state")
+    write_dataset(ens.isel(member=slice(0, 5)), d / "ens5.nc", "state")
+    write_dataset(ens.isel(member=0), d / "m0.nc", "state")
+    return d
+
+
+def test_mismatched_members_are_refused(daflow, era, tmp_path):
+    result = daflow("ingest", era / "ens10.nc", era / "ens5.nc", "-o", tmp_path / "j.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "10 member", "5", "pad")
+    assert not (tmp_path / "j.nc").exists()
+
+
+def test_same_variables_on_shifted_grids_are_refused(daflow, era, tmp_path):
+    ens = xr.open_dataset(era / "ens5.nc")
+    later = ens.assign_coords(time=ens["time"] + np.timedelta64(2, "D"), lon=ens["lon"] + 1.5)
+    later.to_netcdf(tmp_path / "shifted.nc")
+    result = daflow("ingest", era / "ens5.nc", tmp_path / "shifted.nc", "-o", tmp_path / "j.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "differ in lon")
+
+
+def test_same_variables_join_along_time_in_order(daflow, era, tmp_path):
+    ens = xr.open_dataset(era / "ens5.nc")
+    ens.assign_coords(time=ens["time"] + np.timedelta64(2, "D")).to_netcdf(tmp_path / "later.nc")
+    assert daflow("ingest", tmp_path / "later.nc", era / "ens5.nc", "-o", tmp_path / "j.nc").exit_code == 0
+    out = xr.open_dataset(tmp_path / "j.nc")
+    assert out.sizes["time"] == 8 and out.indexes["time"].is_monotonic_increasing
+    np.testing.assert_array_equal(out["t"].values[:, 4:], ens["t"].values)
+
+
+def test_different_times_need_an_explicit_join(daflow, sample_data, tmp_path):
+    xro = sample_data / "enso" / "XRO_indices_oras5.nc"
+    assert daflow("ingest", sample_data / "grib" / "era5-2mt-2019-03-uk.grib", "-o", tmp_path / "t2m.nc").exit_code == 0
+    result = daflow("ingest", xro, tmp_path / "t2m.nc", "-o", tmp_path / "j.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "times differ", "--join inner keeps the 1 common", "--join outer")
+    assert daflow("ingest", xro, tmp_path / "t2m.nc", "--join", "inner", "-o", tmp_path / "j.nc").exit_code == 0
+    inner = xr.open_dataset(tmp_path / "j.nc")
+    assert inner["time"].values.tolist() == [np.datetime64("2019-03-01", "ns").astype(int)] or inner.sizes["time"] == 1
+    assert np.isfinite(inner["t2m"].values).all() and np.isfinite(inner["Nino34"].values).all()
+    assert daflow("ingest", xro, tmp_path / "t2m.nc", "--join", "outer", "-o", tmp_path / "u.nc").exit_code == 0
+    assert xr.open_dataset(tmp_path / "u.nc").sizes["time"] == 552 + 744 - 1
+
+
+# --- a dimension no command reads; selecting along one ---
+
+def test_month_dimension_is_refused_and_selectable(daflow, sample_data, tmp_path):
+    src = sample_data / "netcdf" / "eraint_uvz.nc"
+    result = daflow("ingest", src, "-o", tmp_path / "e.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "eraint_uvz.nc", "dimension month (1, 7)", "--sel month=1")
+    assert not (tmp_path / "e.nc").exists()
+    assert daflow("ingest", src, "--sel", "month=7", "--var", "u", "-o", tmp_path / "e.nc").exit_code == 0
+    out = xr.open_dataset(tmp_path / "e.nc")
+    assert out["u"].dims == ("level", "lat", "lon")
+    with xr.open_dataset(src) as raw:
+        np.testing.assert_array_equal(out["u"].values, raw["u"].sel(month=7).values[:, ::-1, :])
+    result = daflow("ingest", src, "--sel", "month=3", "-o", tmp_path / "e.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "no such month; it takes 1, 7")
+
+
+def test_a_member_of_an_ensemble_can_be_observed(daflow, era, tmp_path):
+    result = daflow("ingest", era / "ens10.nc", "--var", "t", "--observe", "--seed", 1, "-o", tmp_path / "o.nc")
+    assert result.exit_code == 65 and "--sel member=K" in result.stderr
+    assert daflow("ingest", era / "ens10.nc", "--sel", "member=3", "--var", "t", "--observe", "--error-std", 1e-9, "--seed", 1,
+                  "-o", tmp_path / "o.nc").exit_code == 0
+    obs = xr.open_dataset(tmp_path / "o.nc")
+    truth = xr.open_dataset(era / "ens10.nc")["t"].sel(member=3)
+    k = 0
+    value = truth.sel(time=obs["time"].values[k], level=obs["level"].values[k], lat=obs["lat"].values[k], lon=obs["lon"].values[k])
+    assert abs(float(obs["value"].values[k]) - float(value)) < 1e-6
+
+
+# --- an ensemble from any gridded state, analysed by the methods that do not forecast ---
+
+def test_forecast_builds_an_ensemble_of_an_ingested_state(daflow, era, tmp_path):
+    result = daflow("forecast", "--init", era / "m0.nc", "--members", 20, "--perturb", 0.5, "--seed", 4, "-o", tmp_path / "e.nc")
+    assert result.exit_code == 0, result.output
+    ens, m0 = xr.open_dataset(tmp_path / "e.nc"), xr.open_dataset(era / "m0.nc").isel(time=[-1])
+    assert ens["t"].dims == ("member", "time", "level", "lat", "lon") and ens.sizes["member"] == 20
+    noise = np.concatenate([(ens[v] - m0[v]).values.ravel() for v in ("t", "z")])
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.5) < 0.01
+    again = daflow("forecast", "--init", era / "m0.nc", "--members", 20, "--perturb", 0.5, "--seed", 4, "-o", tmp_path / "f.nc")
+    assert again.exit_code == 0 and (xr.open_dataset(tmp_path / "f.nc")["t"] == ens["t"]).all()
+    result = daflow("forecast", "--init", era / "m0.nc", "--members", 5, "--steps", 3, "-o", tmp_path / "g.nc")
+    assert result.exit_code == 65
+    one_error_line(result, "no model can run it forward", "--steps 0")
+
+
+@pytest.mark.parametrize("method", ["etkf", "letkf", "enkf", "enkf-n", pytest.param("ensf", marks=pytest.mark.slow)])
+def test_perturbed_ingested_ensemble_is_analysable(daflow, era, tmp_path, method):
+    assert daflow("ingest", era / "m0.nc", "--var", "t", "--observe", "--fraction", 0.05, "--error-std", 1, "--seed", 9,
+                  "-o", tmp_path / "o.nc").exit_code == 0
+    assert daflow("forecast", "--init", era / "m0.nc", "--members", 10, "--perturb", 1, "--seed", 2,
+                  "-o", tmp_path / "e.nc").exit_code == 0
+    result = daflow("assimilate", "--method", method, "--background", tmp_path / "e.nc", "--obs", tmp_path / "o.nc",
+                    "--seed", 1, "-o", tmp_path / "a.nc")
+    assert result.exit_code == 0, result.output
+    an = xr.open_dataset(tmp_path / "a.nc")
+    assert np.abs(an["obs_oma"].values).mean() < np.abs(an["obs_omb"].values).mean()
