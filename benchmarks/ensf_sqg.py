@@ -9,7 +9,8 @@ Methods, all on the same truth, observations and initial ensemble: EnSF with def
 RTPS x a factor on its observation-error standard deviation (the usual remedy when an ensemble
 linearises a saturating operator such as arctan; the best by unobserved-point RMSE reported). Scores are time means over the cycles after
 ``--spinup``: RMSE of the ensemble mean over observed and over unobserved points (K), spread (root of
-the mean member variance) and CRPS. ``--png`` draws truth / observations / analysis means of one
+the mean member variance), CRPS and spread/skill (time-mean spread over time-mean RMSE, all points).
+``--png`` draws truth / observations / analysis means of one
 cycle (the last) for the first scenario.
 
     .venv/bin/python benchmarks/ensf_sqg.py --quick --json ensf_sqg.json
@@ -76,7 +77,7 @@ def cycle(filt, model, start, truth, batches, mask, spinup):
     """Time-mean scores after ``spinup`` cycles and the last analysis mean; inf when the filter blows up."""
     observed = np.concatenate([mask, mask])
     diverged = {"rmse_observed": float("inf"), "rmse_unobserved": float("inf"), "spread": float("nan"),
-                "crps": float("inf"), "s_per_cycle": float("nan")}, None
+                "crps": float("inf"), "spread_skill": float("nan"), "s_per_cycle": float("nan")}, None
     x, scores, t0 = start.clone(), [], time.perf_counter()
     for k, batch in enumerate(batches):
         try:
@@ -90,9 +91,10 @@ def cycle(filt, model, start, truth, batches, mask, spinup):
             ens, y = x.numpy(), truth[k].numpy()
             err2 = (ens.mean(0) - y) ** 2
             scores.append([np.sqrt(err2[observed].mean()), np.sqrt(err2[~observed].mean()),
-                           np.sqrt(ens.var(0, ddof=1).mean()), crps_ensemble(ens, y).mean()])
+                           np.sqrt(ens.var(0, ddof=1).mean()), crps_ensemble(ens, y).mean(), np.sqrt(err2.mean())])
     mean = np.mean(scores, axis=0, dtype=np.float64).tolist()
     return ({"rmse_observed": mean[0], "rmse_unobserved": mean[1], "spread": mean[2], "crps": mean[3],
+             "spread_skill": mean[2] / mean[4],
              "s_per_cycle": (time.perf_counter() - t0) / len(batches)}, x.mean(0).numpy())
 
 
@@ -180,12 +182,12 @@ def main():
         letkf = next(r for r in result["rows"] if r["method"] == "letkf")
         print(f"\n{float(fraction):.2%} observed, {kind}, seed {seed} ({args.cycles} cycles, scored after {args.spinup})")
         print(f"{'method':22s} {'rmse obs':>9s} {'rmse unobs':>10s} {'spread':>7s} {'crps':>6s} {'/LETKF unobs':>12s}"
-              f" {'/none unobs':>11s} {'s/cycle':>8s}")
+              f" {'/none unobs':>11s} {'spr/skill':>9s} {'s/cycle':>8s}")
         for r in result["rows"]:
             ratio_none = r["rmse_unobserved"] / none["rmse_unobserved"] if none else float("nan")
             print(f"{r['method']:22s} {r['rmse_observed']:9.3f} {r['rmse_unobserved']:10.3f} {r['spread']:7.3f} "
                   f"{r['crps']:6.3f} {r['rmse_unobserved'] / letkf['rmse_unobserved']:12.3f} {ratio_none:11.3f} "
-                  f"{r['s_per_cycle']:8.2f}")
+                  f"{r['spread_skill']:9.2f} {r['s_per_cycle']:8.2f}")
         print(f"(LETKF: best of radius x RTPS x obs-error factor {letkf_grid}: radius {letkf['loc_radius']}, "
               f"RTPS {letkf['rtps']}, obs-error factor {letkf['obs_error_factor']})", flush=True)
     if args.json:

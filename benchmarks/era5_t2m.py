@@ -1,33 +1,47 @@
 """Generative DA (storm) on real ERA5 2 m temperature beside OI, biharmonic inpainting and persistence.
 
 Data: ERA5 t2m over the UK, March 2019, hourly, 33 x 49 (0.25 deg), read with ``daflow.io.ingest``.
-The denoiser is trained on 2019-03-01..24 (the last 10% of those frames validate); the test is
-2019-03-25..31 (168 hours). Every test hour, 5% of the grid points (one fixed random mask) are
-observed with error 0.5 K (synthetic: ERA5 value + N(0, 0.5^2)). Every method reconstructs the full
-field hour by hour, cycling on its own previous analyses (never the true field):
+Three periods that do not overlap:
 
-- storm: posterior ensemble p(x_t | its own K previous analyses, y_t), SDA guidance
-  (:mod:`daflow.nn.diffusion`); each member keeps its own history; trained with smoothly perturbed
-  histories (``--history-noise``, :func:`daflow.nn.training.history_perturbation`), since the
-  histories it cycles on are its own analyses, and sampled with each member's history perturbed
-  the same way (``--history-inflation``, additive inflation); ``--predict increment`` trains
-  the network on x_t - x_{t-1} instead of x_t (:mod:`daflow.nn.normalisation`);
+- training, 2019-03-01..17 (408 hours): the denoiser (the last 10% of those frames give its
+  validation loss) and OI's climatological covariance;
+- validation, 2019-03-18..24 (168 hours): every setting chosen by looking at scores (training
+  epochs, sampler steps, EDM churn, history inflation; OI's covariance scale) is the best of its
+  candidates here, by the CRPS on the unobserved points (a proper score: it rewards accuracy and
+  calibration together);
+- test, 2019-03-25..31 (168 hours): each method is run once with the settings chosen on validation.
+
+Every hour a fixed random set of the grid points (``--fractions``, e.g. 5% and 1%; one mask per
+fraction, the same for validation and test) is observed with error 0.5 K (synthetic: ERA5 value +
+N(0, 0.5^2)). Every method reconstructs the full field hour by hour, cycling on its own previous
+analyses (never the true field):
+
+- storm: posterior ensemble p(x_t | its own K previous analyses, y_t) drawn by
+  :func:`daflow.nn.diffusion.posterior_sample` (MMPS guidance by default: Rozet et al. 2024); each
+  member keeps its own history; trained with smoothly perturbed histories (``[training]
+  history_noise``) and optionally sampled with each member's history perturbed the same way
+  (``history_inflation``, additive inflation), where validation chose it;
 - oi: :class:`daflow.da.oi.OptimalInterpolation` with the previous OI analysis as background and
-  B = the covariance of the 1-hour changes x_t - x_{t-1} over the training period, times
-  ``--oi-scale`` (the background error of a persisted analysis is its own error plus that change);
+  B = the covariance of the 1-hour changes x_t - x_{t-1} over the training period, times a scale
+  chosen on validation (the background error of a persisted analysis is its own error plus that change);
 - biharmonic: ``skimage.restoration.inpaint_biharmonic`` of the hour's observations
   (:func:`daflow.da.inpaint.inpaint`; needs no background);
 - persistence: the previous hour's OI analysis, unchanged (what the new observations add).
 
-The cycle starts from the biharmonic fill of the observations of the K hours before the test
-(same mask, same error), for every method. Scores over the test hours, on the unobserved points:
-RMSE of the (ensemble mean) analysis (time mean of the spatial RMSE), CRPS (the mean absolute
-error for a single analysis), spread/skill = time-mean ensemble spread / time-mean RMSE.
+Each period's cycle starts from the biharmonic fill of the observations of the K hours before it
+(same mask, same error), for every method. Scores over the period's hours, on the unobserved
+points: RMSE of the (ensemble mean) analysis (time mean of the spatial RMSE), CRPS (the mean
+absolute error for a single analysis), spread/skill = time-mean ensemble spread / time-mean RMSE,
+and the chi-square of storm's rank histogram (Hamill 2001; M + 1 bins over every unobserved point
+and hour; 0 for a perfectly flat histogram, about M for a calibrated ensemble of independent
+cases, far more for spatially correlated errors).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,34 +49,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daflow.da.inpaint import inpaint
 from daflow.core.grid import StateGrid
 from daflow.core.observations import ObsBatch
+from daflow.da.inpaint import inpaint
 from daflow.da.oi import OptimalInterpolation, climatological_covariance
 from daflow.io.ingest import ingest
 from daflow.nn.data import read_series
 from daflow.nn.generative import GenerativeModel
-from daflow.nn.normalisation import PREDICT
-from daflow.nn.training import DEFAULT_PREDICT, train
+from daflow.nn.training import train
 from daflow.obs.operators import get_operator
-from daflow.score.metrics import crps_ensemble
+from daflow.score.metrics import crps_ensemble, rank_histogram, truth_rank
 from daflow.settings import sample_data_dir
 
 GRIB = "grib/era5-2mt-2019-03-uk.grib"
-TEST_START = np.datetime64("2019-03-25T00:00")
-FRACTION, ERROR_STD = 0.05, 0.5
+VALIDATION_START, TEST_START = np.datetime64("2019-03-18T00:00"), np.datetime64("2019-03-25T00:00")
+ERROR_STD = 0.5
 
 
-def architecture_toml(width: int, depth: int, patch: int, predict: str, batch: int, lr: float, history_noise: float) -> str:
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def architecture_toml(width: int, depth: int, patch: int, history_noise: float) -> str:
     return (f"[architecture]\nwidth = {width}\ndepth = {depth}\nheads = 4\npatch = {patch}\n"
-            f"[normalisation]\npredict = \"{predict}\"\n[training]\nbatch_size = {batch}\nlearning_rate = {lr}\n"
+            f"[normalisation]\npredict = \"state\"\n[training]\nbatch_size = 32\nlearning_rate = 0.001\n"
             f"history_noise = {history_noise}\n")
-
-
-def observations(truth: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(T, p) synthetic observations of truth (T, ny, nx) at the flat indices ``mask``."""
-    flat = truth.reshape(truth.shape[0], -1)[:, mask]
-    return flat + ERROR_STD * rng.standard_normal(flat.shape)
 
 
 def obs_batch(values: np.ndarray, mask: np.ndarray) -> ObsBatch:
@@ -82,133 +93,195 @@ def biharmonic(values: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> 
 
 
 def scores(analyses: np.ndarray, truth: np.ndarray, unobserved: np.ndarray) -> dict:
-    """analyses (T, M, n), truth (T, n): RMSE, CRPS, spread on the unobserved points."""
+    """analyses (T, M, n), truth (T, n): RMSE, CRPS, spread, rank-histogram chi-square on the unobserved points."""
     a, t = analyses[:, :, unobserved], truth[:, unobserved]
     rmse = np.sqrt(((a.mean(1) - t) ** 2).mean(-1)).mean()
-    spread = np.sqrt(a.var(1, ddof=1).mean(-1)).mean() if a.shape[1] > 1 else 0.0
     crps = np.mean([crps_ensemble(a[k], t[k]).mean() for k in range(len(t))])
-    return {"rmse": float(rmse), "crps": float(crps), "spread": float(spread), "spread_skill": float(spread / rmse)}
+    out = {"rmse": float(rmse), "crps": float(crps)}
+    if a.shape[1] > 1:
+        spread = np.sqrt(a.var(1, ddof=1).mean(-1)).mean()
+        counts = rank_histogram(truth_rank(a.transpose(1, 0, 2), t, np.random.default_rng(0)), a.shape[1])
+        expected = counts.sum() / len(counts)
+        out.update(spread=float(spread), spread_skill=float(spread / rmse),
+                   rank_chi2=float(((counts - expected) ** 2 / expected).sum()), rank_counts=counts.tolist())
+    return out
+
+
+class Case:
+    """The truth and one fraction's observations over one period (K spin-up hours, then ``hours`` scored)."""
+
+    def __init__(self, field: np.ndarray, obs: np.ndarray, mask: np.ndarray, start: int, hours: int, k: int):
+        self.shape = field.shape[1:]
+        n = self.shape[0] * self.shape[1]
+        self.truth = field[start - k:start + hours].reshape(-1, n)
+        self.obs, self.mask, self.k, self.hours = obs[start - k:start + hours], mask, k, hours
+        self.unobserved = np.setdiff1d(np.arange(n), mask)
+        self.init = np.stack([biharmonic(self.obs[j], mask, self.shape).ravel() for j in range(k)])  # (k, n)
+
+    def score(self, analyses: np.ndarray) -> dict:
+        return scores(analyses, self.truth[self.k:], self.unobserved)
+
+
+def run_storm(model_dir: str, case: Case, members: int, seed: int, steps: int, churn: float, inflation: float,
+              guidance: str, cg_iterations: int, gamma: float) -> np.ndarray:
+    """(hours, members, n) storm analyses cycled on its own analyses."""
+    model = GenerativeModel(model_dir, sample_steps=steps, churn=churn, history_inflation=inflation)
+    generator = torch.Generator().manual_seed(seed)
+    k, shape = case.k, case.shape
+    history = torch.from_numpy(case.init).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
+    out = []
+    for t in range(k, k + case.hours):
+        analysis = model.next_frames(history, generator, [(0, obs_batch(case.obs[t], case.mask))], guidance=guidance,
+                                     cg_iterations=cg_iterations, gamma=gamma)
+        out.append(analysis[:, 0, 0].reshape(members, -1).double().numpy())
+        history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
+    return np.stack(out)
+
+
+def run_baselines(case: Case, grid: StateGrid, covariance: torch.Tensor, scale: float) -> dict:
+    """(hours, 1, n) analyses of OI (cycled), persistence of OI, biharmonic."""
+    oi = OptimalInterpolation(grid, covariance=scale * covariance)
+    x = torch.from_numpy(case.init[-1:])
+    oi_analyses, persistence = [], []
+    for t in range(case.k, case.k + case.hours):
+        persistence.append(x.numpy())
+        x = oi.transform(x, obs_batch(case.obs[t], case.mask))
+        oi_analyses.append(x.numpy())
+    bih = [biharmonic(case.obs[t], case.mask, case.shape).ravel()[None] for t in range(case.k, case.k + case.hours)]
+    return {"oi": np.stack(oi_analyses), "persistence": np.stack(persistence), "biharmonic": np.stack(bih)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Reduced configuration (about 1-3 minutes).")
+    parser.add_argument("--quick", action="store_true", help="Reduced configuration (about a minute on a quiet machine): "
+                        "2 epochs, 4 members, 8 steps, 6 validation and 6 test hours, one candidate per setting.")
     parser.add_argument("--json", help="Write the figures as one JSON object to this file.")
-    parser.add_argument("--png", default="era5_t2m.png", help="Figure of one test hour [era5_t2m.png].")
-    parser.add_argument("--epochs", type=int, help="Training epochs [quick 10, full 200].")
+    parser.add_argument("--png", help="Figure of one test hour per fraction (FILE with the fraction appended).")
+    parser.add_argument("--fractions", default="0.05,0.01", help="Observed fractions of the grid [0.05,0.01].")
+    parser.add_argument("--epochs", default="100,200", help="Candidate training epochs; each checkpoint continues the "
+                        "previous one [100,200].")
+    parser.add_argument("--sample-steps", default="16,32", help="Candidate sampler steps [16,32].")
+    parser.add_argument("--churn", default="0", help="Candidate EDM churn values [0].")
+    parser.add_argument("--history-inflation", default="0,0.4,0.8", help="Candidate history inflations (RMS of the smooth "
+                        "field added to each member's history, in units of the t2m std) [0,0.4,0.8].")
+    parser.add_argument("--oi-scale", default="0.5,1,2", help="Candidate factors on OI's covariance [0.5,1,2].")
+    parser.add_argument("--guidance", default="mmps", help="Candidate storm guidances, of mmps, sda, dps [mmps].")
+    parser.add_argument("--gamma", type=float, default=1e-3, help="SDA's gamma (not tuned) [1e-3].")
+    parser.add_argument("--cg-iterations", type=int, default=8, help="MMPS conjugate-gradient iterations [8] (not tuned).")
     parser.add_argument("--history", type=int, default=2, help="K history frames [2].")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--patch", type=int, default=4)
-    parser.add_argument("--predict", choices=PREDICT, default=DEFAULT_PREDICT,
-                        help=f"The network's target: the state or its increment from the last history frame [{DEFAULT_PREDICT}].")
     parser.add_argument("--history-noise", type=float, default=0.3,
-                        help="RMS of the smooth perturbation of the history frames in training, in units of the "
-                             "t2m standard deviation ([training] history_noise) [0.3].")
-    parser.add_argument("--members", type=int, help="Posterior samples [quick 8, full 16].")
-    parser.add_argument("--sample-steps", type=int, default=16, help="Sampler steps [16].")
-    parser.add_argument("--guidance", choices=["sda", "mmps", "dps"], default="sda",
-                        help="storm guidance (the figures in benchmarks/README.md are SDA's) [sda].")
-    parser.add_argument("--gamma", type=float, default=1e-3, help="SDA guidance gamma (dimensionless) [1e-3].")
-    parser.add_argument("--churn", type=float, default=0.0, help="EDM stochastic churn of the sampler [0].")
-    parser.add_argument("--hours", type=int, help="Test hours scored [quick 24, full 168].")
-    parser.add_argument("--history-inflation", type=float, default=0.8,
-                        help="storm: RMS of the smooth field added to each member's history before every sampling, "
-                             "in units of the t2m standard deviation (additive inflation) [0.8].")
-    parser.add_argument("--true-history", action="store_true",
-                        help="storm conditions every hour on the true K previous hours instead of its own analyses "
-                             "(not cycled: the calibration of one analysis step).")
-    parser.add_argument("--oi-scale", type=float, default=1.0, help="Factor on the OI covariance [1].")
-    parser.add_argument("--model-dir", help="Keep the checkpoint here (default: a temporary directory); "
-                        "an existing one is resumed up to --epochs (training time then counts only the new epochs).")
+                        help="[training] history_noise, in units of the t2m std [0.3] (not tuned).")
+    parser.add_argument("--members", type=int, help="Posterior samples [quick 4, full 16].")
+    parser.add_argument("--validation-hours", type=int, help="Validation hours scored [quick 6, full 168].")
+    parser.add_argument("--hours", type=int, help="Test hours scored [quick 6, full 168].")
+    parser.add_argument("--model-dir", help="Keep the checkpoints here (MODEL_DIR/eEPOCHS; default: a temporary "
+                        "directory); existing ones are reused or resumed.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads [2].")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    epochs = args.epochs or (10 if args.quick else 200)
-    members = args.members or (8 if args.quick else 16)
-    steps = args.sample_steps
-    hours = args.hours or (24 if args.quick else 168)
+    if args.quick:
+        for name, value in (("epochs", "2"), ("sample_steps", "8"), ("history_inflation", "0"), ("oi_scale", "1")):
+            if parser.get_default(name) == getattr(args, name):
+                setattr(args, name, value)
+    members = args.members or (4 if args.quick else 16)
+    val_hours = args.validation_hours or (6 if args.quick else 168)
+    hours = args.hours or (6 if args.quick else 168)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
 
     ds = ingest([sample_data_dir() / GRIB]).load()
     times = ds["time"].values
-    split = int(np.searchsorted(times, TEST_START))
+    v0, t0 = (int(np.searchsorted(times, d)) for d in (VALIDATION_START, TEST_START))
     field = ds["t2m"].values.astype(np.float64)                      # (time, ny, nx)
     shape = field.shape[1:]
     n = shape[0] * shape[1]
-    rng = np.random.default_rng(args.seed)
-    mask = np.sort(rng.choice(n, size=round(FRACTION * n), replace=False))
-    unobserved = np.setdiff1d(np.arange(n), mask)
     k = args.history
-    first = split - k                                                # spin-up hours before the test
-    truth = field[first:split + hours].reshape(-1, n)                # (k + hours, n)
-    obs = observations(field[first:split + hours], mask, rng)        # (k + hours, p)
-    print(f"ERA5 t2m {shape[0]} x {shape[1]}, train {split} h, test {hours} h, {len(mask)} observed points "
-          f"({FRACTION:.0%}), error {ERROR_STD} K; storm: K={k}, predict {args.predict}, "
-          f"history noise {args.history_noise}, history inflation {args.history_inflation}, {epochs} epochs, "
-          f"{members} members, {steps} steps, {args.guidance} guidance, gamma={args.gamma}, churn={args.churn}")
+    grid = StateGrid("t2m", ("lat", "lon"), shape, {"lat": ds["lat"].values, "lon": ds["lon"].values})
+    covariance = climatological_covariance(torch.from_numpy(np.diff(field[:v0].reshape(v0, n), axis=0)))
+    report: dict = {"periods": {"training": [str(times[0])[:10], str(times[v0 - 1])[:10]],
+                                "validation": [str(times[v0])[:10], str(times[v0 + val_hours - 1])[:13]],
+                                "test": [str(times[t0])[:10], str(times[t0 + hours - 1])[:13]]},
+                    "members": members, "guidance": args.guidance, "fractions": {}}
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or f"{tmp}/model"
-        config = Path(tmp) / "arch.toml"
-        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.predict, 32, 1e-3, args.history_noise))
-        start = time.perf_counter()
-        train(read_series(ds.isel(time=slice(0, split)), "t2m", GRIB), k, epochs, model_dir, str(config),
-              resume=(Path(model_dir) / "config.json").exists())
-        train_seconds = time.perf_counter() - start
-        model = GenerativeModel(model_dir, sample_steps=steps, churn=args.churn, history_inflation=args.history_inflation)
-        print(f"trained in {train_seconds:.0f} s")
+        root = Path(args.model_dir or f"{tmp}/model")
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "arch.toml"
+        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.history_noise))
+        series = read_series(ds.isel(time=slice(0, v0)), "t2m", GRIB)
+        checkpoints, previous, train_seconds = {}, None, {}
+        for e in sorted(int(v) for v in args.epochs.split(",")):
+            d = root / f"e{e}"
+            if previous is not None and not (d / "config.json").exists():
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.copytree(previous, d)
+            start = time.perf_counter()
+            train(series, k, e, str(d), str(config), resume=(d / "config.json").exists())
+            train_seconds[e] = time.perf_counter() - start
+            checkpoints[e], previous = str(d), d
+        report["train_seconds"] = train_seconds
+        print(f"ERA5 t2m {shape[0]} x {shape[1]}: train {v0} h, validation {val_hours} h, test {hours} h; error "
+              f"{ERROR_STD} K; storm: K={k}, {args.guidance}, {members} members; training seconds {train_seconds}")
 
-        init = np.stack([biharmonic(obs[j], mask, shape).ravel() for j in range(k)])   # (k, n)
-        results, seconds = {}, {}
-        generator = torch.Generator().manual_seed(args.seed)
-        start = time.perf_counter()
-        history = torch.from_numpy(init).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
-        storm = []
-        for t in range(k, k + hours):
-            if args.true_history:  # the true K previous hours instead of its own analyses
-                history = torch.from_numpy(truth[t - k:t]).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
-            analysis = model.next_frames(history, generator, [(0, obs_batch(obs[t], mask))], guidance=args.guidance,
-                                         gamma=args.gamma)
-            storm.append(analysis[:, 0, 0].reshape(members, n).double().numpy())
-            history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
-        results["storm"], seconds["storm"] = np.stack(storm), time.perf_counter() - start
+        for fraction in floats(args.fractions):
+            rng = np.random.default_rng([args.seed, round(fraction * 1e4)])
+            mask = np.sort(rng.choice(n, size=round(fraction * n), replace=False))
+            obs = field.reshape(len(field), n)[:, mask] + ERROR_STD * rng.standard_normal((len(field), len(mask)))
+            val, test = Case(field, obs, mask, v0, val_hours, k), Case(field, obs, mask, t0, hours, k)
+            print(f"\n{fraction:.0%} observed ({len(mask)} points)")
+            # validation: every candidate of storm and of OI's scale, scored by CRPS on the unobserved points
+            candidates = []
+            for guidance, e, steps, churn, inflation in itertools.product(
+                    args.guidance.split(","), checkpoints, [int(s) for s in args.sample_steps.split(",")],
+                    floats(args.churn), floats(args.history_inflation)):
+                start = time.perf_counter()
+                s = val.score(run_storm(checkpoints[e], val, members, args.seed, steps, churn, inflation, guidance,
+                                               args.cg_iterations, args.gamma))
+                setting = {"guidance": guidance, "epochs": e, "steps": steps, "churn": churn, "history_inflation": inflation}
+                candidates.append({**setting, **s, "seconds": time.perf_counter() - start})
+                print(f"  validation storm {setting}: RMSE {s['rmse']:.3f} CRPS {s['crps']:.3f} "
+                      f"spread/skill {s['spread_skill']:.2f} ({candidates[-1]['seconds']:.0f} s)", flush=True)
+            oi_candidates = {scale: val.score(run_baselines(val, grid, covariance, scale)["oi"]) for scale in floats(args.oi_scale)}
+            best = min(candidates, key=lambda c: c["crps"])
+            scale = min(oi_candidates, key=lambda c: oi_candidates[c]["crps"])
+            chosen = {key: best[key] for key in ("guidance", "epochs", "steps", "churn", "history_inflation")}
+            val_baselines = {m: val.score(a) for m, a in run_baselines(val, grid, covariance, scale).items()}
+            print(f"  chosen on validation: storm {chosen}, OI scale {scale}")
+            # test: once, with the chosen settings
+            start = time.perf_counter()
+            results = {"storm": run_storm(checkpoints[chosen["epochs"]], test, members, args.seed, chosen["steps"],
+                                          chosen["churn"], chosen["history_inflation"], chosen["guidance"], args.cg_iterations,
+                                          args.gamma)}
+            seconds = {"storm": time.perf_counter() - start}
+            start = time.perf_counter()
+            results.update(run_baselines(test, grid, covariance, scale))
+            seconds.update({m: (time.perf_counter() - start) / 3 for m in ("oi", "persistence", "biharmonic")})
+            figures = {m: {**test.score(a), "seconds": seconds[m]} for m, a in results.items()}
+            best_baseline = min(("oi", "biharmonic", "persistence"), key=lambda m: figures[m]["rmse"])
+            ratio = figures["storm"]["rmse"] / figures[best_baseline]["rmse"]
+            print(f"  test ({hours} h)\n  {'method':<12} {'RMSE unobs K':>12} {'CRPS K':>8} {'spread/skill':>12} "
+                  f"{'rank chi2':>10} {'seconds':>8}")
+            for m, f in figures.items():
+                print(f"  {m:<12} {f['rmse']:12.3f} {f['crps']:8.3f} {f.get('spread_skill', float('nan')):12.2f} "
+                      f"{f.get('rank_chi2', float('nan')):10.0f} {f['seconds']:8.1f}")
+            print(f"  storm / best baseline ({best_baseline}) RMSE: {ratio:.3f} (bar <= 0.75); spread/skill "
+                  f"{figures['storm']['spread_skill']:.2f} (bar 0.8-1.2)", flush=True)
+            report["fractions"][str(fraction)] = {
+                "observed_points": len(mask), "validation": {"storm": candidates, "oi_scale": {str(c): v for c, v in oi_candidates.items()},
+                                                             "baselines": val_baselines},
+                "chosen": {**chosen, "oi_scale": scale}, "test": figures, "best_baseline": best_baseline,
+                "storm_over_best_baseline": ratio}
+            if args.png:
+                plot(f"{args.png.removesuffix('.png')}_{fraction:g}.png", test.truth[k:], results, mask, shape,
+                     hours // 2, times[t0 + hours // 2], fraction)
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=1))
 
-    start = time.perf_counter()
-    increments = np.diff(field[:split].reshape(split, n), axis=0)
-    grid = StateGrid("t2m", ("lat", "lon"), shape, {"lat": ds["lat"].values, "lon": ds["lon"].values})
-    oi = OptimalInterpolation(grid, covariance=args.oi_scale * climatological_covariance(torch.from_numpy(increments)))
-    x = torch.from_numpy(init[-1:])
-    oi_analyses, persistence = [], []
-    for t in range(k, k + hours):
-        persistence.append(x.numpy())
-        x = oi.transform(x, obs_batch(obs[t], mask))
-        oi_analyses.append(x.numpy())
-    results["oi"], seconds["oi"] = np.stack(oi_analyses), time.perf_counter() - start
-    results["persistence"], seconds["persistence"] = np.stack(persistence), seconds["oi"]
-    start = time.perf_counter()
-    results["biharmonic"] = np.stack([biharmonic(obs[t], mask, shape).ravel()[None] for t in range(k, k + hours)])
-    seconds["biharmonic"] = time.perf_counter() - start
 
-    figures = {name: scores(a, truth[k:], unobserved) for name, a in results.items()}
-    best = min(("oi", "biharmonic", "persistence"), key=lambda m: figures[m]["rmse"])
-    print(f"{'method':<12} {'RMSE unobs K':>12} {'CRPS K':>8} {'spread/skill':>12} {'seconds':>8}")
-    for name, f in figures.items():
-        print(f"{name:<12} {f['rmse']:12.3f} {f['crps']:8.3f} {f['spread_skill']:12.2f} {seconds[name]:8.1f}")
-    ratio = figures["storm"]["rmse"] / figures[best]["rmse"]
-    print(f"storm / best baseline ({best}) RMSE ratio: {ratio:.3f} (bar <= 0.8); "
-          f"spread/skill {figures['storm']['spread_skill']:.2f} (bar 0.7-1.3); training {train_seconds:.0f} s (bar < 1800)")
-    plot(args.png, truth[k:], results, mask, shape, hour=hours // 2, when=times[split + hours // 2])
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "rmse_unobserved": {m: figures[m]["rmse"] for m in ("storm", "oi", "biharmonic", "persistence")},
-            "crps": {m: figures[m]["crps"] for m in ("storm", "oi", "biharmonic", "persistence")},
-            "spread_skill": {"storm": figures["storm"]["spread_skill"]},
-            "train_seconds": train_seconds}, indent=1))
-
-
-def plot(path: str, truth: np.ndarray, results: dict, mask: np.ndarray, shape, hour: int, when) -> None:
+def plot(path: str, truth: np.ndarray, results: dict, mask: np.ndarray, shape, hour: int, when, fraction: float) -> None:
     """Truth, observations and each method's (mean) analysis at one test hour."""
     import matplotlib
 
@@ -227,7 +300,7 @@ def plot(path: str, truth: np.ndarray, results: dict, mask: np.ndarray, shape, h
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=axes, label="t2m (K)", shrink=0.8)
-    fig.suptitle(f"ERA5 t2m, {str(when)[:16]}, 5% observed")
+    fig.suptitle(f"ERA5 t2m, {str(when)[:16]}, {fraction:.0%} observed")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -6,7 +6,9 @@ Settings (DAPPER's ``mods/*/`` files, see SETTINGS; the "Suggested tuning" lines
 ``Var3D`` = 3dvar with B = xB x the truth's covariance): Lorenz63/sakov2012 (dt 0.01, obs every 25
 steps, all 3 variables, R = 2 I), Lorenz63/anderson2010rhf (every 12 steps, R = 8 I), Lorenz96/sakov2008
 (40 variables, dt 0.05, every step, R = I), Lorenz96/hoteit2015 (sakov2008 with BurnIn 4) and
-Lorenz96/bocquet2010 (10 variables, every other one observed, R = 1.5).
+Lorenz96/bocquet2010 (10 variables, every other one observed, R = 1.5), and sakov2008_dto02: sakov2008 with
+observations every 4 steps (Bocquet & Sakov 2013, Fig. 4) for DAPPER's ``Var4D(Lag, xB)`` = 4dvar with window
+Lag (DAPPER slides its window by one observation time, daflow's windows do not overlap: see SETTINGS).
 Lorenz63/wiljes2017 is left out: DAPPER 1.7.1's own file fails in ``HMM.simulate`` (AttributeError:
 'int' object has no attribute 'T'); the other files with methods daflow has (bocquet2010_m40, frei2013bridging, miyoshi2011, todter2015,
 mandel2016) are not run yet.
@@ -16,11 +18,12 @@ forecast, which is not what daflow's oi does. DAPPER runs in its own virtual env
 figures are for that version), simulates truth and observations and saves them; daflow starts from
 X0's mean plus its noise (its own draw) and assimilates the same observations. Reported:
 time-averaged analysis RMSE over the observation times after DAPPER's BurnIn (DAPPER's rmse.a),
-per seed and their mean; for sakov2008's ETKF/LETKF the seconds per cycle of the assimilation loop
-(DAPPER: ``xp.assimilate`` with its per-cycle statistics; daflow: ``daflow.da.cycle.cycle``); and
-daflow's LETKF/ETKF at dim 10^4 and 10^5 (N = 20): seconds per cycle and peak RSS.
+per seed and their mean; for sakov2008's ETKF/LETKF the seconds per cycle of the assimilation loop, wall
+and CPU (DAPPER: ``xp.assimilate`` with its per-cycle statistics; daflow: ``daflow.da.cycle.cycle``);
+daflow's LETKF/ETKF at dim 10^4 and 10^5 (N = 20): seconds per cycle and peak RSS; and one LETKF
+analysis at dim 10^6 (N = 20, two threads): seconds, CPU seconds.
 
-    .venv/bin/python benchmarks/lorenz_dapper.py [--quick] [--settings sakov2012,...] [--json FILE]
+    .venv/bin/python benchmarks/lorenz_dapper.py [--quick] [--settings sakov2012,...] [--xps LETKF] [--json FILE]
 """
 from __future__ import annotations
 
@@ -71,6 +74,15 @@ SETTINGS = {
         ("EnKF N=28 infl 1.08", "da.EnKF('PertObs', N=28, infl=1.08)", "enkf", 28, dict(inflation=1.08), 0.24),
         ("ETKF N=17 infl 1.03", "da.EnKF('Sqrt', N=17, infl=1.03)", "etkf", 17, dict(inflation=1.03), 0.217),
     ]),
+    # Bocquet & Sakov (2013) Fig. 4 as in sakov2008's notes: obs every 4 steps (dto 0.2); DAPPER's Var4D slides its
+    # Lag-window by one observation time (each observation used Lag times, rmse.a at the window's end), daflow's
+    # 4dvar takes non-overlapping windows of Lag times and scores its analysis trajectory at every time.
+    "sakov2008_dto02": dict(module="dapper.mods.Lorenz96.sakov2008", model="lorenz96", obs=list(range(40)), r=1.0,
+                            x0_var=0.001, dko=4, cycles=(1000, 300), xps=[
+        ("Var4D Lag=1 xB=0.2", "da.Var4D(Lag=1, xB=0.2)", "4dvar", 1, dict(b_scale=0.2, window=1), 0.46),
+        ("Var4D Lag=2 xB=0.1", "da.Var4D(Lag=2, xB=0.1)", "4dvar", 1, dict(b_scale=0.1, window=2), 0.39),
+        ("Var4D Lag=4 xB=0.02", "da.Var4D(Lag=4, xB=0.02)", "4dvar", 1, dict(b_scale=0.02, window=4), 0.37),
+    ]),
     "sakov2008": dict(module="dapper.mods.Lorenz96.sakov2008", model="lorenz96", obs=list(range(40)), r=1.0,
                       x0_var=0.001, cycles=(3000, 1000), xps=[
         ("ETKF N=24 infl 1.013 rot", "da.EnKF('Sqrt', N=24, infl=1.013, rot=True)", "etkf", 24,
@@ -92,9 +104,11 @@ import dapper as dpr
 import dapper.da_methods as da
 import dapper.tools.progressbar as pb
 pb.disable_progbar = True
-module, cycles, seed, out, xps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+module, cycles, seed, out, xps, dko = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5]), int(sys.argv[6])
 HMM = importlib.import_module(module).HMM
 HMM.liveplotters = []
+if dko > 0:
+    HMM.tseq.dko = dko
 if cycles > 0:
     HMM.tseq.Ko = cycles
 cycles = HMM.tseq.Ko
@@ -103,15 +117,16 @@ xx, yy = HMM.simulate()
 result = {"dapper_version": dpr.__version__, "xps": {}}
 for label, expression in xps:
     xp = eval(expression)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         xp.assimilate(HMM, xx, yy)
     except Exception as err:  # a DAPPER failure on this setting: reported, not fatal
         result["xps"][label] = {"rmse": None, "seconds_per_cycle": None, "error": f"{type(err).__name__}: {err}"}
         continue
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     xp.stats.average_in_time()
-    result["xps"][label] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": seconds / (cycles + 1)}
+    result["xps"][label] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": seconds / (cycles + 1),
+                            "cpu_seconds_per_cycle": cpu / (cycles + 1)}
 np.savez(out, xx=np.asarray(xx, float), yy=np.stack([np.asarray(y, float) for y in yy]), x0=np.asarray(HMM.X0.mu, float),
          tt=np.asarray(HMM.tseq.tt, float), tto=np.asarray(HMM.tseq.tto, float), kko=np.asarray(HMM.tseq.kko),
          burn_in=float(HMM.tseq.BurnIn))
@@ -137,7 +152,8 @@ def run_dapper(setting: dict, cycles: int, seed: int, npz: Path) -> dict:
     if python is None:
         raise SystemExit("DAPPER unavailable; see the message above")
     xps = json.dumps([(label, expression) for label, expression, *_ in setting["xps"]])
-    proc = subprocess.run([python, "-c", DAPPER_SCRIPT, setting["module"], str(cycles or 0), str(seed), str(npz), xps],
+    proc = subprocess.run([python, "-c", DAPPER_SCRIPT, setting["module"], str(cycles or 0), str(seed), str(npz), xps,
+                           str(setting.get("dko", 0))],
                           capture_output=True, text=True, env={"MPLBACKEND": "agg", "PATH": "/usr/bin:/bin"})
     if proc.returncode != 0:
         raise SystemExit(f"DAPPER failed: {proc.stderr.strip().splitlines()[-1]}")
@@ -177,14 +193,15 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
     for label, _, method, members, options, _ in setting["xps"]:
         ens = torch.from_numpy(x0) + np.sqrt(setting["x0_var"]) * torch.randn(members, dim, generator=g, dtype=torch.float64)
         state = State(model, dt, ens, 0.0, True)
-        extra = {"covariance": climatology} if method == "3dvar" else {"seed": seed} if "rotate" in options or method == "enkf" else {}
+        extra = ({"covariance": climatology} if method in ("3dvar", "4dvar")
+                 else {"seed": seed} if "rotate" in options or method == "enkf" else {})
         filt = make_filter(method, grid, **options, **extra)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = cycle(state, obs, filt, batches)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         err = out["x"].mean("member").values - xx[kko]
         rmse = np.sqrt((err**2).mean(-1))[after].mean()
-        result[label] = {"rmse": float(rmse), "seconds_per_cycle": seconds / cycles}
+        result[label] = {"rmse": float(rmse), "seconds_per_cycle": seconds / cycles, "cpu_seconds_per_cycle": cpu / cycles}
     return result
 
 
@@ -220,6 +237,45 @@ print(json.dumps({"seconds_per_cycle": seconds, "peak_rss_mib": resource.getrusa
 """
 
 
+ANALYSIS_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np, torch, xarray as xr
+from daflow.core.grid import StateGrid
+from daflow.core.observations import observation_batches
+from daflow.da.cycle import make_filter
+from daflow.models import get_model
+from daflow.obs.synthetic import observe
+dim, threads = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+model = get_model("lorenz96", dim=dim)
+g = torch.Generator().manual_seed(0)
+truth = model.random_state(1, g)[0]
+ds = xr.Dataset({"x": (("time", "i"), truth[None].numpy())}, coords={"time": [0.0]})
+batch = observation_batches(observe(ds, fraction=1, error_std=1, seed=0), StateGrid.from_model(model))[0]
+x = truth + torch.randn(20, dim, generator=g, dtype=torch.float64)     # members around the truth, spread 1
+filt = make_filter("letkf", StateGrid.from_model(model), inflation=1.0, loc_radius=4)
+with torch.inference_mode():
+    start, cpu = time.perf_counter(), time.process_time()
+    filt._local(batch, x.dtype)                                       # neighbour lists (kept while the network stays)
+    neighbours, neighbours_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    analysis = filt.transform(x, batch)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "neighbour_seconds": neighbours, "neighbour_cpu_seconds": neighbours_cpu,
+                  "threads": threads, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rmse_background": float((x.mean(0) - truth).square().mean().sqrt()),
+                  "rmse_analysis": float((analysis.mean(0) - truth).square().mean().sqrt())}))
+"""
+
+
+def run_analysis(dim: int, threads: int) -> dict:
+    """One LETKF analysis at ``dim`` (N = 20, every variable observed, radius 4): seconds and CPU seconds."""
+    proc = subprocess.run([sys.executable, "-c", ANALYSIS_SCRIPT, str(dim), str(threads)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"analysis run failed: {proc.stderr.strip().splitlines()[-1]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_scale(method: str, dim: int, cycles: int, threads: int) -> dict:
     proc = subprocess.run([sys.executable, "-c", SCALE_SCRIPT, method, str(dim), str(cycles), str(threads)],
                           capture_output=True, text=True)
@@ -234,6 +290,10 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ", ".join(SETTINGS))
     parser.add_argument("--seeds", default=None, help="comma-separated seeds [1,2,3; --quick: 1,2]")
     parser.add_argument("--no-scale", action="store_true", help="skip the dim 10^4/10^5 runs")
+    parser.add_argument("--xps", default=None, help="only the experiments whose label contains this text (e.g. LETKF)")
+    parser.add_argument("--analysis-dim", type=int, default=None,
+                        help="one LETKF analysis at this dim, N = 20 (default 10^6; --quick: none; 0: none)")
+    parser.add_argument("--analysis-threads", type=int, default=2, help="torch threads of that analysis [2]")
     parser.add_argument("--json", help="write the figures as one JSON object")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the scale runs (1: no OpenMP oversubscription on a shared machine)")
@@ -241,7 +301,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([1, 2] if args.quick else [1, 2, 3])
     summary = {"seeds": seeds, "settings": {}}
     for name in args.settings.split(","):
-        setting = SETTINGS[name]
+        setting = dict(SETTINGS[name])
+        if args.xps:
+            setting["xps"] = [xp for xp in setting["xps"] if args.xps in xp[0]]
+            if not setting["xps"]:
+                continue
         cycles = setting["cycles"][1 if args.quick else 0] or 0     # 0: the file's own length
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +324,10 @@ def main() -> None:
             errors = {r["dapper"][label]["error"] for r in runs if "error" in r["dapper"][label]}
             figures[label] = {"expected": expected, "dapper": d, "daflow": f, "dapper_errors": sorted(errors),
                               "dapper_seconds_per_cycle": float(np.mean([r["dapper"][label]["seconds_per_cycle"] for r in runs])) if ok else None,
-                              "daflow_seconds_per_cycle": float(np.mean([r["daflow"][label]["seconds_per_cycle"] for r in runs]))}
+                              "daflow_seconds_per_cycle": float(np.mean([r["daflow"][label]["seconds_per_cycle"] for r in runs])),
+                              "dapper_cpu_seconds_per_cycle":
+                                  float(np.mean([r["dapper"][label]["cpu_seconds_per_cycle"] for r in runs])) if ok else None,
+                              "daflow_cpu_seconds_per_cycle": float(np.mean([r["daflow"][label]["cpu_seconds_per_cycle"] for r in runs]))}
             show = lambda v: " ".join(f"{x:.2f}" for x in v) + f" | {np.mean(v):.3f}"  # noqa: E731
             dapper_text, ratio = (show(d), f"{np.mean(f) / np.mean(d):.2f}") if ok else ("failed", "")
             print(f"{label:<28}{'' if expected is None else expected:>9}{dapper_text:>24}{show(f):>24}{ratio:>7}")
@@ -268,11 +335,14 @@ def main() -> None:
                 print(f"    DAPPER {DAPPER_VERSION} fails here: {e}")
         summary["settings"][name] = {"cycles": cycles, "xps": figures}
     if "sakov2008" in summary["settings"]:
-        print("\nsakov2008 speed (ms per cycle of the assimilation loop): DAPPER, daflow, speed-up")
+        print("\nsakov2008 speed (ms per cycle of the assimilation loop), wall | CPU: DAPPER, daflow, speed-up")
         for label in ("ETKF N=24 infl 1.013 rot", "LETKF N=7 infl 1.04 r4 rot"):
-            fig = summary["settings"]["sakov2008"]["xps"][label]
+            fig = summary["settings"]["sakov2008"]["xps"].get(label)
+            if fig is None or fig["dapper_seconds_per_cycle"] is None:
+                continue
             d, f = fig["dapper_seconds_per_cycle"], fig["daflow_seconds_per_cycle"]
-            print(f"{label:<28}{1e3 * d:>8.2f}{1e3 * f:>8.3f}{d / f:>7.1f}x")
+            dc, fc = fig["dapper_cpu_seconds_per_cycle"], fig["daflow_cpu_seconds_per_cycle"]
+            print(f"{label:<28}{1e3 * d:>8.2f}{1e3 * f:>8.3f}{d / f:>7.1f}x |{1e3 * dc:>8.2f}{1e3 * fc:>8.3f}{dc / fc:>7.1f}x")
     if not args.no_scale:
         summary["scale"] = {}
         print(f"\ndaflow at scale (N = 20, every variable observed, {args.threads} thread(s)): seconds per cycle, peak RSS")
@@ -281,6 +351,13 @@ def main() -> None:
                 fig = run_scale(method, dim, 3 if dim > 10_000 else 5, args.threads)
                 summary["scale"][f"{method}_{dim}"] = fig
                 print(f"{method:<7} dim {dim:>7}: {fig['seconds_per_cycle']:8.3f} s/cycle  {fig['peak_rss_mib']:8.0f} MiB peak")
+    analysis_dim = args.analysis_dim if args.analysis_dim is not None else (0 if args.quick else 1_000_000)
+    if analysis_dim:
+        fig = run_analysis(analysis_dim, args.analysis_threads)
+        summary["letkf_analysis"] = {"dim": analysis_dim, **fig}
+        print(f"\none LETKF analysis, dim {analysis_dim}, N = 20, {fig['threads']} thread(s): {fig['seconds']:.2f} s "
+              f"({fig['cpu_seconds']:.2f} s CPU), neighbour lists {fig['neighbour_seconds']:.2f} s, "
+              f"peak {fig['peak_rss_mib']:.0f} MiB; RMSE {fig['rmse_background']:.3f} -> {fig['rmse_analysis']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
 

@@ -21,30 +21,14 @@ import time
 
 import torch
 
-from daflow.nn.diffusion import SamplerSettings, _guided_denoiser, edm_sample, posterior_sample
-
-
-def gaussian_denoiser(C: torch.Tensor):
-    eigenvalues, U = torch.linalg.eigh(C)
-
-    def denoise(x, sigma):
-        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2
-        U_, lam = U.to(x.dtype), eigenvalues.to(x.dtype)
-        return ((x @ U_) * (lam / (lam + s2))) @ U_.T
-    return denoise
-
-
-def kalman(C, idx, r, y):
-    H = torch.zeros(len(idx), C.shape[0], dtype=torch.float64)
-    H[range(len(idx)), idx] = 1.0
-    K = C @ H.T @ torch.linalg.inv(H @ C @ H.T + r**2 * torch.eye(len(idx), dtype=torch.float64))
-    return K @ y, C - K @ H @ C
+from daflow.nn.diffusion import (SamplerSettings, _guided_denoiser, edm_sample, gaussian_denoiser, kalman_posterior,
+                                   posterior_sample)
 
 
 def issue_case(members: int) -> None:
     C = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
     y, r = torch.tensor([1.0], dtype=torch.float64), 0.3
-    mean, cov = kalman(C, [0], r, y)
+    mean, cov = kalman_posterior(C, [0], r, y)
     print(f"1. 2-D, y = 1, error {r}, {members} samples, default steps (32); exact mean "
           f"{mean[0]:.3f} {mean[1]:.3f}, variance {cov[0, 0]:.3f} {cov[1, 1]:.3f}")
     print("| guidance | mean x1 | var x1 | mean x2 | var x2 | seconds |\n| --- | --- | --- | --- | --- | --- |")
@@ -68,7 +52,7 @@ def discretisation() -> None:
     for steps in (8, 16, 24, 32, 48, 64):
         row = []
         for r in (0.1, 1.0):
-            mean, cov = kalman(C, idx, r, y)
+            mean, cov = kalman_posterior(C, idx, r, y)
             cfg = SamplerSettings(steps=steps)
             guided = _guided_denoiser(gaussian_denoiser(C), lambda x: x[:, idx], y,
                                       torch.full((8,), r, dtype=torch.float64), cfg, torch.float64)

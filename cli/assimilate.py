@@ -48,6 +48,10 @@ from daflow_cli.common import common_options, output_path
               help="[storm] Likelihood guidance: MMPS (Tweedie covariance), SDA (gamma) or DPS [mmps].")
 @click.option("--churn", type=click.FloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
 @click.option("--cg-iterations", type=click.IntRange(min=1), help="[storm] MMPS conjugate-gradient iterations at most [8].")
+@click.option("--lag", type=click.IntRange(min=0),
+              help="[storm] Frames of the model's T-frame window before each analysis time, re-analysed with the "
+                   "window's observations (reanalysis); the observations of the other T-1-lag frames, after it, "
+                   "correct the analysis (look-ahead) [0].")
 @click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
 @click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
 @click.option("--history-inflation", type=click.FloatRange(min=0),
@@ -69,6 +73,8 @@ from daflow_cli.common import common_options, output_path
 @click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
               help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
 @click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
+@click.option("--scale-eps-b/--no-scale-eps-b", default=None,
+              help="[ensf] Use eps_b times the observed fraction of the state (eps_b is the value at full observation) [on].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),
               help="[storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
@@ -78,8 +84,9 @@ from daflow_cli.common import common_options, output_path
 @common_options
 def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, rotate, xn, climatology,
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
-               save_background, checkpoint, members, guidance, churn, cg_iterations, gamma, sample_steps, history_inflation, ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, sequence_parallel,
+               save_background, checkpoint, members, guidance, churn, cg_iterations, lag, gamma, sample_steps, history_inflation,
+               ensf_steps, eps_a, eps_b,
+               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, scale_eps_b, sequence_parallel,
                dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
 
@@ -96,10 +103,10 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              checkpoint=checkpoint, dtype=dtype, seed=seed, inflation=inflation, rtps=rtps, loc_radius=loc_radius, rotate=rotate,
              xn=xn, b_scale=b_scale, b_std=b_std, b_length=b_length, b_correlation=b_correlation, minimizer=minimizer,
              outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
-             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations,
+             members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations, lag=lag,
              gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
              sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
              truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
-             adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)
+             adaptive_inflation=adaptive_inflation, max_inflation=max_inflation, scale_eps_b=scale_eps_b)
     if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)
         write_dataset(ds, output, "analysis")

@@ -16,6 +16,7 @@ import click
 from daflow.errors import DaflowError, DaflowWarning, OptionError
 from daflow.io.atomic import check_outputs, output_group, remove_pending, same_file
 from daflow.progress import set_quiet
+from daflow.seeding import seed_scope
 from daflow.threads import set_threads
 
 
@@ -86,7 +87,7 @@ def common_options(func):
         set_threads(threads)
         ctx = click.get_current_context()
         command = ctx.info_name
-        with warnings.catch_warnings(), signals_handled(command):
+        with warnings.catch_warnings(), signals_handled(command), seed_scope():
             warnings.simplefilter("ignore")  # library noise (xarray, numpy) stays off the user's terminal
             if not quiet:
                 warnings.simplefilter("default", DaflowWarning)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
+from daflow.models import MODEL_NAMES
 from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
 
 
 @click.command()
 @click.option("--init", required=True, type=click.Path(dir_okay=False), metavar="FILE|random",
               help="State file to continue (its last frame), or 'random'.")
-@click.option("--model", "model_name", help="Model name (with --init random; checked against an init file).")
+@click.option("--model", "model_name", type=click.Choice(MODEL_NAMES),
+              help="Model (with --init random; checked against an init file; storm needs --checkpoint).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Model parameter, e.g. dim=40 (repeatable; overrides the file's).")
 @click.option("--members", type=click.IntRange(min=1), help="Ensemble size: independent random states, or copies of a single state.")
 @click.option("--perturb", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Std of Gaussian noise added to the initial state(s).")
@@ -19,9 +21,9 @@ from daflow_cli.common import common_options, output_path, parse_pairs, schedule
 @click.option("--output-every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every K-th step.")
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), help="[--model storm] Trained model directory (daflow train).")
-@click.option("--sample-steps", type=click.IntRange(min=1), default=24, show_default=True, help="[--model storm] Steps of the diffusion sampler.")
-@click.option("--sequence-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="[--model storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes).")
+@click.option("--sample-steps", type=click.IntRange(min=1), help="[--model storm] Steps of the diffusion sampler [24].")
+@click.option("--sequence-parallel", type=click.IntRange(min=1),
+              help="[--model storm] P: under torchrun, split every window's tokens across P processes (rank 0 writes) [1].")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Precision [default: the model's; float32 for SQG].")
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @click.option("--split", type=click.IntRange(min=1), default=1, show_default=True,

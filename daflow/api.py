@@ -58,24 +58,35 @@ def _dtype(name: str | None) -> Any:
 
 def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, Any] | None = None, members: int | None = None,
              perturb: float = 0.0, spinup: int | None = None, dt: float | None = None, steps: int = 0, output_every: int = 1,
-             start: str | None = None, checkpoint: str | None = None, sample_steps: int = 24, sequence_parallel: int = 1,
-             dtype: str | None = None,
+             start: str | None = None, checkpoint: str | None = None, sample_steps: int | None = None,
+             sequence_parallel: int | None = None, dtype: str | None = None,
              seed: int | None = None, split: int = 1, scheduler: str | None = None) -> xr.Dataset:
     """``daflow forecast``: a model run from ``init`` (a state dataset or ``"random"``) as a state dataset.
 
     With ``checkpoint`` (a trained model directory, ``model="storm"``) the generative model samples the forecast.
+    An option the chosen model's run does not take (``sample_steps`` for Lorenz-96, ``perturb`` for
+    storm) is an OptionError: what each run takes is read from its function's signature.
     """
+    from daflow.models import GENERATIVE_MODEL, MODELS
     from daflow.parallel import dask_scheduler
 
-    if (model == "storm") != (checkpoint is not None):
-        raise OptionError("checkpoint", "checkpoint is needed by, and only by, the generative model (storm)")
+    if (model == GENERATIVE_MODEL) != (checkpoint is not None):
+        raise OptionError("checkpoint", f"checkpoint is needed by, and only by, the generative model ({GENERATIVE_MODEL})")
+    options = {"param": param, "members": members, "perturb": perturb, "spinup": spinup, "dt": dt, "output_every": output_every,
+               "start": start, "sample_steps": sample_steps, "sequence_parallel": sequence_parallel, "dtype": dtype,
+               "split": split, "scheduler": scheduler}
     if checkpoint is not None:
         from daflow.nn.generative import forecast as generative_forecast
 
+        given = _taken_options(generative_forecast, options, f"the generative model ({GENERATIVE_MODEL})")
         ds, name = _read(init, STATE_KINDS)
-        out = generative_forecast(checkpoint, ds, steps, members or 1, seed, sample_steps, sequence_parallel, source=name)
+        given["members"] = given.get("members") or 1
+        out = generative_forecast(checkpoint, ds, steps, seed=seed, source=name, **given)
         _check_finite_forecast(out, checkpoint)
         return out
+    from daflow.models.run import forecast as run_forecast
+
+    _taken_options(run_forecast, options, f"model {model}" if model else f"a {', '.join(MODELS)} run", RUN_KEYWORDS)
     if isinstance(init, str) and init == "random":
         ds_or_random: xr.Dataset | str = "random"
         name = None
@@ -90,11 +101,27 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
                 raise DataError(name, "has no daflow_model attributes: no model can run it forward; with --steps 0 "
                                       "(no --model, --param, --spinup or --dt) --members N --perturb S builds an ensemble of it")
             return perturbed_ensemble(ds_or_random, members, perturb, seed, start, source=name)
-    from daflow.models.run import forecast as run_forecast
 
     with dask_scheduler(scheduler):
         return run_forecast(ds_or_random, model, dict(param or {}), members, perturb, spinup, dt, steps, output_every, seed,
                             start, _dtype(dtype), groups=split, source=name)
+
+
+RUN_KEYWORDS = {"param": "params", "split": "groups", "scheduler": "groups"}  # forecast's keyword -> the model run's argument
+
+
+def _taken_options(run: Any, options: dict[str, Any], who: str, keywords: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The options given (not None, not forecast's default, not empty) that ``run`` takes; OptionError
+    naming the first one it does not take (its argument, through ``keywords``, is not in its signature)."""
+    import inspect
+
+    defaults = inspect.signature(forecast).parameters
+    given = {k: v for k, v in options.items() if v is not None and v != defaults[k].default and not (k == "param" and not v)}
+    takes = set(inspect.signature(run).parameters)
+    refused = [k for k in given if (keywords or {}).get(k, k) not in takes]
+    if refused:
+        raise OptionError(refused[0], f"{who} does not take {', '.join(refused)}")
+    return given
 
 
 def _check_finite_forecast(ds: xr.Dataset, source: object) -> None:

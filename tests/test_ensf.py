@@ -246,3 +246,26 @@ def test_default_ensf_is_calibrated_on_lorenz96_with_arctan_observations():
     assert 0.8 <= spread / rmse <= 1.2, (rmse, spread)
     rmse, spread = _lorenz96_arctan_cycling(EnSF(_line_grid(40), seed=3, kernel="blur", adaptive_inflation=False))
     assert spread / rmse > 1.5, (rmse, spread)
+
+
+def test_eps_b_scales_with_the_observed_fraction_of_the_state():
+    """eps_b is the kernel variance at full observation; with a fraction f of the variables observed
+    (repeated observations of one variable counted once) the analysis uses f eps_b, unless scale_eps_b
+    is off. Where nothing is observed the preserving kernel keeps a fraction 1 - f eps_b of each
+    member's anomaly, not 1 - eps_b."""
+    from dataclasses import replace
+    from daflow.da.ensf import EnSF
+    obs = _batch(torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64))
+    obs = replace(obs, index=torch.tensor([0, 1, 2, 3, 4, 4]))
+    assert EnSF(_line_grid(20), eps_b=0.6).schedule_for(obs, 20).eps_b == pytest.approx(0.6 * 5 / 20)
+    assert EnSF(_line_grid(20), eps_b=0.6, scale_eps_b=False).schedule_for(obs, 20).eps_b == 0.6
+    full = _batch(torch.zeros(20, dtype=torch.float64), torch.ones(20, dtype=torch.float64))
+    assert EnSF(_line_grid(20), eps_b=0.6).schedule_for(full, 20).eps_b == 0.6
+    # the unobserved variables of a paired-score analysis: a u_i + sqrt(eps) xi with a^2 = 1 - eps, eps = f eps_b
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1000, 20, generator=g, dtype=torch.float64)
+    few = replace(_batch(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)), index=torch.tensor([0, 1]))
+    analysis = EnSF(_line_grid(20), eps_b=0.6, seed=1, adaptive_inflation=False).update(x, few.apply(x), few)
+    u = (x - x.mean(0)) / x.std(0)
+    kept = ((analysis - analysis.mean(0)) / x.std(0) * u).mean(0)[2:]        # covariance with the member: a
+    assert kept.mean().item() == pytest.approx(math.sqrt(1 - 0.06), abs=0.03)  # sqrt(1 - 0.6) = 0.63 unscaled

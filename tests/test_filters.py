@@ -9,11 +9,12 @@ import xarray as xr
 from click.testing import CliRunner
 
 from daflow.da import FILTERS
-from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
+from daflow.da import base
+from daflow.da.base import ensemble_transform, inverse_sqrt_spd, mean_preserving_rotation, relax_to_prior_spread
 from daflow.core.cycle import cycle
 from daflow.core.state import State
 from daflow.da.cycle import make_filter
-from daflow.da.localization import gaspari_cohn
+from daflow.da.localization import gaspari_cohn, local_observations
 from daflow.core.grid import StateGrid
 from daflow.core.observations import observation_batches
 from daflow.errors import DataError
@@ -88,6 +89,33 @@ def test_letkf_without_localisation_is_the_etkf(case):
     torch.testing.assert_close(letkf, etkf)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
+    """Large batches (N >= 12) take G^{-1/2} from Newton-Schulz, in chunks and threads; the weights are
+    the eigh-based ones to rounding, a chunk too ill-conditioned for the iteration falls back to eigh."""
+    g = torch.Generator().manual_seed(3)
+    batch, members = 4 * 2 * base.NEWTON_SCHULZ_CHUNK + 37, 20
+    scale = torch.full((batch, 1, 1), 0.3, dtype=torch.float64)
+    scale[:50] = 3.0                    # e_0 near 1: more iterations
+    scale[-40:] = 1e4                   # the last chunk: beyond NEWTON_SCHULZ_MAX_ITER, eigh
+    S = torch.randn(batch, members, 29, generator=g, dtype=torch.float64) * scale
+    S -= S.mean(1, keepdim=True)
+    d = torch.randn(batch, 29, generator=g, dtype=torch.float64)
+    oracle = base._transform(base._gram(S), S @ d.unsqueeze(-1))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        W = ensemble_transform(S, d)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.get_num_threads() == previous
+    torch.testing.assert_close(W, oracle, rtol=1e-10, atol=1e-12)
+    G = base._gram(S[:100])
+    root = inverse_sqrt_spd(G.clone(), members - 1.0)
+    torch.testing.assert_close(root @ G @ root, torch.eye(members, dtype=G.dtype).expand_as(G), rtol=0, atol=1e-12)
+    assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
+
+
 def test_letkf_leaves_points_beyond_the_support_alone(case):
     ens, _ = case
     batch = observation_batches(obs_dataset([0], [10.0]), GRID)[0]
@@ -126,6 +154,22 @@ def test_gaspari_cohn_values():
     np.testing.assert_allclose(gaspari_cohn(np.array([0.0, 1.0, 2.0, 3.0])), [1.0, 5 / 24, 0.0, 0.0], atol=1e-15)
     eps = 1e-9
     np.testing.assert_allclose(gaspari_cohn(np.array([1 - eps])), gaspari_cohn(np.array([1 + eps])), atol=1e-8)
+
+
+@pytest.mark.parametrize("dim, fraction, radius", [(40, 1.0, 4.0), (300, 0.3, 7.5), (50, 0.5, 0.6)])
+def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius):
+    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column."""
+    grid = StateGrid.from_model(get_model("lorenz96", dim=dim))
+    cols = np.sort(np.random.default_rng(dim).choice(dim, int(dim * fraction), replace=False))
+    local = local_observations(grid, cols, radius)
+    gap = np.abs(np.arange(dim)[:, None] - cols[None, :])
+    taper = gaspari_cohn(np.minimum(gap, dim - gap) / (1.82 * radius))               # (columns, obs)
+    for i in range(dim):
+        kept = local.root_taper[i].numpy() > 0
+        got = sorted(zip(cols[local.neighbours[i].numpy()[kept]], local.root_taper[i].numpy()[kept] ** 2))
+        want = [(cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3)]
+        assert [c for c, _ in got] == [c for c, _ in want]
+        np.testing.assert_allclose([t for _, t in got], [t for _, t in want], rtol=1e-12)
 
 
 def test_observation_checks():

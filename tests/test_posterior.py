@@ -8,33 +8,15 @@ import torch
 
 from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
-from daflow.nn.diffusion import posterior_sample
+from daflow.nn.diffusion import gaussian_denoiser, kalman_posterior, posterior_sample, scalar_observation_posterior
 from daflow.nn.generative import GenerativeModel
 from daflow.nn.normalisation import Normalisation
 from daflow.nn.transformer import Architecture
 
 
-def gaussian_denoiser(C: torch.Tensor):
-    """E[x0 | x0 + sigma n] for x0 ~ N(0, C) = U diag(l / (l + sigma^2)) U^T x, for x of shape (B, n)."""
-    eigenvalues, U = torch.linalg.eigh(C)
-
-    def denoise(x, sigma):
-        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2
-        U_ = U.to(x.dtype)
-        return ((x @ U_) * (eigenvalues.to(x.dtype) / (eigenvalues.to(x.dtype) + s2))) @ U_.T
-    return denoise
-
-
-def kalman(C, idx, r, y):
-    H = torch.zeros(len(idx), C.shape[0], dtype=torch.float64)
-    H[range(len(idx)), idx] = 1.0
-    K = C @ H.T @ torch.linalg.inv(H @ C @ H.T + r**2 * torch.eye(len(idx), dtype=torch.float64))
-    return K @ y, C - K @ H @ C
-
-
 def errors(C, idx, r, y, members=2000, seed=0, **settings):
     """Per coordinate |mean - Kalman mean| / posterior std and |variance / Kalman variance - 1|."""
-    mean, cov = kalman(C, idx, r, y)
+    mean, cov = kalman_posterior(C, idx, r, y)
     g = torch.Generator().manual_seed(seed)
     s = posterior_sample(gaussian_denoiser(C), (C.shape[0],), lambda x0: x0[:, idx], y.float(), r.float(),
                          members=members, generator=g, **settings).double()
@@ -47,6 +29,19 @@ def blocks(C, idx, y, ratios):
     n, k = C.shape[0], len(ratios)
     return (torch.block_diag(*[C] * k), [b * n + i for b in range(k) for i in idx], y.repeat(k),
             torch.tensor(ratios, dtype=torch.float64).repeat_interleave(len(idx)))
+
+
+def test_oracles_are_the_closed_forms():
+    """The public oracles: the denoiser is C (C + sigma^2 I)^-1 x for a batch of noise levels, and the
+    issue's 2-D case (correlation 0.8, y = 1, error 0.3) has mean (1, 0.8) / 1.09 and variances
+    1 - 1/1.09, 1 - 0.64/1.09."""
+    C = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+    x, sigma = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64), torch.tensor([0.3, 2.0], dtype=torch.float64)
+    exact = torch.stack([C @ torch.linalg.solve(C + s**2 * torch.eye(2, dtype=torch.float64), v) for v, s in zip(x, sigma)])
+    torch.testing.assert_close(gaussian_denoiser(C)(x, sigma), exact)
+    mean, cov = kalman_posterior(C, [0], 0.3, torch.tensor([1.0]))
+    torch.testing.assert_close(mean, torch.tensor([1.0, 0.8], dtype=torch.float64) / 1.09)
+    torch.testing.assert_close(cov.diagonal(), torch.tensor([1 - 1 / 1.09, 1 - 0.64 / 1.09], dtype=torch.float64))
 
 
 RATIOS = [0.1, 0.3, 1.0, 3.0]
@@ -115,7 +110,7 @@ def test_observations_of_the_last_window_frame_correct_the_first():
     g = torch.Generator().manual_seed(3)
     history = torch.zeros(2000, 1, 1, 2, 2)
     out = model.next_frames(history, g, [(1, batch)]).double().reshape(2000, 8)
-    mean, cov = kalman(denoiser.prior, [4], torch.tensor(0.1, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64))
+    mean, cov = kalman_posterior(denoiser.prior, [4], torch.tensor(0.1, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64))
     merr = (out.mean(0) - mean).abs() / cov.diagonal().sqrt()
     verr = (out.var(0) / cov.diagonal() - 1).abs()
     assert mean[0] > 1.5 and merr.max() <= 0.1 and verr.max() <= 0.15, (mean, merr, verr)
@@ -123,24 +118,67 @@ def test_observations_of_the_last_window_frame_correct_the_first():
         model.next_frames(history[:2], g, [(2, batch)])
 
 
-@pytest.mark.parametrize("y, r", [(1.0, 0.3), (0.5, 0.3)])
-def test_arctan_matches_importance_sampling(y, r):
-    """y = arctan(x_1) + e in 2-D against importance sampling of 2 * 10^6 prior draws (effective sample
-    size > 5 * 10^5). MMPS linearises H at the denoised state, so it is not exact for a nonlinear H:
-    measured errors are 0.27 / 0.22 posterior std in the means and 16% / 3% in the variances for
-    y = 1 (0.19 / 0.13 and 16% / 3% for y = 0.5); the bounds leave room for the sampling noise only."""
-    C2 = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
-    prior = torch.randn(2_000_000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(C2).T
-    logw = -0.5 * ((y - torch.atan(prior[:, 0])) / r) ** 2
-    w = (logw - logw.max()).exp()
-    w /= w.sum()
-    mean = (w[:, None] * prior).sum(0)
-    var = (w[:, None] * (prior - mean) ** 2).sum(0)
-    s = posterior_sample(gaussian_denoiser(C2), (2,), lambda x: torch.atan(x[:, :1]), torch.tensor([y]), torch.tensor([r]),
-                         members=4000, generator=torch.Generator().manual_seed(1)).double()
+@pytest.mark.parametrize("lag", [0, 1])
+def test_cycled_window_analyses_use_later_observations(lag):
+    """The cycle through storm's window (T = 2 frames, the exact denoiser above): observations at t1
+    (cell 3, error 1) and t2 (cell 0, y = 2, error 0.1). With lag 0 the analysis at t1 samples the
+    window t1-t2 with both (look-ahead); with lag 1 the analysis at t2 re-analyses t1 (reanalysis).
+    Either way the written t1 is the smoother's: the Kalman posterior of frame 0 given both batches
+    (mean within 0.1 posterior std, variance within 15%), pulled to about 1.65 by the t2 observation
+    alone; t2 is the window's frame 1 (lag 1) or the filter's frame 0 given t2 (lag 0)."""
+    import xarray as xr
+
+    from daflow.core.observations import observations
+    from daflow.nn.generative import assimilate
+
+    i = torch.arange(4, dtype=torch.float64)
+    C = 0.5 ** (i[:, None] - i[None, :]).abs()
+    denoiser = WindowDenoiser(C, 0.2)
+    model = GenerativeModel.of(denoiser, Normalisation(torch.zeros(1), torch.ones(1)), sample_steps=32)
+    init = xr.Dataset({"theta": (("time", "y", "x"), np.zeros((2, 2, 2)))},
+                      coords={"time": [-3600.0, 0.0], "y": [0.0, 1.0], "x": [0.0, 1.0]})
+    obs = observations([0.5, 2.0], [1.0, 0.1], [3600.0, 7200.0], "theta", y=[1.0, 0.0], x=[1.0, 0.0])
+    ds = assimilate(model, obs, members=2000, init=init, seed=3, lag=lag)
+    out = torch.from_numpy(ds.theta.values).double().reshape(2000, 2, 4)
+    assert ds.attrs["lag"] == lag and ds.attrs["lookahead"] == 1 - lag
+    both = kalman_posterior(denoiser.prior, [3, 4], torch.tensor([1.0, 0.1]), torch.tensor([0.5, 2.0]))
+    second = kalman_posterior(denoiser.prior, [0], 0.1, torch.tensor([2.0]))
+    for frame, (mean, cov) in ((0, both), (1, both if lag else second)):
+        part = slice(4, 8) if frame == 1 and lag else slice(0, 4)
+        mean, var = mean[part], cov.diagonal()[part]
+        merr = ((out[:, frame].mean(0) - mean).abs() / var.sqrt()).max()
+        verr = (out[:, frame].var(0) / var - 1).abs().max()
+        assert merr <= 0.1 and verr <= 0.15, (frame, merr, verr)
+    assert both[0][0] > 1.6
+
+
+def test_quadrature_oracle_is_the_kalman_posterior_for_a_linear_operator():
+    """The nonlinear oracle with h(x) = x is the Kalman posterior (3-D prior, the second coordinate observed)."""
+    C = torch.tensor([[1.0, 0.5, 0.2], [0.5, 2.0, -0.6], [0.2, -0.6, 1.5]], dtype=torch.float64)
+    mean, var = scalar_observation_posterior(C, lambda x: x, 1.3, 0.4, index=1)
+    kmean, kcov = kalman_posterior(C, [1], 0.4, torch.tensor([1.3]))
+    torch.testing.assert_close(mean, kmean)
+    torch.testing.assert_close(var, kcov.diagonal())
+
+
+@pytest.mark.parametrize("C, y, r", [
+    (torch.tensor([[1.0, 0.8], [0.8, 1.0]]), -1.2, 0.05),   # the tail of the prior, where arctan is flat
+    (torch.tensor([[1.0, 0.8], [0.8, 1.0]]), 0.8, 0.1),
+    (torch.tensor([[1.0, 0.8], [0.8, 1.0]]), 0.0, 0.1),
+    (torch.tensor([[1.0, 0.5], [0.5, 1.0]]), 1.1, 0.07),
+    (0.7 ** (torch.arange(8.0)[:, None] - torch.arange(8.0)[None, :]).abs(), -1.0, 0.2),
+])
+def test_arctan_matches_the_quadrature_posterior(C, y, r):
+    """y = arctan(x_1) + e, default settings, 2000 samples: every coordinate's mean within 0.15 posterior
+    std of the quadrature oracle (scalar_observation_posterior) and its variance within 15%. A single
+    linearisation of H at the denoised state (MMPS) is not exact for a nonlinear H; the default Langevin
+    corrections at sigma <= 1.5 make up for it (without them the first case is 1.3 std off)."""
+    C = C.double()
+    mean, var = scalar_observation_posterior(C, torch.atan, y, r)
+    s = posterior_sample(gaussian_denoiser(C), (C.shape[0],), lambda x: torch.atan(x[:, :1]), torch.tensor([y]),
+                         torch.tensor([r]), members=2000, generator=torch.Generator().manual_seed(1)).double()
     merr, vratio = (s.mean(0) - mean).abs() / var.sqrt(), s.var(0) / var
-    assert merr.max() <= 0.35 and (vratio - 1).abs().max() <= 0.22, (merr, vratio)
+    assert merr.max() <= 0.15 and (vratio - 1).abs().max() <= 0.15, (merr, vratio)
 
 
 @pytest.mark.parametrize("density, r", [(0.001, 0.01), (0.001, 10.0), (1.0, 0.01), (1.0, 10.0), (0.1, 1.0)])
@@ -163,7 +201,7 @@ def test_default_guidance_does_not_diverge(density, r):
     idx = torch.arange(0, n, round(1 / density))
     truth = torch.linalg.cholesky(C + 1e-9 * torch.eye(n, dtype=torch.float64)) @ torch.randn(n, generator=g, dtype=torch.float64)
     y = truth[idx] + r * torch.randn(len(idx), generator=g, dtype=torch.float64)
-    mean, cov = kalman(C, idx.tolist(), torch.tensor(r, dtype=torch.float64), y)
+    mean, cov = kalman_posterior(C, idx.tolist(), torch.tensor(r, dtype=torch.float64), y)
     s = posterior_sample(denoise, (n,), lambda x: x[:, idx], y.float(), torch.full((len(idx),), r), members=32, generator=g).double()
     z = (s.mean(0) - mean) / cov.diagonal().sqrt()
     ratio = (s.var(0) / cov.diagonal()).mean()

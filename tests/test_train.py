@@ -180,6 +180,30 @@ def test_storm_history_inflation_perturbs_each_members_history(series, daflow, t
     assert daflow("assimilate", *common, "--history-inflation", -1, "-o", tmp_path / "bad.nc").exit_code == 2
 
 
+def test_storm_window_lag_through_the_cli(series, daflow, tmp_path):
+    """A model of T = 2 target frames cycles with --lag 0 (look-ahead) and --lag 1 (re-analysis); the
+    written diagnostics are H of the written (revised) analyses; a lag beyond T - 1 is a usage error."""
+    config = tmp_path / "window.toml"
+    config.write_text(TINY.replace("patch = 4\n", "patch = 4\ntarget = 2\n"))
+    model = _train(daflow, series, tmp_path / "model", 1, config=config)
+    init = tmp_path / "init.nc"
+    write_dataset(xr.open_dataset(series / "truth.nc").isel(time=slice(0, 30)).load(), init, "state")
+    obs = _observe(daflow, series, [30, 31, 33], tmp_path / "obs.nc")
+    common = ("--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs, "--members", 2, "--seed", 0)
+    for lag in (0, 1):
+        result = daflow("assimilate", *common, "--lag", lag, "-o", tmp_path / f"lag{lag}.nc")
+        assert result.exit_code == 0, result.output
+        an = xr.open_dataset(tmp_path / f"lag{lag}.nc")
+        assert an.attrs["lag"] == lag and an.attrs["lookahead"] == 1 - lag and an.attrs["window_frames"] == 2
+        cycle = np.searchsorted(an.time.values, an.obs_time.values)
+        at = an.theta.values[:, cycle, an.obs_level.values.astype(int), an.obs_y.values.astype(int), an.obs_x.values.astype(int)]
+        np.testing.assert_allclose(an.obs_analysis_mean, at.mean(0), rtol=0, atol=1e-4)
+        assert np.isfinite(an.theta.values).all()
+    result = daflow("assimilate", *common, "--lag", 2, "-o", tmp_path / "bad.nc")
+    assert result.exit_code == 2 and "lag" in result.output and "2 target frame" in result.output
+    assert not (tmp_path / "bad.nc").exists()
+
+
 def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tmp_path):
     model = _train(daflow, series, tmp_path / "model", 1)
     init = tmp_path / "init.nc"
@@ -187,7 +211,38 @@ def test_storm_cycle_refuses_observations_off_the_model_steps(series, daflow, tm
     obs = _observe(daflow, series, [29, 31], tmp_path / "obs.nc")
     result = daflow("assimilate", "--method", "storm", "--checkpoint", model, "--init", init, "--obs", obs,
                     "--members", 2, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 65 and "init.nc's last time" in result.output and "outside every analysis window" in result.output
+    assert not (tmp_path / "an.nc").exists()
+    half = tmp_path / "half.nc"
+    xr.open_dataset(_observe(daflow, series, [30, 31], tmp_path / "obs2.nc")).load().pipe(
+        lambda o: o.assign(time=o.time + 1800.0)).to_netcdf(half)
+    result = daflow("assimilate", "--method", "storm", "--checkpoint", model, "--init", init, "--obs", half,
+                    "--members", 2, "-o", tmp_path / "an.nc")
     assert result.exit_code == 65 and "not a whole number of model steps" in result.output
+
+
+def test_storm_bad_input_exits_65_with_one_line(series, daflow, tmp_path):
+    """A state of another variable or level set than the checkpoint's, observations of another variable,
+    errors <= 0: exit 65, one line naming the file."""
+    model = _train(daflow, series, tmp_path / "model", 1)
+    truth = xr.open_dataset(series / "truth.nc").load()
+    obs = xr.open_dataset(_observe(daflow, series, [30, 31], tmp_path / "obs.nc")).load()
+    files = {"init.nc": truth.isel(time=slice(0, 30)), "other_variable.nc": truth.isel(time=slice(0, 30)).rename(theta="temp"),
+             "one_level.nc": truth.isel(time=slice(0, 30), level=[0])}
+    for name, ds in files.items():
+        write_dataset(ds, tmp_path / name, "state")
+    bad_obs = {"obs_variable.nc": obs.assign(variable=("obs", np.full(obs.sizes["obs"], "temp"))),
+               "obs_zero.nc": obs.assign(error_std=obs.error_std * 0), "obs_negative.nc": obs.assign(error_std=-obs.error_std)}
+    for name, ds in bad_obs.items():
+        ds.to_netcdf(tmp_path / name)
+    cases = [("other_variable.nc", "obs.nc", "no variable 'theta'"), ("one_level.nc", "obs.nc", "does not match"),
+             ("init.nc", "obs_variable.nc", "temp"), ("init.nc", "obs_zero.nc", "error_std"), ("init.nc", "obs_negative.nc", "error_std")]
+    for init, observations, message in cases:
+        result = daflow("assimilate", "--method", "storm", "--checkpoint", model, "--init", tmp_path / init,
+                        "--obs", tmp_path / observations, "--members", 2, "-o", tmp_path / "an.nc")
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 65 and len(lines) == 1 and message in lines[0], (init, observations, result.output)
+        assert (init if init != "init.nc" else observations) in lines[0]
     assert not (tmp_path / "an.nc").exists()
 
 

@@ -6,6 +6,7 @@ import xarray as xr
 
 from daflow.causal.framework import CausalResult
 from daflow.errors import DataError
+from daflow.io.atomic import atomic_path
 from daflow.io.contract import open_dataset
 
 
@@ -15,12 +16,19 @@ def read_series(paths) -> xr.Dataset:
 
 
 def series_from_datasets(datasets, names) -> xr.Dataset:
-    """Time series (dim ``time`` only) of ``state`` datasets (``names`` in errors), inner-joined on time."""
-    parts = []
+    """Time series (dim ``time`` only) of ``state`` datasets (``names`` in errors), inner-joined on time.
+
+    A series name in two inputs is a DataError: one of the two would silently be analysed as the other."""
+    parts, owner = [], {}
     for ds, name in zip(datasets, names):
         series = [v for v in ds.data_vars if ds[v].dims == ("time",)]
         if not series:
             raise DataError(name, "no time series (a variable with the single dimension time)")
+        for v in series:
+            if v in owner:
+                raise DataError(name, f"series {v!r} is also in {owner[v]}; rename one "
+                                      f"(daflow ingest {name} --rename {v}=NEW -o NEW_FILE)")
+            owner[v] = name
         parts.append(ds[series].load())
     return xr.merge(parts, join="inner", compat="override")
 
@@ -87,7 +95,8 @@ def plot(result: CausalResult, lags: list[int], drivers: list[str], path, series
         ax.plot([lk.lag for lk in links], [lk.unique for lk in links], "-", label=d)
         sig = [lk for lk in links if lk.p_value < 0.05]
         ax.plot([lk.lag for lk in sig], [lk.unique for lk in sig], "o", color=ax.lines[-1].get_color())
-    ax.set(xlabel="lag", ylabel="information (nats)",
+    ax.plot([], [], "o", color="0.4", label="dot: p < 0.05")  # explains the dots
+    ax.set(xlabel="lag (time steps)", ylabel="unique information (nats)",
            title=f"{result.target}: certainty {result.certainty:.2f}, unknown {result.unknown_share:.2f}")
     ax.legend()
     if three_d:
@@ -98,5 +107,8 @@ def plot(result: CausalResult, lags: list[int], drivers: list[str], path, series
         ax3.set(xlabel=names[0], ylabel=names[1], zlabel=names[2], title="local total information")
         fig.colorbar(sc, ax=ax3, shrink=0.6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # the folder made if needed; lands with the command's other outputs
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)

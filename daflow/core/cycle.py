@@ -52,6 +52,11 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
           save_background: bool = False, names: tuple[object, object] = (None, None)) -> xr.Dataset:
     """Cycle from ``state`` through every observation time of ``obs``; the ``analysis`` dataset.
 
+    An analysis with ``lag`` or ``lookahead`` (model steps, :class:`daflow.core.protocols.Analysis`)
+    is given, at each observation time, the observations from ``lag`` steps before to ``lookahead``
+    steps after it (``transform_span``), and may revise the analyses of the earlier observation
+    times within its lag (a fixed-lag smoother); the output holds the latest analysis of each time.
+
     ``batches`` (default: :func:`batches_for`) may be given when already located; ``names`` are the
     (state, observations) sources named in errors.
     """
@@ -75,13 +80,25 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
             cycle_windows(state, batches, analysis, x, gaps, backgrounds, analyses, init_name)
             diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
         return output(state, flag_rejected(obs, analysis), analyses, backgrounds if save_background else None, times, diagnostics, analysis)
+    windowed: Any = analysis  # an optional extension of the protocol (lag, lookahead, transform_span)
+    lag, lookahead = getattr(windowed, "lag", 0), getattr(windowed, "lookahead", 0)
+    offsets = np.cumsum(gaps)  # model steps from the ensemble time to each observation time
     # Inference mode drops autograd's bookkeeping from the ~100 small ops of a cycle (about 15%).
     with threads_for(x.numel()), torch.inference_mode(not analysis.differentiates):
         for k, (batch, steps) in enumerate(track(list(zip(batches, gaps)), f"{analysis.name} cycling", len(gaps))):
             x = advance(model, x.view(members, *shape), state.dt, steps, init_name, first_step).view(members, -1)
             first_step += steps
             backgrounds[k] = x
-            x = analysis.transform(x, batch)
+            if lag or lookahead:  # observations from lag steps before to lookahead steps after this time; earlier analyses revised
+                lo = int(np.searchsorted(offsets, offsets[k] - lag, side="left"))
+                hi = int(np.searchsorted(offsets, offsets[k] + lookahead, side="right"))
+                span = [(int(offsets[j] - offsets[k]), batches[j]) for j in range(lo, hi)]
+                revised = windowed.transform_span(x, span)
+                for j in range(lo, k):
+                    analyses[j] = revised.get(int(offsets[j] - offsets[k]), analyses[j])
+                x = revised[0]
+            else:
+                x = analysis.transform(x, batch)
             if not bool(torch.isfinite(x).all()):
                 raise DataError(_str(init_name), f"the {analysis.name} analysis is NaN/Inf at observation time "
                                 f"{batch.time} (the background was finite)")

@@ -46,6 +46,12 @@ class Analysis(Protocol):
         """The analysis (members, n) of ``background`` (members, n)."""
         ...
 
+    # Optional (a window analysis: storm): ``lag`` and ``lookahead``, ints in model steps, and
+    # ``transform_span(background, [(offset, batch), ...]) -> {offset: analysis}``, called instead of
+    # ``transform`` with every observation time from ``lag`` steps before to ``lookahead`` steps after
+    # the analysis time (offset 0); it returns the analysis (offset 0) and may return revised analyses
+    # of earlier times (offset < 0), which replace those the cycle holds.
+
     def attrs(self) -> dict[str, object]:
         """Settings recorded in the analysis dataset's global attributes."""
         ...

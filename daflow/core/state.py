@@ -106,7 +106,7 @@ def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: 
     """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps, and
     after the last step when ``steps`` is not a multiple of ``output_every`` (:func:`kept_steps`);
     the steps between two frames go in one go (:func:`_steps`)."""
-    frames = torch.empty((len(kept_steps(steps, output_every)), *x.shape), dtype=x.dtype, device=x.device)
+    frames = torch.empty((kept_count(steps, output_every), *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
     if steps:
         _check_start(x, 0, source)
@@ -122,6 +122,11 @@ def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: 
     if steps % output_every:
         frames[-1] = x
     return frames
+
+
+def kept_count(steps: int, output_every: int) -> int:
+    """len(kept_steps(steps, output_every)), without building the array."""
+    return steps // output_every + 1 + (1 if steps % output_every else 0)
 
 
 def kept_steps(steps: int, output_every: int) -> np.ndarray:
@@ -162,16 +167,18 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
         model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:
         raise DataError(name_, "has no daflow_model attributes: not written by daflow forecast") from None
-    if params:
-        model = type(model)(**{**model.params, **parse_params(model.name, params)}, dtype=model.dtype, device=device)
+    cls, merged = type(model), {**model.params, **(parse_params(model.name, params) if params else {})}
     name = model.variable
     if name not in ds.data_vars:
         raise DataError(name_, f"no state variable {str(name)!r} for model {model.name}")
     var = ds[name]
     space = tuple(d for d in var.dims if d not in ("member", "time"))
-    if sorted(map(str, space)) != sorted(model.dims) or tuple(var.sizes[d] for d in model.dims) != model.state_shape:
-        raise DataError(name_, f"{name} has dims {dict(var.sizes)}; {model.name} {model.params} needs "
-                        f"{dict(zip(model.dims, model.state_shape))}")
+    shape = cls.shape_for(merged)  # checked before a model with overridden parameters builds its operators
+    if sorted(map(str, space)) != sorted(model.dims) or tuple(var.sizes[d] for d in model.dims) != shape:
+        raise DataError(name_, f"{name} has dims {dict(var.sizes)}; {model.name} {merged} needs "
+                        f"{dict(zip(model.dims, shape))}")
+    if params:
+        model = cls(**merged, dtype=model.dtype, device=device)
     ensemble = "member" in var.dims
     last = var.isel(time=-1)
     last = last.transpose("member", *model.dims) if ensemble else last.transpose(*model.dims).expand_dims("member")

@@ -55,7 +55,12 @@ def steps_between(start: object, stop: object, dt: float, time_units: str, sourc
 
 def frame_times(start: object, count: int, interval: float, time_units: str) -> np.ndarray:
     """``count`` times ``start, start + interval, ...`` (interval in model units)."""
-    offsets = np.arange(count) * interval
+    return step_times(start, np.arange(count), interval, time_units)
+
+
+def step_times(start: object, steps: np.ndarray, interval: float, time_units: str) -> np.ndarray:
+    """The times ``start + k interval`` of the step numbers k in ``steps`` (interval in model units)."""
+    offsets = np.asarray(steps) * interval
     if is_calendar(start):
         seconds = np.round(offsets * SECONDS_PER_TIME_UNIT[time_units] * 1e9).astype("timedelta64[ns]")
         return np.datetime64(start, "ns") + seconds  # type: ignore[call-overload, no-any-return]

@@ -3,9 +3,11 @@
 Every horizontal column gets its own ETKF analysis from the observations within the
 Gaspari-Cohn support of ``loc_radius`` (grid units on model grids, km on geographic grids), each
 observation's R^{-1} scaled by its taper (:mod:`daflow.da.localization`); all levels of a column
-share its weights. All local analyses are one batched ``eigh`` (in blocks of columns to bound
-memory), not a Python loop over grid points. Neighbour lists are reused while the observation
-network stays the same.
+share its weights. All local analyses are batched (in blocks of columns to bound memory), not a
+Python loop over grid points: :func:`~daflow.da.base.ensemble_transform` takes the symmetric square
+roots from one ``eigh`` for few columns or small ensembles, and from the Newton-Schulz iteration
+(matrix products, in cache-sized chunks shared among the torch threads) for many. Neighbour lists
+are reused while the observation network stays the same.
 """
 from __future__ import annotations
 
@@ -49,6 +51,6 @@ class LETKF(Filter):
             flat = nb.reshape(-1)
             S_loc = S_obs.index_select(0, flat).view(*nb.shape, members).mul_(root.unsqueeze(-1))  # (B, K, N)
             W = ensemble_transform(S_loc.mT, d.index_select(0, flat).view(nb.shape).mul_(root))  # (B, N, N)
-            parts.append(W.mT @ A[:, :, start:start + block].permute(2, 0, 1))                 # (B, N, L)
+            parts.append(W.mT @ A[:, :, start:start + block].permute(2, 0, 1).contiguous())    # (B, N, L)
         increments = parts[0] if len(parts) == 1 else torch.cat(parts)                         # (C, N, L)
         return mean + increments.permute(1, 2, 0).reshape(members, -1)

@@ -22,14 +22,14 @@ CUTOFF = 1e-3
 
 
 def gaspari_cohn(r: np.ndarray) -> np.ndarray:
-    """Gaspari & Cohn (1999) eq. 4.10 at r = d / c (0 for r >= 2)."""
+    """Gaspari & Cohn (1999) eq. 4.10 at r = d / c (0 for r >= 2), by Horner's rule."""
     r = np.abs(np.asarray(r, dtype=np.float64))
     out = np.zeros_like(r)
     inner, outer = r <= 1, (r > 1) & (r < 2)
     a = r[inner]
-    out[inner] = -0.25 * a**5 + 0.5 * a**4 + 0.625 * a**3 - 5.0 / 3.0 * a**2 + 1.0
+    out[inner] = (((-0.25 * a + 0.5) * a + 0.625) * a - 5.0 / 3.0) * a * a + 1.0
     b = r[outer]
-    out[outer] = b**5 / 12.0 - 0.5 * b**4 + 0.625 * b**3 + 5.0 / 3.0 * b**2 - 5.0 * b + 4.0 - 2.0 / (3.0 * b)
+    out[outer] = ((((b / 12.0 - 0.5) * b + 0.625) * b + 5.0 / 3.0) * b - 5.0) * b + 4.0 - 2.0 / (3.0 * b)
     return out
 
 
@@ -43,31 +43,28 @@ class LocalObservations:
 
 def local_observations(grid: StateGrid, obs_columns: np.ndarray, radius: float,
                        dtype: torch.dtype = torch.float64) -> LocalObservations:
-    """Neighbour lists of every state column among observations at ``obs_columns`` (k-d tree)."""
+    """Neighbour lists of every state column among observations at ``obs_columns`` (k-d tree queries of the
+    nearest observations within the support, in scipy's C code and the torch threads' count of workers)."""
     half_width = HALF_WIDTH_PER_RADIUS * radius
     support = 2.0 * half_width
     state_points, box = grid.column_positions(np.arange(grid.columns))
     obs_points, _ = grid.column_positions(obs_columns)
     geographic = box is None
     reach = 2 * 6371.0 * np.sin(min(support / (2 * 6371.0), np.pi / 2)) if geographic else support
-    if box is not None:  # cKDTree's periodic box needs positions in [0, box)
-        state_tree, obs_tree = cKDTree(state_points, boxsize=box), cKDTree(obs_points, boxsize=box)
-    else:
-        state_tree, obs_tree = cKDTree(state_points), cKDTree(obs_points)
-    pairs = state_tree.sparse_distance_matrix(obs_tree, reach, output_type="ndarray")
-    rows, cols, dist = pairs["i"], pairs["j"], pairs["v"]
+    obs_tree = cKDTree(obs_points, boxsize=box) if box is not None else cKDTree(obs_points)  # periodic: [0, box)
+    threads = max(1, torch.get_num_threads())
+    counts = obs_tree.query_ball_point(state_points, reach, return_length=True, workers=threads)
+    width = max(1, int(np.max(counts, initial=0)))
+    # the `width` nearest (by distance, so the kept ones come first), inf / len(obs) beyond the reach
+    dist, cols = obs_tree.query(state_points, k=width, distance_upper_bound=reach, workers=threads)
+    dist, cols = dist.reshape(len(state_points), width), cols.reshape(len(state_points), width)
+    found = np.isfinite(dist)
     if geographic:
-        dist = great_circle_km(dist)
-    taper = gaspari_cohn(dist / half_width)
-    good = taper > CUTOFF
-    rows, cols, taper = rows[good], cols[good], taper[good]
-    order = np.lexsort((cols, rows))
-    rows, cols, taper = rows[order], cols[order], taper[order]
-    counts = np.bincount(rows, minlength=grid.columns)
-    width = max(1, int(counts.max(initial=0)))
-    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    neighbours = np.zeros((grid.columns, width), dtype=np.int64)
-    root = np.zeros((grid.columns, width))
-    neighbours[rows, slot] = cols
-    root[rows, slot] = np.sqrt(taper)
-    return LocalObservations(torch.from_numpy(neighbours), torch.from_numpy(root).to(dtype))
+        dist[found] = great_circle_km(dist[found])
+    taper = np.where(found, gaspari_cohn(np.where(found, dist, 0.0) / half_width), 0.0)
+    taper[taper <= CUTOFF] = 0.0
+    kept = taper > 0
+    width = max(1, int(kept.sum(1).max(initial=0)))
+    neighbours = np.where(kept, cols, 0)[:, :width].astype(np.int64)
+    return LocalObservations(torch.from_numpy(np.ascontiguousarray(neighbours)),
+                             torch.from_numpy(np.sqrt(taper[:, :width])).to(dtype))

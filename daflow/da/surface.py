@@ -35,6 +35,7 @@ import xarray as xr
 from daflow.core.grid import geographic_points
 from daflow.errors import DaflowWarning, DataError
 from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
+from daflow.seeding import resolve_seed
 
 QC_BACKGROUND = 6
 LAPSE_RATE = 0.0065  # K/m
@@ -194,7 +195,7 @@ def ensemble_from_b(xb: np.ndarray, lat: np.ndarray, lon: np.ndarray, b_std: flo
     kernel.data = np.exp(-0.5 * (chord_to_km(kernel.data) / ell) ** 2)
     kernel = kernel.tocsr()
     norm = np.sqrt(np.asarray(kernel.multiply(kernel).sum(axis=1)).ravel())
-    noise = np.random.default_rng(seed).standard_normal((len(xb), members))
+    noise = np.random.default_rng(resolve_seed(seed)).standard_normal((len(xb), members))
     e = (kernel @ noise) / norm[:, None]
     e -= e.mean(axis=1, keepdims=True)
     e *= b_std * np.sqrt(members / (members - 1))

@@ -19,8 +19,13 @@ def set_command_line(args: Iterable[str]) -> None:
 
 
 def command_line() -> str:
-    """The command being run, as a user would retype it."""
-    return _command or shlex.join(["daflow", *sys.argv[1:]])
+    """The command being run, as a user would retype it; ``--seed N`` added when it drew seed N
+    (:mod:`daflow.seeding`), so that retyping it repeats the run."""
+    from daflow.seeding import drawn_seed
+
+    command = _command or shlex.join(["daflow", *sys.argv[1:]])
+    seed = drawn_seed()
+    return command if seed is None else f"{command} --seed {seed}"
 
 
 def history_line(command: str | None = None) -> str:

@@ -13,6 +13,7 @@ or datetime64 when the run was given a calendar ``--start``.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -32,6 +33,7 @@ class Model(ABC):
     default_dt: ClassVar[float]    # default time step in time_units
     time_units: ClassVar[str]      # CF units of the float time coordinate ("1" or "s")
     units: ClassVar[str] = "1"     # CF units of the state variable
+    work_per_value: ClassVar[int] = 8  # working values per state value while stepping (RK4 stages, temporaries)
 
     def __init__(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
         self.dtype = dtype
@@ -46,6 +48,26 @@ class Model(ABC):
     @abstractmethod
     def state_shape(self) -> tuple[int, ...]:
         """Shape of one state, matching ``dims``."""
+
+    @classmethod
+    @abstractmethod
+    def shape_for(cls, params: dict) -> tuple[int, ...]:
+        """The ``state_shape`` of ``cls(**params)``, known before the model (and its operators) is built."""
+
+    @classmethod
+    def operator_bytes(cls, params: dict, itemsize: int) -> int:
+        """Bytes of the operators ``cls(**params)`` builds (index tables, transform matrices)."""
+        return 0
+
+    @classmethod
+    def default(cls, name: str) -> object:
+        """The default of constructor argument ``name`` (of the class or of :class:`Model`, e.g. dtype)."""
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                parameter = inspect.signature(vars(klass)["__init__"]).parameters.get(name)
+                if parameter is not None:
+                    return parameter.default
+        raise KeyError(name)
 
     @abstractmethod
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:

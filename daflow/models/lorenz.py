@@ -51,6 +51,10 @@ class Lorenz63(Model):
     def state_shape(self) -> tuple[int]:
         return (3,)
 
+    @classmethod
+    def shape_for(cls, params: dict) -> tuple[int]:
+        return (3,)
+
     def tendency(self, s: torch.Tensor) -> torch.Tensor:
         x, y, z = s.unbind(-1)  # each (members,)
         return torch.stack((self.sigma * (y - x), x * (self.rho - z) - y, x * y - self.beta * z), dim=-1)
@@ -89,6 +93,15 @@ class Lorenz96(Model):
     @property
     def state_shape(self) -> tuple[int]:
         return (self.dim,)
+
+    @classmethod
+    def shape_for(cls, params: dict) -> tuple[int]:
+        return (int(params.get("dim", cls.default("dim"))),)  # type: ignore[call-overload]
+
+    @classmethod
+    def operator_bytes(cls, params: dict, itemsize: int) -> int:
+        """The neighbour index table: 3 dim int64, and its arange."""
+        return 4 * 8 * cls.shape_for(params)[0]
 
     def tendency(self, x: torch.Tensor) -> torch.Tensor:
         # x: (members, dim); one gather of the neighbours x_{i+1}, x_{i-2}, x_{i-1}: (members, 3, dim)

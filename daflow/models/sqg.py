@@ -34,12 +34,14 @@ multiplied by 2.25, equivalently the correct equations with dt, tdiab and diff_e
 2.25; every published sqgturb figure (Whitaker's LETKF studies, the EnSF papers) was obtained
 with it. ``advection="sqgturb"`` (default) reproduces sqgturb, so figures are comparable with the
 papers; ``advection="exact"`` is the consistent scheme for the equations as written: factor 1,
-and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``SQG._minus_jacobian``).
+and the (0, -N/2) coefficient of the truncated Jacobian kept real (see ``SQG._tendency_into``).
 
 The state tensor is the lid potential-temperature departure in kelvin, shape
 (members, level=2, y, x): level 0 is z = 0, level 1 is z = H; y and x are in metres. Inside
-:meth:`SQG.advance` the spectrum is held as (N rows, members x levels, N/2+1) so that the
-transforms to and from the padded grid are a few large matrix products over all members.
+:meth:`SQG.advance` the spectrum is held transposed and already on the padded grid's rows
+(:meth:`SQG._to_internal`), so that the Jacobian's transforms are batched 1-D FFTs along
+contiguous axes with one transposing copy each way; ``CHUNK`` members at a time go through all
+their steps, so that their work arrays stay in the CPU cache (benchmarks/README.md, "sqg").
 """
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class SQG(Model):
     default_dt = 1200.0
     time_units = "s"
     units = "K"
+    CHUNK = 4  # members per Jacobian pass: the work arrays of 4 members fit in a 2 MB L2 cache
+    work_per_value = 8  # the spectrum on the padded rows (1.5x the grid values) for the state, RK4's stage, tendency and sum
 
     def __init__(self, N: int = 64, L: float = 20.0e6, H: float = 10.0e3, f: float = 1.0e-4,
                  nsq: float = 1.0e-4, U: float = 30.0, r: float = 0.0, tdiab: float = 10.0 * 86400.0,
@@ -101,6 +105,20 @@ class SQG(Model):
     def state_shape(self) -> tuple[int, int, int]:
         return (2, self.N, self.N)
 
+    @classmethod
+    def shape_for(cls, params: dict) -> tuple[int, int, int]:
+        N = int(params.get("N", cls.default("N")))  # type: ignore[call-overload]
+        return (2, N, N)
+
+    @classmethod
+    def operator_bytes(cls, params: dict, itemsize: int) -> int:
+        """The per-wavenumber operators on the padded rows (about 12 (N/2+1) x 3N/2 values, built in
+        complex128) and the Jacobian's work arrays for ``CHUNK`` members (:meth:`_buffers`)."""
+        N = cls.shape_for(params)[1]
+        P = 3 * N // 2
+        work = cls.CHUNK * 8 * (2 * (N // 2 + 1) * P + 2 * P * (P // 2 + 1) + P * P) * 2 * itemsize
+        return 12 * (N // 2 + 1) * P * 16 + work
+
     def coords(self) -> dict[str, np.ndarray]:
         """level: lid height (m); y, x: grid positions (m)."""
         xy = np.arange(self.N) * (self.L / self.N)
@@ -108,24 +126,18 @@ class SQG(Model):
 
     # --- spectral operators -------------------------------------------------------------------
     def _build_operators(self) -> None:
-        N = self.N
+        N, P, half = self.N, 3 * self.N // 2, self.N // 2
         real = {"dtype": self.dtype, "device": self.device}
+        self.n_pad = P
+        self.cdtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
         # wavenumbers (rad/m) in the rfft2 layout: kx (1, N/2+1) along x, ky (N, 1) along y
         kx = torch.fft.rfftfreq(N, d=1.0 / N, dtype=torch.float64)[None, :] * (2 * math.pi / self.L)
         ky = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64)[:, None] * (2 * math.pi / self.L)
         self.kappa2 = (kx**2 + ky**2).to(**real)                                 # (N, N/2+1)
         kappa = (kx**2 + ky**2).sqrt()
-        mu = kappa * (math.sqrt(self.nsq) * self.H / self.f)
-        mu[0, 0] = 1.0  # the mean streamfunction is arbitrary: its coefficients are zeroed below
-        h_over_mu = self.H / mu / self.scale  # theta (K) -> psi (m^2/s)
-        coth, csch = h_over_mu / torch.tanh(mu), h_over_mu / torch.sinh(mu)
-        coth[0, 0] = csch[0, 0] = 0.0
-        # psi_j = sum_i inversion[i, j] * theta_i per wavenumber: (2 i, 2 j, N, N/2+1)
-        self.inversion = torch.stack((torch.stack((-coth, -csch)), torch.stack((csch, coth)))).to(**real)
+        self.inversion = self._inversion(kappa).to(**real)                      # (2 i, 2 j, N, N/2+1)
         self.kappa_cutoff = math.pi * N / self.L
         self.kappa_over_cutoff = (kappa / self.kappa_cutoff).to(**real)
-        self.n_pad = 3 * N // 2
-        self._build_transforms(kx[0], ky[:, 0])
         # equilibrium jet (K), symmetric between the lids
         y = torch.arange(N, dtype=torch.float64) * (self.L / N)
         l0 = 2 * math.pi / self.L
@@ -136,38 +148,32 @@ class SQG(Model):
         self.relax = 0.0 if math.isinf(self.tdiab) else 1.0 / self.tdiab
         self.ekman = self.r * self.scale * self.kappa2 * torch.tensor([1.0, -1.0], **real)[:, None, None]
 
-    def _build_transforms(self, kx: torch.Tensor, ky: torch.Tensor) -> None:
-        """The zero-padded inverse and the truncated forward transforms between the N-grid half
-        spectrum and the 3N/2 grid as dense matrices (built in float64, then cast). For a batch of
-        members, four large matrix products per Jacobian are faster than many short FFTs, and the
-        zero padding, the truncation, the derivatives and the normalisation cost nothing extra.
+        # The same operators in the internal layout (k = 0..N/2, padded row p = 0..P-1), see _to_internal
+        rows = torch.fft.fftfreq(P, d=1.0 / P, dtype=torch.float64)                  # l of each padded row
+        keep = ((rows >= -half) & (rows < half)).to(torch.float64)[None, :]          # (1, P): the N grid's rows
+        k_in = kx[0, :, None]                                                         # (N/2+1, 1)
+        l_in = rows[None, :] * (2 * math.pi / self.L)                                 # (1, P)
+        inv = self._inversion((k_in**2 + l_in**2).sqrt()) * keep                      # (2 i, 2 j, N/2+1, P)
+        cplx = {"dtype": self.cdtype, "device": self.device}
+        self._inv_in = [inv[i][None].to(**cplx) for i in range(2)]                   # psi_j += inv[i, j] theta_i
+        self._derivative_in = torch.stack(torch.broadcast_tensors(1j * k_in * keep, 1j * l_in * keep)).to(**cplx)[:, None]  # (d/dx d/dy, 1, N/2+1, P)
+        mask = torch.zeros(half + 1, P, 2, dtype=torch.float64)
+        mask[:half] = -self.advection_factor * keep[0, :, None]                       # Nyquist column k = N/2: 0
+        if self.advection_factor == 1.0:
+            mask[0, P - half, 1] = 0.0       # the (0, -N/2) coefficient kept real (module docstring)
+        self._mask_in = mask.to(**real)
+        self._forcing_in = (self.relax * torch.view_as_real(self._to_internal(self.theta_eq_spec[None])[0])).contiguous()
+        self._ekman_in = self._to_internal(self.ekman[None].to(self.cdtype))[0].real.contiguous() if self.r else None
 
-        Inverse, per field F (rows l = 0..N/2-1, -N/2..-1; columns k = 0..N/2), P = 3N/2:
-            G = E_y F,  E_y[p, l] = exp(2 pi i l p / P)             (and i l E_y for d/dy)
-            g[p, q] = sum_k w_k Re(G[p, k] exp(2 pi i k q / P))     (and times i k for d/dx),
-        w_0 = 1, w_k = 2 otherwise (the Hermitian half; the Nyquist column k = N/2 < P/2 of the N
-        grid is an ordinary column of the padded grid), as a real product on interleaved (Re G, Im G).
-        Forward: C[p, k] = (1/P) sum_q g[p, q] exp(-2 pi i k q / P) for k < N/2 (0 at k = N/2), then
-        spec[l, k] = (1/P) sum_p C[p, k] exp(-2 pi i l p / P) for the N kept rows l."""
-        N, P, half = self.N, self.n_pad, self.N // 2
-        cdtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
-        real = {"dtype": self.dtype, "device": self.device}
-        p = torch.arange(P, dtype=torch.float64)
-        rows = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64)
-        cols = torch.arange(half + 1, dtype=torch.float64)
-        ey = torch.exp(2j * math.pi * p[:, None] * rows[None, :] / P)                  # (P, N)
-        self._inverse_y = torch.cat((ey, ey * (1j * ky)[None, :])).to(cdtype).to(self.device)   # (2P, N): F, dF/dy
-        ex = torch.where(cols == 0, 1.0, 2.0)[:, None] * torch.exp(2j * math.pi * cols[:, None] * p[None, :] / P)
-
-        def interleaved(a: torch.Tensor) -> torch.Tensor:   # Re(G a) = Re G Re a - Im G Im a: (N + 2, P)
-            return torch.stack((a.real, -a.imag), dim=1).reshape(2 * (half + 1), P).to(**real)
-
-        self._inverse_x, self._inverse_dx = interleaved(ex), interleaved(ex * (1j * kx)[:, None])
-        fx = torch.exp(-2j * math.pi * p[:, None] * cols[None, :] / P) / P             # (P, N/2+1)
-        fx[:, half] = 0.0
-        self._forward_x = torch.view_as_real(fx).reshape(P, 2 * (half + 1)).to(**real)
-        fy = torch.exp(-2j * math.pi * rows[:, None] * p[None, :] / P) / P             # (N, P)
-        self._forward_y = (-self.advection_factor * fy).to(cdtype).to(self.device)    # -factor J folded in
+    def _inversion(self, kappa: torch.Tensor) -> torch.Tensor:
+        """psi_j = sum_i inversion[i, j] theta_i per wavenumber magnitude ``kappa`` (float64): (2 i, 2 j, *kappa.shape)."""
+        mu = kappa * (math.sqrt(self.nsq) * self.H / self.f)
+        zero = mu == 0
+        mu = torch.where(zero, 1.0, mu)  # the mean streamfunction is arbitrary: its coefficients are zeroed
+        h_over_mu = self.H / mu / self.scale  # theta (K) -> psi (m^2/s)
+        coth = torch.where(zero, 0.0, h_over_mu / torch.tanh(mu))
+        csch = torch.where(zero, 0.0, h_over_mu / torch.sinh(mu))
+        return torch.stack((torch.stack((-coth, -csch)), torch.stack((csch, coth))))
 
     def hyperdiffusion(self, dt: float) -> torch.Tensor:
         """Integrating factor exp(-(dt/diff_efold) (kappa/kappa_c)^order), (N, N/2+1), cached per dt."""
@@ -179,75 +185,101 @@ class SQG(Model):
         """psi (m^2/s) at both lids from theta (K), spectral: (..., 2, N, N/2+1) -> same shape."""
         return self.inversion[0] * theta_spec[..., :1, :, :] + self.inversion[1] * theta_spec[..., 1:, :, :]
 
-    def _minus_jacobian(self, psi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """-factor J(psi, theta) (factor 2.25 for sqgturb, 1 for exact), dealiased on the 3N/2 grid
-        (:meth:`_build_transforms`), in the internal layout: psi, theta and the result (N, B, N/2+1),
-        B = members x levels.
+    # --- the internal layout ------------------------------------------------------------------
+    def _to_internal(self, spec: torch.Tensor) -> torch.Tensor:
+        """rfft2 spectrum (members, 2, N, N/2+1) -> the internal layout (members, 2, N/2+1, P), P = 3N/2:
+        transposed (column k, then row), the rows already at their place on the padded grid (l >= 0 at
+        p = l, l < 0 at p = P + l, zeros between), and the Nyquist column k = N/2 conjugated, as
+        sqgturb pads it. Every operation of a step is linear with real coefficients in the column
+        k = N/2 (the truncated Jacobian is zero there), so holding it conjugated changes nothing else."""
+        half, P = self.N // 2, self.n_pad
+        out = torch.zeros(*spec.shape[:-2], half + 1, P, dtype=self.cdtype, device=spec.device)
+        out[..., :half] = spec[..., :half, :].transpose(-1, -2)
+        out[..., P - half:] = spec[..., self.N - half:, :].transpose(-1, -2)
+        out[..., half, :] = out[..., half, :].conj()
+        return out
 
-        As sqgturb does, the Nyquist column k = N/2 enters the padded spectrum conjugated, at +N/2,
-        and the (0, -N/2) coefficient of the result keeps its imaginary part: a sine that vanishes
-        on the N grid but not on the padded one, so it acts on the dynamics while the state stays
-        spectral (:meth:`advance`) and is lost when the state goes through the grid. With
-        advection="exact" only its real part is kept: the truncation then conserves energy
-        exactly and the grid <-> spectrum round trip is lossless."""
-        N, P, half = self.N, self.n_pad, self.N // 2
-        B = psi.shape[1]
-        fields = torch.stack((psi, theta), dim=1)                              # (N, 2 field, B, N/2+1)
-        torch.view_as_real(fields)[..., half, 1].neg_()                         # conjugate the Nyquist column
-        along_y = torch.view_as_real(self._inverse_y @ fields.view(N, -1)).view(2, P * 2 * B, N + 2)
-        d_dx = (along_y[0] @ self._inverse_dx).view(P, 2, B, P)                # (y, field, B, x)
-        d_dy = (along_y[1] @ self._inverse_x).view(P, 2, B, P)
-        product = d_dx[:, 0] * d_dy[:, 1] - d_dy[:, 0] * d_dx[:, 1]            # J on the padded grid (y, B, x)
-        columns = (product.view(-1, P) @ self._forward_x).view(P, B * (half + 1), 2)
-        spec = (self._forward_y @ torch.view_as_complex(columns)).view(N, B, half + 1)
-        if self.advection_factor == 1.0:
-            torch.view_as_real(spec)[half, :, 0, 1] = 0.0
-        return spec
+    def _from_internal(self, theta: torch.Tensor) -> torch.Tensor:
+        half, P = self.N // 2, self.n_pad
+        theta = theta.clone()
+        theta[..., half, :] = theta[..., half, :].conj()
+        return torch.cat((theta[..., :half], theta[..., P - half:]), dim=-1).transpose(-1, -2).contiguous()
 
-    def _internal(self, spec: torch.Tensor) -> torch.Tensor:
-        """(members, 2, N, N/2+1) -> the internal layout (N, members x 2, N/2+1), contiguous."""
-        return spec.permute(2, 0, 1, 3).reshape(self.N, -1, self.N // 2 + 1)
+    def _buffers(self, members: int) -> dict:
+        """Work arrays of one chunk of members; the zero columns of the padded spectrum stay zero."""
+        c, half, P = min(members, self.CHUNK), self.N // 2, self.n_pad
+        cplx = {"dtype": self.cdtype, "device": self.device}
+        return {"fields": torch.empty(c, 2, 2, 2, half + 1, P, **cplx),              # (member, psi/theta, d/dx d/dy, lid, k, p)
+                "padded": torch.zeros(c, 2, 2, 2, P, P // 2 + 1, **cplx),
+                "psi": torch.empty(c, 2, half + 1, P, **cplx)}
 
-    def _external(self, spec: torch.Tensor, members: int) -> torch.Tensor:
-        return spec.view(self.N, members, 2, -1).permute(1, 2, 0, 3).contiguous()
+    def _tendency_into(self, theta: torch.Tensor, out: torch.Tensor, work: dict) -> torch.Tensor:
+        """d theta/dt without hyperdiffusion, internal layout (members, 2, N/2+1, P), written into ``out``.
 
-    def _tendency(self, theta: torch.Tensor, ops: dict) -> torch.Tensor:
-        """d theta/dt without hyperdiffusion in the internal layout (N, B, N/2+1)."""
-        t = theta.view(self.N, -1, 2, self.N // 2 + 1)
-        psi = torch.stack((ops["a00"] * t[:, :, 0] + ops["a10"] * t[:, :, 1],
-                           ops["a01"] * t[:, :, 0] + ops["a11"] * t[:, :, 1]), dim=2).view(theta.shape)
-        dtheta = self._minus_jacobian(psi, theta)
+        -factor J(psi, theta) dealiased on the 3N/2 grid: per lid, psi_x, psi_y, theta_x, theta_y by an
+        inverse FFT along y (the padded rows) and one along x (zero-padded to P/2+1 columns: the
+        N grid's Nyquist column k = N/2 < P/2 is an ordinary column of the padded grid), their
+        product psi_x theta_y - psi_y theta_x, its forward FFTs, truncated to the N grid's
+        wavenumbers with k < N/2 (the mask, times -factor).
+
+        As sqgturb does, the Nyquist column k = N/2 enters the padded spectrum conjugated (held so,
+        :meth:`_to_internal`), and the (0, -N/2) coefficient of the result keeps its imaginary part:
+        a sine that vanishes on the N grid but not on the padded one, so it acts on the dynamics
+        while the state stays spectral (:meth:`advance`) and is lost when the state goes through
+        the grid. With advection="exact" only its real part is kept: the truncation then conserves
+        energy exactly and the grid <-> spectrum round trip is lossless."""
+        half, P = self.N // 2, self.n_pad
+        for a in range(0, theta.shape[0], self.CHUNK):
+            th = theta[a:a + self.CHUNK]
+            c = th.shape[0]
+            fields, padded, psi = work["fields"][:c], work["padded"][:c], work["psi"][:c]
+            torch.mul(self._inv_in[0], th[:, :1], out=psi)
+            psi.addcmul_(self._inv_in[1], th[:, 1:])
+            torch.mul(self._derivative_in, psi[:, None], out=fields[:, 0])
+            torch.mul(self._derivative_in, th[:, None], out=fields[:, 1])
+            padded[..., :half + 1].copy_(torch.fft.ifft(fields, dim=-1, norm="forward").transpose(-1, -2))
+            grid = torch.fft.irfft(padded, n=P, dim=-1, norm="forward")          # (c, psi/theta, d/dx d/dy, lid, y, x)
+            product = grid[:, 0, 0] * grid[:, 1, 1]
+            product.addcmul_(grid[:, 0, 1], grid[:, 1, 0], value=-1.0)
+            columns = torch.fft.rfft(product, dim=-1, norm="forward")[..., :half + 1].transpose(-1, -2)
+            spec = torch.fft.fft(columns, dim=-1, norm="forward")
+            o = out[a:a + c]
+            torch.addcmul(self._forcing_in, torch.view_as_real(spec), self._mask_in, out=torch.view_as_real(o))
+            if self._ekman_in is not None:
+                o.addcmul_(self._ekman_in, psi)
         if self.relax:
-            dtheta += self.relax * (ops["eq"] - theta)
-        if self.r:
-            dtheta += ops["ekman"] * psi
-        return dtheta
+            out.add_(theta, alpha=-self.relax)
+        return out
 
-    def _internal_operators(self, members: int) -> dict:
-        """The per-wavenumber operators broadcast to the internal layout."""
-        inv = self.inversion[:, :, :, None, :]                                  # (2 i, 2 j, N, 1, N/2+1)
-        ops = {f"a{i}{j}": inv[i, j] for i in range(2) for j in range(2)}
-        ops["eq"] = self._internal(self.theta_eq_spec.expand(members, -1, -1, -1))
-        ops["ekman"] = self._internal(self.ekman.expand(members, -1, -1, -1))
-        return ops
+    def _step_internal(self, theta: torch.Tensor, dt: float, work: dict) -> torch.Tensor:
+        """Classical RK4, then the hyperdiffusion factor (internal layout)."""
+        k, stage, update = work["k"], work["stage"], torch.empty_like(theta)
+        self._tendency_into(theta, k, work)
+        torch.add(theta, k, alpha=dt / 6.0, out=update)
+        for weight, shift in ((dt / 3.0, dt / 2.0), (dt / 3.0, dt / 2.0), (dt / 6.0, dt)):
+            torch.add(theta, k, alpha=shift, out=stage)
+            self._tendency_into(stage, k, work)
+            update.add_(k, alpha=weight)
+        if not math.isinf(self.diff_efold):
+            update.mul_(work["hyperdiffusion"])
+        return update
+
+    def _work(self, theta: torch.Tensor, dt: float) -> dict:
+        work = self._buffers(theta.shape[0])
+        work["k"], work["stage"] = torch.empty_like(theta), torch.empty_like(theta)
+        if not math.isinf(self.diff_efold):
+            work["hyperdiffusion"] = self._to_internal(self.hyperdiffusion(dt)[None, None].to(self.cdtype))[0].real.contiguous()
+        return work
 
     def tendency(self, theta_spec: torch.Tensor) -> torch.Tensor:
         """d theta/dt without hyperdiffusion, spectral (members, 2, N, N/2+1)."""
-        members = theta_spec.shape[0]
-        return self._external(self._tendency(self._internal(theta_spec), self._internal_operators(members)), members)
-
-    def _step(self, theta: torch.Tensor, dt: float, ops: dict) -> torch.Tensor:
-        k1 = self._tendency(theta, ops)
-        k2 = self._tendency(theta + (0.5 * dt) * k1, ops)
-        k3 = self._tendency(theta + (0.5 * dt) * k2, ops)
-        k4 = self._tendency(theta + dt * k3, ops)
-        update = theta + (dt / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
-        return update if math.isinf(self.diff_efold) else update * self.hyperdiffusion(dt)[:, None, :]
+        theta = self._to_internal(theta_spec)
+        return self._from_internal(self._tendency_into(theta, torch.empty_like(theta), self._buffers(theta.shape[0])))
 
     def step_spectral(self, theta_spec: torch.Tensor, dt: float) -> torch.Tensor:
         """One RK4 step of the spectral state (members, 2, N, N/2+1), then the hyperdiffusion factor."""
-        members = theta_spec.shape[0]
-        return self._external(self._step(self._internal(theta_spec), float(dt), self._internal_operators(members)), members)
+        theta = self._to_internal(theta_spec)
+        return self._from_internal(self._step_internal(theta, float(dt), self._work(theta, float(dt))))
 
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
         """(members, 2, N, N) theta in K -> the same after one step of dt seconds."""
@@ -255,13 +287,15 @@ class SQG(Model):
 
     def advance(self, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
         """``steps`` steps with the state kept spectral in between, as sqgturb's ``advance`` does
-        (grid -> rfft2 -> steps -> irfft2)."""
-        members = x.shape[0]
-        ops = self._internal_operators(members)
-        theta = self._internal(torch.fft.rfft2(x, norm="forward"))
-        for _ in range(steps):
-            theta = self._step(theta, float(dt), ops)
-        return torch.fft.irfft2(self._external(theta, members), s=x.shape[-2:], norm="forward")
+        (grid -> rfft2 -> steps -> irfft2), ``CHUNK`` members at a time."""
+        parts = []
+        for chunk in torch.split(x, self.CHUNK):  # members are independent: each chunk's steps stay in cache
+            theta = self._to_internal(torch.fft.rfft2(chunk, norm="forward"))
+            work = self._work(theta, float(dt))
+            for _ in range(steps):
+                theta = self._step_internal(theta, float(dt), work)
+            parts.append(torch.fft.irfft2(self._from_internal(theta), s=x.shape[-2:], norm="forward"))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # --- diagnostics ----------------------------------------------------------------------------
     def _mode_weights(self) -> torch.Tensor:

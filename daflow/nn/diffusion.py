@@ -122,8 +122,10 @@ class SamplerSettings:
     churn: float = 0.0
     churn_min: float = 0.0
     churn_max: float = float("inf")
-    corrections: int = 0
+    corrections: int = 8
     tau: float = 0.5
+    corrections_min: float = 0.0
+    corrections_max: float = 1.5
     cg_iterations: int = 8
     cg_tolerance: float = 1e-4
     gamma: float = 1e-2
@@ -256,6 +258,59 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
     return guided
 
 
+def gaussian_denoiser(covariance: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor | float], torch.Tensor]:
+    """The exact denoiser of a Gaussian prior x_0 ~ N(0, C): E[x_0 | x_0 + sigma n] = C (C + sigma^2 I)^-1 x
+    = U diag(l / (l + sigma^2)) U^T x with C = U diag(l) U^T.
+
+    The returned ``denoise(x, sigma)`` takes x of shape (B, *shape) with prod(shape) = n and sigma a
+    float or a (B,) tensor, as :func:`posterior_sample` calls it; with it every error of a posterior
+    sample is the sampler's, and :func:`kalman_posterior` is the exact answer (a closed-form oracle).
+    """
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2
+        u, lam = vectors.to(x.dtype), eigenvalues.to(x.dtype)
+        flat = x.reshape(x.shape[0], -1)
+        return (((flat @ u) * (lam / (lam + s2))) @ u.T).reshape(x.shape)
+    return denoise
+
+
+def kalman_posterior(covariance: torch.Tensor, index, error_std: torch.Tensor | float,
+                     value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of x | y for x ~ N(0, C), y = x[index] + e, e ~ N(0, diag(error_std^2)):
+    K = C H^T (H C H^T + R)^-1, mean K y, covariance C - K H C (float64; ``error_std`` one value or one per observation)."""
+    C = covariance.double()
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    H = torch.zeros(len(index), C.shape[0], dtype=torch.float64)
+    H[torch.arange(len(index)), index] = 1.0
+    error = torch.as_tensor(error_std, dtype=torch.float64).reshape(-1).expand(len(index))
+    gain = C @ H.T @ torch.linalg.inv(H @ C @ H.T + torch.diag(error**2))
+    return gain @ torch.as_tensor(value, dtype=torch.float64).reshape(-1), C - gain @ H @ C
+
+
+def scalar_observation_posterior(covariance: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: float,
+                                 error_std: float, index: int = 0, points: int = 200_001) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variances of x | y for x ~ N(0, C) and one nonlinear observation y = h(x_i) + e, e ~ N(0, r^2)
+    (float64), by quadrature: a closed-form oracle for :func:`posterior_sample` with a nonlinear ``observe``.
+
+    p(x_i | y) ~ N(x_i; 0, C_ii) N(y; h(x_i), r^2) is one-dimensional: its mean m and variance v come from
+    the trapezoid rule on ``points`` nodes over +-12 prior std (``observe`` maps a tensor of x_i values
+    elementwise). Every other coordinate is Gaussian given x_i, x_j | x_i ~ N(b_j x_i, C_jj - b_j C_ij) with
+    b_j = C_ij / C_ii, so E[x_j | y] = b_j m and Var[x_j | y] = C_jj - b_j C_ij + b_j^2 v.
+    """
+    C = covariance.double()
+    sd = C[index, index].sqrt()
+    x = torch.linspace(-12, 12, points, dtype=torch.float64) * sd
+    logw = -0.5 * (x / sd) ** 2 - 0.5 * ((value - observe(x).double()) / error_std) ** 2
+    w = (logw - logw.max()).exp()
+    w = w / w.sum()
+    m = (w * x).sum()
+    v = (w * (x - m) ** 2).sum()
+    b = C[:, index] / C[index, index]
+    return b * m, C.diagonal() - b * C[:, index] + b**2 * v
+
+
 def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
                        tolerance: float = 0.0) -> torch.Tensor:
     """Batched CG for operator(u) = b, one system per row of b (B, n), from u = 0.
@@ -312,7 +367,7 @@ def edm_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: to
         x_next = x + (sigma_next - sigma) * d
         if sigma_next > 0:
             x_next = x + (sigma_next - sigma) * 0.5 * (d + (x_next - denoise(x_next, sigma_next)) / sigma_next)
-            for _ in range(cfg.corrections):
+            for _ in range(cfg.corrections if cfg.corrections_min <= sigma_next <= cfg.corrections_max else 0):
                 eps = (x_next - denoise(x_next, sigma_next)) / sigma_next
                 x_next = x_next - sigma_next * cfg.tau * eps + sigma_next * (2 * cfg.tau) ** 0.5 * randn()
         x = x_next

@@ -4,6 +4,9 @@ Sampling the target frame given the K history frames, without observations, is a
 repeating it with the new frame appended to the history is an autoregressive forecast. Sampling
 it with the likelihood of the observations at its time (MMPS, SDA or DPS guidance, see
 :mod:`daflow.nn.diffusion`) is a one-stage analysis: the posterior p(x_t | x_{t-K..t-1}, y_t).
+With T > 1 target frames the analysis samples the whole window jointly with the observations at
+any of its frames (a 4D window), ``lag`` of its frames before the analysis time being re-analysed
+and those after it a look-ahead (:class:`GenerativeAnalysis`, ``--lag``).
 Every member is an independent sample (its own noise, its own history when the history is an
 ensemble), so M members are an ensemble from one batched sampling.
 
@@ -33,8 +36,9 @@ from daflow.nn.checkpoint import load_denoiser
 from daflow.nn.data import Series, check_matches, read_series
 from daflow.nn.diffusion import Denoiser, posterior_sample
 from daflow.nn.normalisation import Normalisation
-from daflow.nn.sequence import shared_seed
+from daflow.nn.sequence import SequenceGroup, shared_seed
 from daflow.nn.training import history_perturbation, parallel_groups
+from daflow.seeding import resolve_seed
 
 
 class GenerativeModel:
@@ -63,10 +67,19 @@ class GenerativeModel:
         model.arch, model.norm = denoiser.arch, norm
         return model
 
+    @property
+    def sequence(self) -> SequenceGroup | None:
+        """The network's sequence-parallel group (None on one process, or for a denoiser without one)."""
+        return getattr(getattr(self.denoiser, "net", None), "sequence", None)
+
     def read(self, ds: xr.Dataset, path=None) -> Series:
         """A state dataset's series (``path`` names it in errors), checked against the training data and long enough for the history."""
-        series = read_series(ds, self.config["data"]["variable"], path)
-        check_matches(series, self.config["data"], path, self.checkpoint)
+        series = read_series(ds, self.config["data"]["variable"] if "data" in self.config else None, path)
+        if "data" in self.config:
+            check_matches(series, self.config["data"], path, self.checkpoint)
+        grid = (self.arch.levels, self.arch.ny, self.arch.nx)
+        if tuple(series.frames.shape[2:]) != grid:
+            raise DataError(path, f"(levels, rows, columns) {tuple(series.frames.shape[2:])} do not match the model's {grid}")
         if series.frames.shape[1] < self.arch.history:
             raise DataError(path, f"has {series.frames.shape[1]} time(s); the model needs {self.arch.history} history frames")
         return series
@@ -140,7 +153,7 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
     """Autoregressive generative ensemble forecast: the init dataset's last frame, then ``steps`` sampled frames."""
     model = GenerativeModel(checkpoint, sample_steps, sequence_parallel=sequence_parallel)
     series = model.read(init, source)
-    generator = _generator(shared_seed(seed, model.denoiser.net.sequence))
+    generator = _generator(shared_seed(seed, model.sequence))
     history = model.history(series, members)
     frames = [history[:, -1:]]
     with torch.no_grad():
@@ -154,11 +167,12 @@ def forecast(checkpoint: str, init: xr.Dataset, steps: int, members: int, seed: 
 
 
 class GenerativeDynamics:
-    """The trained model as a :class:`daflow.core.protocols.Dynamics` that carries its history frames.
+    """The trained model as a :class:`daflow.core.protocols.Dynamics` that carries its past frames.
 
-    ``step(x, dt)`` samples the frame after ``x`` given the K frames ending at ``x`` (the K - 1
-    carried before it, then ``x``), and carries the new history. ``history`` is the K frames the
-    latest frame was sampled from: the conditioning of the analysis at that time.
+    ``step(x, dt)`` samples the frame after ``x`` given the K frames ending at ``x`` and appends it.
+    ``frames`` (members, N, C, ny, nx) holds the given initial frames, then every frame sampled or
+    analysed since (the last K + T: enough history for a window reaching T - 1 frames back, T the
+    model's target frames); frames from index ``given`` on may be re-analysed (:class:`GenerativeAnalysis`).
     """
 
     name = "storm"
@@ -169,20 +183,25 @@ class GenerativeDynamics:
         self.variable = series.variable
         self.dims = ("level", *series.dims[-2:])
         self.state_shape = tuple(series.frames.shape[2:])
-        frames = model.history(series, members)                                  # the last K frames
-        self.past = frames[:, :-1]                                               # (members, K - 1, C, ny, nx)
-        self.history: torch.Tensor | None = None
-        self.x = frames[:, -1]
+        self.frames = model.history(series, members)                             # the last K given frames
+        self.given = self.frames.shape[1]
+        self.x = self.frames[:, -1]
 
     def coords(self) -> dict[str, np.ndarray]:
         return {"level": self.series.coords.get("level", np.zeros(1)), **self.series.coords}
 
     def step(self, x: torch.Tensor, dt: float) -> torch.Tensor:
-        history = torch.cat([self.past, x[:, None]], dim=1)
+        arch = self.model.arch
+        frames = torch.cat([self.frames[:, :-1], x[:, None]], dim=1)
         with torch.no_grad():
-            new = self.model.next_frames(history, self.generator)[:, 0]
-        self.history, self.past = history, history[:, 1:]
+            new = self.model.next_frames(frames[:, -arch.history:], self.generator)[:, 0]
+        drop = max(frames.shape[1] + 1 - (arch.history + arch.target), 0)
+        self.frames, self.given = torch.cat([frames[:, drop:], new[:, None]], dim=1), max(self.given - drop, 0)
         return new
+
+    def revise(self, start: int, frames: torch.Tensor) -> None:
+        """Replace the frames from index ``start`` to the latest by ``frames`` (members, N - start, C, ny, nx)."""
+        self.frames = torch.cat([self.frames[:, :start], frames], dim=1)
 
     def dataset(self, frames: torch.Tensor, times: np.ndarray, title: str) -> xr.Dataset:
         """The analysis dataset of (time, members, C, ny, nx) frames in the layout of the input series."""
@@ -192,40 +211,67 @@ class GenerativeDynamics:
 
 
 class GenerativeAnalysis:
-    """storm's analysis as a :class:`daflow.core.protocols.Analysis`: the posterior sample of the frame
-    at the observation time given the history the background was sampled from (MMPS, SDA or DPS guidance;
-    ``settings``: those of :func:`daflow.nn.diffusion.posterior_sample`)."""
+    """storm's analysis as a :class:`daflow.core.protocols.Analysis`: a posterior sample of the model's
+    window of T target frames given the K frames before it and every observation in it (MMPS, SDA or
+    DPS guidance; ``settings``: those of :func:`daflow.nn.diffusion.posterior_sample`).
+
+    The window is placed so that ``lag`` = L of its frames (0 <= L <= T - 1) precede the analysis
+    time t: it covers t - L .. t + T - 1 - L (moved later while it would reach the given initial
+    frames). The frames before t are re-analysed with the observations of the whole window and
+    replace the earlier analyses (a reanalysis: a fixed-lag smoother), and the observations of the
+    T - 1 - L frames after t (``lookahead``) correct the analysis at t through the learned dynamics;
+    those later frames are discarded, the cycle forecasting them afresh from the analysis. With
+    T = 1 this is the filter p(x_t | x_{t-K..t-1}, y_t).
+    """
 
     name: ClassVar[str] = "storm"
     min_members: ClassVar[int] = 1
     differentiates: ClassVar[bool] = True  # DPS guidance differentiates through the denoiser: no inference mode around the cycle
 
     def __init__(self, dynamics: GenerativeDynamics, guidance: str = "mmps", gamma: float = 1e-2, zeta: float = 1.0,
-                 **settings):
+                 lag: int = 0, **settings):
+        target = dynamics.model.arch.target
+        if not 0 <= lag < target:
+            raise OptionError("lag", f"is {lag}; the model's window has {target} target frame(s), so the lag is 0 to {target - 1}")
         self.dynamics, self.guidance, self.gamma, self.zeta = dynamics, guidance, gamma, zeta
+        self.lag, self.lookahead = lag, target - 1 - lag
         self.settings = {"guidance": guidance, "gamma": gamma, "zeta": zeta, **settings}
 
     def transform(self, background: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
-        dyn = self.dynamics
-        if dyn.history is None:
-            raise DataError(None, f"observation time {obs.time} is the initial time; storm analyses the frames after it")
+        return self.transform_span(background, [(0, obs)])[0]
+
+    def transform_span(self, background: torch.Tensor, span: list[tuple[int, ObsBatch]]) -> dict[int, torch.Tensor]:
+        """The analyses (members, n) of the window's frames up to the analysis time, keyed by their offset
+        in model steps from it (0: the analysis time; < 0: re-analysed earlier frames), from the
+        observations of ``span``: (offset, batch) pairs, offsets from -lag to lookahead."""
+        dyn, arch = self.dynamics, self.dynamics.model.arch
+        latest = dyn.frames.shape[1] - 1
+        if latest < dyn.given:
+            time = next(b.time for o, b in span if o == 0)
+            raise DataError(None, f"observation time {time} is the initial time; storm analyses the frames after it")
+        start = max(latest - self.lag, dyn.given)
+        at = latest - start  # the analysis time's frame in the window
+        pairs = [(at + o, b) for o, b in span if 0 <= at + o < arch.target]
         with torch.no_grad():
-            analysis = dyn.model.next_frames(dyn.history, dyn.generator, [(0, obs)], **self.settings)[:, 0]
-        return analysis.reshape(background.shape)
+            window = dyn.model.next_frames(dyn.frames[:, start - arch.history:start], dyn.generator, pairs, **self.settings)
+        dyn.revise(start, window[:, :at + 1])
+        return {f - at: window[:, f].reshape(background.shape) for f in range(at + 1)}
 
     def attrs(self) -> dict:
         model = self.dynamics.model
         attrs = {"daflow_method": "storm", "guidance": self.guidance, "sample_steps": model.sample_steps,
-                 "history_inflation": model.history_inflation, **{k: v for k, v in self.settings.items() if k not in ("gamma", "zeta", "guidance")}}
+                 "history_inflation": model.history_inflation, "window_frames": model.arch.target, "lag": self.lag,
+                 "lookahead": self.lookahead,
+                 **{k: v for k, v in self.settings.items() if k not in ("gamma", "zeta", "guidance")}}
         if self.guidance in ("sda", "dps"):
             attrs["guidance_gamma" if self.guidance == "sda" else "guidance_zeta"] = self.gamma if self.guidance == "sda" else self.zeta
         return attrs
 
 
-def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
+def assimilate(checkpoint: str | GenerativeModel, obs: xr.Dataset, members: int = 1, background: xr.Dataset | None = None,
                init: xr.Dataset | None = None, seed: int | None = None, guidance: str = "mmps", gamma: float = 1e-2,
                zeta: float = 1.0, sample_steps: int = 24, history_inflation: float = 0.0, sequence_parallel: int = 1,
-               names: dict | None = None, churn: float = 0.0, cg_iterations: int = 8) -> xr.Dataset:
+               names: dict | None = None, churn: float = 0.0, cg_iterations: int = 8, lag: int = 0) -> xr.Dataset:
     """Posterior ensemble(s) with observation-space diagnostics (exactly one of ``background``, ``init``),
     through the one cycle of :mod:`daflow.core.cycle`.
 
@@ -234,7 +280,11 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
     after them; between observation times the model samples unguided frames (a forecast), and
     every history is the method's own previous analyses and forecasts, never a given field. At each
     analysis time the background is the unguided sample from the history the analysis is
-    conditioned on (what O-B and the background H(x) are computed from).
+    conditioned on (what O-B and the background H(x) are computed from). Each analysis samples the
+    model's window of T target frames: ``lag`` (0 .. T - 1) of them before the analysis time are
+    re-analysed, and the observations of the T - 1 - lag after it correct it (:class:`GenerativeAnalysis`).
+    ``checkpoint``: a trained model directory, or a :class:`GenerativeModel` in memory (its own
+    sampler steps and history inflation).
     ``guidance``, ``gamma``, ``zeta``, ``churn``, ``cg_iterations``: the sampler's
     (:class:`daflow.nn.diffusion.SamplerSettings`; MMPS by default).
     ``sequence_parallel`` = P > 1 (under torchrun): each window's tokens split across P processes,
@@ -246,7 +296,8 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
     names = names or {}
     if (init is None) == (background is None):
         raise OptionError("init", "give exactly one of init (cycling) and background (one analysis)")
-    model = GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation, sequence_parallel=sequence_parallel)
+    model = checkpoint if isinstance(checkpoint, GenerativeModel) else \
+        GenerativeModel(checkpoint, sample_steps, history_inflation=history_inflation, sequence_parallel=sequence_parallel)
     obs_path, init_name, background_name = names.get("obs"), names.get("init"), names.get("background")
     start = background if background is not None else init
     assert start is not None
@@ -255,7 +306,7 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
                      {"level": series.coords.get("level", np.zeros(1)), **series.coords})
     located = obs if "level" in series.dims else obs.assign(level=("obs", np.zeros(obs.sizes["obs"])))
     batches = observation_batches(located, grid, obs_path, torch.float32)
-    dt = model.config["data"]["time_step"]
+    dt = model.config["data"]["time_step"] if "data" in model.config else series.time_step
     if background is not None:  # one cycle from the frames before the last, to the observations at the last time
         if series.frames.shape[1] < model.arch.history + 1:
             raise DataError(background_name, f"needs {model.arch.history} history frames before the analysis time")
@@ -267,15 +318,18 @@ def assimilate(checkpoint: str, obs: xr.Dataset, members: int = 1, background: x
         series = dataclasses.replace(series, frames=series.frames[:, :-1], seconds=series.seconds[:-1])
     times = [series.seconds[-1]] + [_seconds(b.time) for b in batches]
     gaps = [round((b - a) / dt) for a, b in zip(times, times[1:])]
+    if times[1] <= times[0]:
+        raise DataError(obs_path, f"observation time {times[1]} is not after {init_name}'s last time {times[0]}: outside "
+                        "every analysis window (storm analyses the frames after the initial ones)")
     bad = [b for a, b, g in zip(times, times[1:], gaps) if g < 1 or abs(b - a - g * dt) > 1e-6 * dt]
     if bad:
         raise DataError(obs_path, f"observation time {bad[0]} is not a whole number of model steps ({dt} s) "
                         f"after the previous analysis time (the first after {init_name}'s last time {times[0]})")
-    dynamics = GenerativeDynamics(model, series, members, _generator(shared_seed(seed, model.denoiser.net.sequence)))
+    dynamics = GenerativeDynamics(model, series, members, _generator(shared_seed(seed, model.sequence)))
     last = series.seconds[-1]
     clock = np.datetime64(int(round(last * 1e9)), "ns") if series.calendar else float(last)
     state = State(dynamics, dt, dynamics.x, clock, True)  # type: ignore[arg-type]
-    analysis = GenerativeAnalysis(dynamics, guidance, gamma, zeta, churn=churn, cg_iterations=cg_iterations)
+    analysis = GenerativeAnalysis(dynamics, guidance, gamma, zeta, lag, churn=churn, cg_iterations=cg_iterations)
     return cycle(state, obs, analysis, batches, names=(init_name or background_name, obs_path))
 
 
@@ -286,5 +340,5 @@ def _seconds(time) -> float:
 
 def _generator(seed: int | None) -> torch.Generator:
     generator = torch.Generator()
-    generator.manual_seed(seed) if seed is not None else generator.seed()
+    generator.manual_seed(resolve_seed(seed))
     return generator

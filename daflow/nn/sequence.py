@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from daflow.seeding import record_seed
+
 
 @dataclass(frozen=True)
 class SequenceGroup:
@@ -140,6 +142,7 @@ def shared_seed(seed: int | None, sequence: SequenceGroup | None) -> int | None:
         return seed
     candidate = torch.randint(0, 2**62, (1,))
     dist.all_reduce(candidate, op=dist.ReduceOp.MAX, group=sequence.group)
+    record_seed(int(candidate))
     return int(candidate)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.errors import DataError
+from daflow.seeding import resolve_seed
 
 DEFAULT_ERRORS: dict[str, dict[str, float]] = {
     "synop": {"t2m": 1.0, "d2m": 1.5, "u10": 2.0, "v10": 2.0, "msl": 100.0, "sp": 100.0, "rh2m": 0.1},
@@ -140,6 +141,6 @@ def withhold_stations(obs: xr.Dataset, fraction: float, seed: int | None, source
     count = int(round(fraction * len(names)))
     if count == 0 or count == len(names):
         raise DataError(source, f"--withhold {fraction} of {len(names)} station(s) leaves one side empty")
-    held = np.random.default_rng(seed).choice(names, count, replace=False)
+    held = np.random.default_rng(resolve_seed(seed)).choice(names, count, replace=False)
     mask = np.isin(station, held)
     return obs.isel(obs=np.flatnonzero(~mask)), obs.isel(obs=np.flatnonzero(mask))

@@ -18,6 +18,7 @@ import xarray as xr
 from daflow.errors import DataError
 from daflow.core.grid import horizontal_dims
 from daflow.obs.operators import apply_operator, get_operator
+from daflow.seeding import resolve_seed
 
 PATTERNS = ("fixed", "random")
 
@@ -44,6 +45,7 @@ def observe(
     names = list(variables) or [n for n, v in truth.data_vars.items() if "time" in v.dims and horizontal_dims(v.dims)]
     if not names:
         raise DataError(source, "no gridded variable with a time dimension to observe")
+    seed = resolve_seed(seed)
     rng = np.random.default_rng(seed)
     times = truth["time"].values[::every]
     parts = [_observe_variable(truth, n, times, fraction, error_std, pattern, operator, every, rng, source)
@@ -55,7 +57,7 @@ def observe(
         "observation_pattern": pattern,
         "observed_fraction": fraction,
         "observe_every": every,
-        "seed": "none" if seed is None else seed,
+        "seed": seed,
     }
     return obs
 
