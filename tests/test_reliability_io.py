@@ -205,6 +205,11 @@ def test_time_step_hint_only_for_a_real_blow_up(daflow, l96, tmp_path):
     assert result.exit_code == 65
     line = one_error_line(result, "letkf analysis is NaN/Inf")
     assert "time step" not in line and "--dt" not in line
+    result = daflow("assimilate", "--method", "letkf", "--background", l96 / "ens.nc", "--obs", tmp_path / "tiny.nc",
+                    "-o", tmp_path / "a.nc")
+    assert result.exit_code == 65  # one analysis: not written with NaN and exit 0
+    one_error_line(result, "letkf analysis is NaN/Inf")
+    assert not (tmp_path / "a.nc").exists()
     result = daflow("forecast", "--init", l96 / "x0.nc", "--dt", 2.0, "--steps", 200, "-o", tmp_path / "f.nc")
     assert result.exit_code == 65
     one_error_line(result, "blew up", "smaller time step")

@@ -193,6 +193,9 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
     x = state.x.reshape(state.x.shape[0], -1)
     with threads_for(state.x.numel()):
         result = analysis.transform(x, batch)
+        if not bool(torch.isfinite(result).all()):
+            raise DataError(_str(background_name), f"the {analysis.name} analysis is NaN/Inf at time {batch.time} "
+                            "(the background was finite)")
         diag = Diagnostics.of(batch.apply(x), batch.apply(result))
     diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
     # diagnostics are in batch order; the output keeps the batch's observations in that order
