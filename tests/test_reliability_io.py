@@ -326,3 +326,11 @@ def test_perturbed_ingested_ensemble_is_analysable(daflow, era, tmp_path, method
     assert result.exit_code == 0, result.output
     an = xr.open_dataset(tmp_path / "a.nc")
     assert np.abs(an["obs_oma"].values).mean() < np.abs(an["obs_omb"].values).mean()
+
+
+def test_state_options_are_refused_for_observation_files(daflow, sample_data, tmp_path):
+    src = sample_data / "obs" / "aircraft-2021090915-spain.bufr"
+    for option in (["--sel", "member=0"], ["--join", "outer"]):
+        result = daflow("ingest", src, *option, "-o", tmp_path / "o.nc")
+        assert result.exit_code == 2 and option[0] in result.output, result.output
+        assert not (tmp_path / "o.nc").exists()

@@ -101,6 +101,8 @@ def ingest(
     if "observations" in kinds:
         if kinds != {"observations"}:
             raise DataError(label, "observation files cannot be joined with states")
+        if select or join != "exact":
+            raise OptionError("sel" if select else "join", "applies to gridded states, not to observation files")
         return _observations(parts, label, time)
     ds = parts[0] if len(parts) == 1 else _join(parts, sources, join)
     if select:
