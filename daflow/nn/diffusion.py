@@ -175,8 +175,11 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     p_sigma(x | y) at the levels where the approximation has become good and the Langevin steps
     still mix (sigma comparable to the posterior spread), which removes the bias (figures and the
     validation / test grids: benchmarks/README.md, posterior_oracle). They cost 8 more evaluations
-    of D' on each level below 1.5 (14 of 32).
+    of D' on each level below 1.5 (14 of 32); without observations (``observe=None``, a forecast) none
+    are made unless ``corrections`` is given.
     """
+    if observe is None:  # the prior's flow needs no correction: the corrections default to none
+        settings = {"corrections": 0, **settings}
     cfg = SamplerSettings(**settings)
     dtype = value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() else torch.get_default_dtype()
     if members < 1:
