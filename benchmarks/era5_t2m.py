@@ -154,7 +154,7 @@ def run_baselines(case: Case, grid: StateGrid, covariance: torch.Tensor, scale: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Reduced configuration (about a minute on a quiet machine): "
-                        "2 epochs, 4 members, 8 steps, 6 validation and 6 test hours, one candidate per setting.")
+                        "2 epochs, 4 members, 8 steps, 4 validation and 4 test hours, one candidate per setting.")
     parser.add_argument("--json", help="Write the figures as one JSON object to this file.")
     parser.add_argument("--png", help="Figure of one test hour per fraction (FILE with the fraction appended).")
     parser.add_argument("--fractions", default="0.05,0.01", help="Observed fractions of the grid [0.05,0.01].")
@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--history-noise", type=float, default=0.3,
                         help="[training] history_noise, in units of the t2m std [0.3] (not tuned).")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 4, full 16].")
-    parser.add_argument("--validation-hours", type=int, help="Validation hours scored [quick 6, full 168].")
-    parser.add_argument("--hours", type=int, help="Test hours scored [quick 6, full 168].")
+    parser.add_argument("--validation-hours", type=int, help="Validation hours scored [quick 4, full 168].")
+    parser.add_argument("--hours", type=int, help="Test hours scored [quick 4, full 168].")
     parser.add_argument("--model-dir", help="Keep the checkpoints here (MODEL_DIR/eEPOCHS; default: a temporary "
                         "directory); existing ones are reused or resumed.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads [2].")
@@ -187,8 +187,8 @@ def main() -> None:
             if parser.get_default(name) == getattr(args, name):
                 setattr(args, name, value)
     members = args.members or (4 if args.quick else 16)
-    val_hours = args.validation_hours or (6 if args.quick else 168)
-    hours = args.hours or (6 if args.quick else 168)
+    val_hours = args.validation_hours or (4 if args.quick else 168)
+    hours = args.hours or (4 if args.quick else 168)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
 

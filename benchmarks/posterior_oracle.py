@@ -9,8 +9,9 @@ The denoiser is the exact E[x0 | x] of a Gaussian prior, so every error is the s
    Gaussian prior and linear H the sampler is affine in its start noise, so one run from 0 gives the
    sample mean and one run per basis vector the covariance (64-D AR(1) prior of correlation 0.9,
    every 8th point observed, error/prior std 0.1 and 1), against the number of steps;
-3. an arctan operator in 2-D against importance sampling of 2 * 10^6 prior draws (MMPS default and
-   with churn).
+3. an arctan operator in 2-D against importance sampling of 2 * 10^6 prior draws (MMPS default, without
+   the Langevin corrections and with churn instead). The validation and test grids that chose the
+   default corrections: benchmarks/posterior_grid.py.
 
     python benchmarks/posterior_oracle.py [--members 2000]
 """
@@ -74,7 +75,8 @@ def arctan(members: int) -> None:
         w /= w.sum()
         mean = (w[:, None] * prior).sum(0)
         var = (w[:, None] * (prior - mean) ** 2).sum(0)
-        for name, settings in (("default", {}), ("churn 30", {"churn": 30.0})):
+        for name, settings in (("default", {}), ("no corrections", {"corrections": 0}),
+                               ("churn 30, no corrections", {"churn": 30.0, "corrections": 0})):
             s = posterior_sample(gaussian_denoiser(C), (2,), lambda x: torch.atan(x[:, :1]), torch.tensor([y], dtype=torch.float64),
                                  torch.tensor([r], dtype=torch.float64), members=members,
                                  generator=torch.Generator().manual_seed(1), **settings)

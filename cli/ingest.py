@@ -48,6 +48,10 @@ def _window(ctx, param, value):
 @click.option("--chunks", callback=_chunks, metavar="DIM=N[,DIM=N]", help="Dask chunks for streaming, e.g. time=24 [default: time=auto].")
 @click.option("--name", help="Name of the series of a single-series index file.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a variable (repeatable).")
+@click.option("--sel", "selections", multiple=True, metavar="DIM=VALUE",
+              help="Keep one value along a dimension and drop it, e.g. member=0 or month=7 (repeatable).")
+@click.option("--join", type=click.Choice(["exact", "inner", "outer"]), default="exact", show_default=True,
+              help="Times of inputs holding different variables: the same (else refused), the common ones, or the union padded with NaN.")
 @click.option("--obs-errors", type=click.Path(dir_okay=False), help="[reports] TOML table of observation errors: [platform] variable = std.")
 @click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
 @click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -67,7 +71,7 @@ def _window(ctx, param, value):
 @click.option("--seed", type=int, help="Seed of the random draws.")
 @scheduler_option
 @common_options
-def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, obs_errors, blacklist, withhold, withheld,
+def ingest(sources, output, variables, filters, bbox, window, chunks, name, renames, selections, join, obs_errors, blacklist, withhold, withheld,
            observe, fraction, error_std, pattern, operator, every, seed, scheduler):
     """Read GRIB, NetCDF or climate-index files (SOURCES, joined along time) into a state file.
 
@@ -82,7 +86,7 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
     ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
              rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
              observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,
-             scheduler=scheduler)
+             scheduler=scheduler, join=join, sel=parse_pairs(selections, "--sel"))
     if withhold is not None:
         kept, held = ds
         write_dataset(held, withheld, "observations")

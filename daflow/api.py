@@ -92,6 +92,15 @@ def forecast(init: DatasetLike, model: str | None = None, param: Mapping[str, An
         name = None
     else:
         ds_or_random, name = _read(init, STATE_KINDS, dims=("time",))
+        from daflow.models.base import ATTR_NAME
+
+        if ATTR_NAME not in ds_or_random.attrs:  # a gridded state no daflow model wrote (e.g. ingested ERA5)
+            from daflow.models.run import perturbed_ensemble
+
+            if model is not None or param or steps or spinup or dt is not None:
+                raise DataError(name, "has no daflow_model attributes: no model can run it forward; with --steps 0 "
+                                      "(no --model, --param, --spinup or --dt) --members N --perturb S builds an ensemble of it")
+            return perturbed_ensemble(ds_or_random, members, perturb, seed, start, source=name)
 
     with dask_scheduler(scheduler):
         return run_forecast(ds_or_random, model, dict(param or {}), members, perturb, spinup, dt, steps, output_every, seed,
@@ -135,14 +144,15 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
            name: str | None = None, rename: Mapping[str, str] | None = None, obs_errors: str | None = None,
            blacklist: str | None = None, withhold: float | None = None, observe: bool = False, fraction: float = 0.05,
            error_std: float = 1.0, pattern: str = "fixed", operator: str = "identity", every: int = 1, seed: int | None = None,
-           scheduler: str | None = None) -> Any:
+           scheduler: str | None = None, join: str = "exact", sel: Mapping[str, str] | None = None) -> Any:
     """``daflow ingest``: sources (files of any supported format, or datasets) joined into the data contract.
 
     ``observe=True`` draws synthetic observations H(x) + N(0, error_std^2) of the state instead.
     Reports (BUFR, ODB-2, station CSV) become observations; ``withhold`` (a fraction of the
-    stations) returns (assimilated, withheld) observation datasets.
+    stations) returns (assimilated, withheld) observation datasets. ``join`` (exact, inner, outer) lines
+    up the times of files of different variables; ``sel`` ({DIM: VALUE}) picks one value along a dimension.
     """
-    from daflow.io.ingest import ingest as ingest_sources, select_bbox, select_time
+    from daflow.io.ingest import ingest as ingest_sources, select_bbox, select_time, select_values
     from daflow.parallel import dask_scheduler
 
     if not sources:
@@ -158,6 +168,8 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
                 ds = ds.rename(dict(rename))
             if not observe and variables:
                 ds = ds[list(variables)]
+            if sel:
+                ds = select_values(ds, dict(sel), label)
             if time:
                 ds = select_time(ds, time, label)
             if bbox:
@@ -168,7 +180,8 @@ def ingest(*sources: DatasetLike, var: Sequence[str] = (), filter: Mapping[str, 
             label = ", ".join(os.fspath(s) for s in sources)  # type: ignore[arg-type]
             ds = ingest_sources(sources, variables=() if observe else variables, filters=dict(filter or {}),  # type: ignore[arg-type]
                                 bbox=bbox, time=time, chunks=dict(chunks) if chunks else None, name=name,
-                                renames=dict(rename or {}), errors=obs_errors, blacklist=blacklist)
+                                renames=dict(rename or {}), errors=obs_errors, blacklist=blacklist, join=join,
+                                select=dict(sel or {}))
         if withhold is not None:
             from daflow.obs.reports import withhold_stations
 

@@ -9,5 +9,5 @@ def load(entries: dict[str, str], name: str, kind: str):
     try:
         module, attribute = entries[name].split(":")
     except KeyError:
-        raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(entries)}") from None
+        raise ValueError(f"unknown {kind} {str(name)!r}; choose from {', '.join(entries)}") from None
     return getattr(importlib.import_module(module), attribute)

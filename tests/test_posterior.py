@@ -206,3 +206,18 @@ def test_default_guidance_does_not_diverge(density, r):
     z = (s.mean(0) - mean) / cov.diagonal().sqrt()
     ratio = (s.var(0) / cov.diagonal()).mean()
     assert torch.isfinite(s).all() and z.pow(2).mean().sqrt() < 0.25 and abs(ratio - 1) < 0.2, (z.pow(2).mean().sqrt(), ratio)
+
+
+def test_prior_sampling_makes_no_corrections_unless_asked():
+    """Without observations (a forecast) the flow is the prior's and the default makes no Langevin
+    corrections (same draws as corrections=0, different ones when they are asked for); the draws have
+    the prior's covariance within sampling noise."""
+    C = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+
+    def draw(**settings):
+        return posterior_sample(gaussian_denoiser(C), (2,), None, None, None, members=2000,
+                                generator=torch.Generator().manual_seed(4), **settings)
+    plain = draw()
+    torch.testing.assert_close(plain, draw(corrections=0))
+    assert not torch.equal(plain, draw(corrections=2))
+    torch.testing.assert_close(plain.double().T.cov(), C, atol=0.1, rtol=0)

@@ -231,7 +231,8 @@ def test_cycle_and_one_analysis_through_the_cli(files, daflow, tmp_path, method)
     np.testing.assert_allclose(one["obs_omb"], one["obs_value"] - one["obs_background_mean"])
 
 
-@pytest.mark.parametrize("problem, code", [("one-time climatology", 65), ("zero length", 2), ("no B", 2),
+@pytest.mark.parametrize("problem, code", [("one-time climatology", 65), ("zero length", 2), ("negative length", 2),
+                                           ("zero std", 2), ("negative std", 2), ("zero b-scale", 2), ("no B", 2),
                                            ("empty window", 65), ("window on 3dvar", 2), ("zero window", 2)])
 def test_bad_input(files, daflow, tmp_path, problem, code):
     args = ["assimilate", "--method", "4dvar", "--init", files / "x0.nc", "--obs", files / "obs.nc"]
@@ -239,6 +240,12 @@ def test_bad_input(files, daflow, tmp_path, problem, code):
         args += ["--climatology", files / "x0.nc"]
     elif problem == "zero length":
         args += ["--b-std", "1", "--b-length", "0"]
+    elif problem == "negative length":
+        args += ["--b-std", "1", "--b-length", "-2"]
+    elif problem in ("zero std", "negative std"):
+        args += ["--b-std", "0" if problem == "zero std" else "-1", "--b-length", "2"]
+    elif problem == "zero b-scale":
+        args += ["--climatology", files / "truth.nc", "--b-scale", "0"]
     elif problem == "empty window":
         args = ["assimilate", "--method", "4dvar", "--background", files / "after.nc", "--obs", files / "obs.nc",
                 "--b-std", "1", "--b-length", "2"]
@@ -250,5 +257,6 @@ def test_bad_input(files, daflow, tmp_path, problem, code):
     out = tmp_path / "an.nc"
     result = daflow(*args, "-o", out)
     assert result.exit_code == code, result.output
-    assert len(result.output.strip().splitlines()) == 1 or code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 if code != 2 else sum(line.startswith("Error:") for line in lines) == 1, result.output
     assert not out.exists()

@@ -99,6 +99,9 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
                 x = revised[0]
             else:
                 x = analysis.transform(x, batch)
+            if not bool(torch.isfinite(x).all()):
+                raise DataError(_str(init_name), f"the {analysis.name} analysis is NaN/Inf at observation time "
+                                f"{batch.time} (the background was finite)")
             analyses[k] = x
         diagnostics = bulk_diagnostics(obs, batches, backgrounds, analyses)
     warn_if_diverged(obs, batches, diagnostics, obs_name)
@@ -140,9 +143,12 @@ def cycle_windows(state: State, batches: list[ObsBatch], analysis: Any, x: torch
         stop = min(start + analysis.window, count)
         bgs, ans = analysis.analyse_window(x, batches[start:stop], gaps[start:stop], forward)
         for k, (b, a) in enumerate(zip(bgs, ans), start):
-            if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
+            if not bool(torch.isfinite(b).all()):
                 raise DataError(_str(init_name), f"the model state blew up (NaN/Inf) before observation time "
                                 f"{batches[k].time}; try a smaller time step")
+            if not bool(torch.isfinite(a).all()):
+                raise DataError(_str(init_name), f"the {analysis.name} analysis is NaN/Inf at observation time "
+                                f"{batches[k].time} (the background was finite)")
             backgrounds[k], analyses[k] = b, a
         x = analyses[stop - 1]
 
@@ -187,6 +193,9 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
     x = state.x.reshape(state.x.shape[0], -1)
     with threads_for(state.x.numel()):
         result = analysis.transform(x, batch)
+        if not bool(torch.isfinite(result).all()):
+            raise DataError(_str(background_name), f"the {analysis.name} analysis is NaN/Inf at time {batch.time} "
+                            "(the background was finite)")
         diag = Diagnostics.of(batch.apply(x), batch.apply(result))
     diagnostics = {k: getattr(diag, k) for k in DIAGNOSTICS}
     # diagnostics are in batch order; the output keeps the batch's observations in that order

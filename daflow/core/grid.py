@@ -145,7 +145,7 @@ def locate(where: Mapping[str, Any], grid: StateGrid, count: int, source: object
     needed = ("lat", "lon") if hdims == ("point",) else hdims
     for dim in needed:
         if dim not in where:
-            raise DataError(name, f"observations have no location {dim!r} for a state on {', '.join(grid.dims)}")
+            raise DataError(name, f"observations have no location {str(dim)!r} for a state on {', '.join(grid.dims)}")
     if hdims == ("point",):
         column = _nearest_point(np.asarray(where["lat"], np.float64), np.asarray(where["lon"], np.float64), grid, name)
     elif hdims:

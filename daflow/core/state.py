@@ -69,9 +69,17 @@ def parse_params(name: str, pairs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_finite(x: torch.Tensor, step: int, source: object) -> None:
+    """A state that stopped being finite while the model stepped it: a blow-up (a smaller time step may help)."""
     if not bool(torch.isfinite(x).all()):
         raise DataError(None if source is None else str(source),
                         f"the model state blew up (NaN/Inf) at step {step} or before; try a smaller time step")
+
+
+def _check_start(x: torch.Tensor, step: int, source: object) -> None:
+    """A state that is not finite before the model steps it: bad input or a failed analysis, not the time step."""
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(None if source is None else str(source),
+                        f"the state holds NaN/Inf before step {step} (in the input or the analysis, not a blow-up of the model)")
 
 
 def _steps(model: Any, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
@@ -87,6 +95,7 @@ def _steps(model: Any, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
 def advance(model: Any, x: torch.Tensor, dt: float, steps: int, source: object = None, first_step: int = 0) -> torch.Tensor:
     """x after ``steps`` steps of a :class:`Dynamics`, in one go; DataError when it stops being finite."""
     if steps:
+        _check_start(x, first_step, source)
         x = _steps(model, x, dt, steps)
         _check_finite(x, first_step + steps, source)
     return x
@@ -99,6 +108,8 @@ def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: 
     the steps between two frames go in one go (:func:`_steps`)."""
     frames = torch.empty((kept_count(steps, output_every), *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
+    if steps:
+        _check_start(x, 0, source)
     ends = [*range(output_every, steps + 1, output_every), *([steps] if steps % output_every else [])]
     counter = track(ends, description, total=len(ends)) if progress else ends
     done = 0
@@ -159,7 +170,7 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
     cls, merged = type(model), {**model.params, **(parse_params(model.name, params) if params else {})}
     name = model.variable
     if name not in ds.data_vars:
-        raise DataError(name_, f"no state variable {name!r} for model {model.name}")
+        raise DataError(name_, f"no state variable {str(name)!r} for model {model.name}")
     var = ds[name]
     space = tuple(d for d in var.dims if d not in ("member", "time"))
     shape = cls.shape_for(merged)  # checked before a model with overridden parameters builds its operators

@@ -77,7 +77,7 @@ def open_dataset(
         kind = ds.attrs.get("daflow_kind")
         if kind not in kinds:
             ds.close()
-            found = f"daflow_kind {kind!r}" if kind else "no daflow_kind attribute"
+            found = f"daflow_kind {str(kind)!r}" if kind else "no daflow_kind attribute"
             raise DataError(path, f"{found}; expected {' or '.join(kinds)}")
     missing = [d for d in dims if d not in ds.dims]
     if missing:

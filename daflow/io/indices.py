@@ -36,9 +36,12 @@ def variable_name(text: str) -> str:
 def open_index_text(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     try:
-        text = path.read_text(errors="replace")
+        raw = path.read_bytes()
     except OSError as err:
         raise DataError(path, f"cannot read ({err.strerror})") from err
+    if _binary(raw[:65536]):
+        raise DataError(path, "binary content: not a GRIB, NetCDF, BUFR, ODB-2 or text file")
+    text = raw.decode("utf-8", errors="replace")
     comments = [ln for ln in text.splitlines() if ln.lstrip().startswith("#")]
     rows = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not rows:
@@ -95,6 +98,14 @@ def _parse_columns(path: Path, rows: list[str]) -> tuple[pd.DatetimeIndex, np.nd
     if len(width) == 1 and min(width) >= 2:  # decimal year, value(s)
         return pd.DatetimeIndex([_decimal_year(r[0]) for r in table]), np.array([r[1:] for r in table])
     raise DataError(path, "rows are neither 'decimal-year value' nor 'year' + 12 monthly values")
+
+
+def _binary(head: bytes) -> bool:
+    """NUL bytes, or more than 1 in 100 characters that are neither text nor whitespace (any 8-bit text encoding passes)."""
+    if b"\0" in head:
+        return True
+    control = sum(head.count(bytes([c])) for c in range(32) if c not in (9, 10, 12, 13))
+    return control > len(head) / 100
 
 
 def _decimal_year(value: float) -> pd.Timestamp:

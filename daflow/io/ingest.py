@@ -82,10 +82,15 @@ def ingest(
     renames: dict[str, str] | None = None,
     errors: str | None = None,
     blacklist: str | None = None,
+    join: str = "exact",
+    select: dict[str, str] | None = None,
 ) -> xr.Dataset:
     """Return the joined, selected, dask-chunked dataset (nothing is loaded yet).
 
     ``errors`` (a TOML error table) and ``blacklist`` (a file of station identifiers) apply to reports.
+    ``join`` lines up the times of inputs of different variables (:func:`_join`); ``select`` picks one
+    value along a dimension (``{"member": "0"}``, ``{"month": "7"}``), dropping it. A dimension of the
+    result that the data contract does not know (e.g. ``month`` of a climatology) is a DataError.
     """
     from daflow.obs.reports import read_blacklist
 
@@ -96,8 +101,13 @@ def ingest(
     if "observations" in kinds:
         if kinds != {"observations"}:
             raise DataError(label, "observation files cannot be joined with states")
+        if select or join != "exact":
+            raise OptionError("sel" if select else "join", "applies to gridded states, not to observation files")
         return _observations(parts, label, time)
-    ds = parts[0] if len(parts) == 1 else _join(parts, sources)
+    ds = parts[0] if len(parts) == 1 else _join(parts, sources, join)
+    if select:
+        ds = select_values(ds, select, label)
+    _check_dimensions(ds, label)
     if variables:
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
@@ -137,14 +147,125 @@ def _observations(parts: list[xr.Dataset], label: str, window: str | None) -> xr
     return obs
 
 
-def _join(parts: list[xr.Dataset], sources) -> xr.Dataset:
-    try:
-        ds = xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
-    except ValueError as err:
-        raise DataError(", ".join(map(str, sources)), f"cannot join these inputs ({err})") from err
-    if "time" in ds.indexes and not ds.indexes["time"].is_unique:
-        raise DataError(", ".join(map(str, sources)), "the inputs overlap in time")
+JOINS = ("exact", "inner", "outer")
+
+
+def _join(parts: list[xr.Dataset], sources, join: str = "exact") -> xr.Dataset:
+    """Files of the same variables are concatenated along time; files of different variables are merged.
+
+    Every other coordinate (member, level, lat, lon, ...) must be the same in all inputs: nothing is
+    padded with NaN. Merged inputs must share their times unless ``join`` asks for the ``inner``
+    (common times) or ``outer`` (union, NaN where an input has no value) join of the time axes.
+    """
+    label = ", ".join(map(str, sources))
+    if join not in JOINS:
+        raise OptionError("join", f"join is one of {', '.join(JOINS)}, not {join!r}")
+    groups: dict[frozenset, list[tuple[xr.Dataset, str]]] = {}
+    for ds, source in zip(parts, sources):
+        groups.setdefault(frozenset(map(str, ds.data_vars)), []).append((ds, str(source)))
+    joined = [_concat_in_time(group, label) for group in groups.values()]
+    if len(joined) == 1:
+        return joined[0][0]
+    first, first_name = joined[0]
+    seen = dict.fromkeys(map(str, first.data_vars), first_name)
+    for ds, name in joined[1:]:
+        _same_coordinates(first, first_name, ds, name, label)
+        for var in map(str, ds.data_vars):
+            if var in seen:
+                raise DataError(label, f"variable {var} is in {seen[var]} and {name} alongside different variables "
+                                       "(select with --var, or rename with --rename)")
+            seen[var] = name
+    axes = [(name, ds.indexes["time"]) for ds, name in joined if "time" in ds.indexes]
+    if len(axes) > 1 and join == "exact" and not all(axes[0][1].equals(t) for _, t in axes[1:]):
+        (a, ta), (b, tb) = axes[0], next((n, t) for n, t in axes[1:] if not axes[0][1].equals(t))
+        common = len(ta.intersection(tb))
+        raise DataError(label, f"the times differ: {a} has {len(ta)} ({_span(ta)}), {b} has {len(tb)} ({_span(tb)}); "
+                               f"--join inner keeps the {common} common time(s), --join outer takes the union padded with NaN")
+    return xr.merge([ds for ds, _ in joined], join=join, combine_attrs="drop_conflicts", compat="override")
+
+
+def _concat_in_time(group: list[tuple[xr.Dataset, str]], label: str) -> tuple[xr.Dataset, str]:
+    if len(group) == 1:
+        return group[0]
+    first, first_name = group[0]
+    for ds, name in group[1:]:
+        _same_coordinates(first, first_name, ds, name, label, same_dims=True)
+    missing = [name for ds, name in group if "time" not in ds.dims]
+    if missing:
+        raise DataError(label, f"{missing[0]} has no time dimension: files of the same variables are joined along time")
+    ds = xr.concat([g[0] for g in group], dim="time", data_vars="minimal", coords="minimal", compat="override",
+                   combine_attrs="drop_conflicts")
+    if not ds.indexes["time"].is_unique:
+        raise DataError(label, "the inputs overlap in time")
+    return ds.sortby("time"), " + ".join(name for _, name in group)
+
+
+def _same_coordinates(a: xr.Dataset, a_name: str, b: xr.Dataset, b_name: str, label: str, same_dims: bool = False) -> None:
+    """DataError naming the first coordinate other than time in which two inputs differ."""
+    if same_dims:
+        for var in a.data_vars:
+            if set(a[var].dims) != set(b[var].dims):
+                raise DataError(label, f"{var} has dimensions ({', '.join(map(str, a[var].dims))}) in {a_name} but "
+                                       f"({', '.join(map(str, b[var].dims))}) in {b_name}")
+    for dim in sorted(set(map(str, a.dims)) & set(map(str, b.dims)) - {"time"}):
+        if a.sizes[dim] != b.sizes[dim]:
+            raise DataError(label, f"{a_name} has {a.sizes[dim]} {dim} values, {b_name} {b.sizes[dim]}: "
+                                   "refusing to pad the difference with NaN")
+        if dim in a.coords and dim in b.coords:
+            x, y = a[dim].values, b[dim].values
+            equal = np.allclose(x, y, rtol=0, atol=1e-6) if x.dtype.kind in "fiu" and y.dtype.kind in "fiu" else (x == y).all()
+            if not equal:
+                k = int(np.flatnonzero(~np.isclose(x, y, rtol=0, atol=1e-6) if x.dtype.kind in "fiu" else x != y)[0])
+                raise DataError(label, f"{a_name} and {b_name} differ in {dim} ({x[k]} vs {y[k]} at index {k}): "
+                                       "refusing to join on unequal coordinates")
+
+
+def _span(index: pd.Index) -> str:
+    return f"{index[0]} to {index[-1]}" if len(index) else "none"
+
+
+def select_values(ds: xr.Dataset, select: dict[str, str], label: str) -> xr.Dataset:
+    """One value along each named dimension (dropped, except time); the value is read as the coordinate's type."""
+    for dim, text in select.items():
+        if dim not in ds.dims:
+            raise DataError(label, f"--sel {dim}={text}: no dimension {dim}; the data has {', '.join(map(str, ds.dims))}")
+        index = ds.indexes.get(dim)
+        value: object = text
+        if index is None:
+            try:
+                value = int(text)
+                ds = ds.isel({dim: value})
+            except (ValueError, IndexError):
+                raise DataError(label, f"--sel {dim}={text}: {dim} has no coordinate; give a position 0..{ds.sizes[dim] - 1}") from None
+            continue
+        try:
+            if index.dtype.kind in "iuf":
+                value = float(text)
+            elif index.dtype.kind == "M":
+                value = _instant(text)
+            ds = ds.sel({dim: [value] if dim == "time" else value})  # a state keeps its time axis
+        except (KeyError, ValueError, TypeError):
+            shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
+            raise DataError(label, f"--sel {dim}={text}: no such {dim}; it takes {shown}") from None
+        ds = ds.drop_vars(dim) if dim in ds.coords and ds[dim].ndim == 0 else ds
     return ds
+
+
+def _check_dimensions(ds: xr.Dataset, label: str) -> None:
+    """A data variable along a dimension the contract does not know could not be read by any command."""
+    from daflow.io.contract import CANONICAL_DIMS
+
+    bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
+    for name, var in ds.data_vars.items():
+        if str(name) in bounds or str(name).endswith(("_bnds", "_bounds")):
+            continue
+        unknown = [d for d in var.dims if d not in CANONICAL_DIMS]
+        if unknown:
+            dim = unknown[0]
+            values = ds[dim].values if dim in ds.coords else np.arange(ds.sizes[dim])
+            shown = ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
+            raise DataError(label, f"{name} has a dimension {dim} ({shown}) that no daflow command reads "
+                                   f"(they take {', '.join(CANONICAL_DIMS)}); pick one with --sel {dim}={values[0]}")
 
 
 def parse_time_window(text: str) -> tuple[object, object]:

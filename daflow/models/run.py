@@ -20,7 +20,7 @@ from daflow.models import model_class
 from daflow.models.base import Model
 from daflow.seeding import resolve_seed
 
-__all__ = ["check_run_fits", "forecast", "integrate_split"]
+__all__ = ["check_run_fits", "forecast", "integrate_split", "perturbed_ensemble"]
 
 
 def check_run_fits(cls: type[Model], params: dict[str, Any], dtype: torch.dtype | None, members: int, frames: int) -> None:
@@ -133,3 +133,39 @@ def forecast(init: xr.Dataset | str, model_name: str | None = None, params: dict
     frames = integrate_split(model, x, dt, steps, output_every, source, groups)
     times = step_times(t0, kept_steps(steps, output_every), dt, model.time_units)
     return state_dataset(model, frames, times, dt, ensemble, title=f"{model.name} run")
+
+
+def perturbed_ensemble(ds: xr.Dataset, members: int | None, perturb: float, seed: int | None = None,
+                       start: str | None = None, source: object = None) -> xr.Dataset:
+    """An ensemble from the last frame of any gridded state (no model needed): member j of variable v is
+    x_v + perturb * e_j, e_j ~ N(0, I) independent of every other draw (``perturb`` in each variable's units).
+
+    A single state becomes ``members`` copies; an ensemble keeps its members (``members`` must match).
+    ``start`` relabels the frame's time. The result is a ``state`` dataset that ``assimilate --background``
+    analyses with the methods that do not forecast.
+    """
+    name = None if source is None else str(source)
+    if ds.sizes.get("time", 0) == 0:
+        raise DataError(name, "has no time: no state to start from")
+    last = ds.isel(time=[-1]).load()
+    variables = [v for v in last.data_vars if "time" in last[v].dims]
+    if not variables:
+        raise DataError(name, "has no variable along time")
+    ensemble = "member" in last.dims
+    if ensemble and members is not None and members != last.sizes["member"]:
+        raise DataError(name, f"is an ensemble of {last.sizes['member']} members, not {members}")
+    if not ensemble:
+        last = last.expand_dims(member=np.arange(members or 1, dtype=np.int32))
+        last["member"].attrs.update(standard_name="realization", long_name="ensemble member")
+    rng = np.random.default_rng(resolve_seed(seed))
+    out = last[variables]
+    for v in variables:
+        values = out[v].transpose("member", ...).values
+        if not np.isfinite(values).all():
+            raise DataError(name, f"{v} has NaN or Inf in its last frame")
+        noisy = values + perturb * rng.standard_normal(values.shape) if perturb else values.copy()
+        out[v] = (out[v].transpose("member", ...).dims, noisy.astype(values.dtype), ds[v].attrs)
+    if start:
+        out = out.assign_coords(time=("time", [parse_start(start)], ds["time"].attrs))
+    out.attrs = dict(ds.attrs)
+    return out

@@ -88,7 +88,7 @@ class SQG(Model):
         self.diff_order, self.diff_efold = int(diff_order), float(diff_efold)
         self.theta0, self.g = float(theta0), float(g)
         if advection not in ADVECTION:
-            raise DataError(None, f"SQG advection must be one of {', '.join(ADVECTION)}, got {advection!r}")
+            raise DataError(None, f"SQG advection must be one of {', '.join(ADVECTION)}, got {str(advection)!r}")
         self.advection = advection
         self.advection_factor = ADVECTION[advection]
         self.scale = self.f * self.theta0 / self.g  # kelvin per (m/s) of scaled lid temperature b

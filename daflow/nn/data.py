@@ -39,7 +39,7 @@ def pick_variable(ds: xr.Dataset, name: str | None, source) -> str:
     """The variable to model: ``name``, or the only gridded variable with a time dimension."""
     if name is not None:
         if name not in ds.data_vars:
-            raise DataError(source, f"no variable {name!r} (has {', '.join(map(str, ds.data_vars))})")
+            raise DataError(source, f"no variable {str(name)!r} (has {', '.join(map(str, ds.data_vars))})")
         return name
     gridded = [str(n) for n, v in ds.data_vars.items() if "time" in v.dims and len(horizontal_dims(v.dims)) == 2]
     if len(gridded) != 1:
@@ -90,7 +90,7 @@ def describe(series: Series) -> dict:
 def check_matches(series: Series, data: dict, source, checkpoint) -> None:
     """DataError unless ``series`` has the variable, dims and grid the checkpoint was trained on."""
     if series.variable != data["variable"]:
-        raise DataError(source, f"variable {series.variable!r}, but {checkpoint} was trained on {data['variable']!r}")
+        raise DataError(source, f"variable {str(series.variable)!r}, but {checkpoint} was trained on {str(data['variable'])!r}")
     if list(series.dims) != data["dims"] or list(series.frames.shape[2:]) != data["shape"]:
         raise DataError(source, f"grid {dict(zip(series.dims, series.frames.shape[2:]))} does not match "
                         f"{checkpoint}'s {dict(zip(data['dims'], data['shape']))}")

@@ -22,7 +22,7 @@ def get_operator(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return OPERATORS[name]
     except KeyError:
-        raise ValueError(f"unknown observation operator {name!r}; choose from {', '.join(OPERATORS)}") from None
+        raise ValueError(f"unknown observation operator {str(name)!r}; choose from {', '.join(OPERATORS)}") from None
 
 
 def apply_operator(name: str, values: np.ndarray) -> np.ndarray:

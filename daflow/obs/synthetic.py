@@ -67,7 +67,7 @@ def _observe_variable(truth, name, times, fraction, error_std, pattern, operator
         raise DataError(source, f"no variable {name}")
     field = truth[name]
     if "member" in field.dims:
-        raise DataError(source, f"{name} is an ensemble; observe a single truth (select a member first)")
+        raise DataError(source, f"{name} is an ensemble; observe a single truth (select one with --sel member=K)")
     hdims = horizontal_dims(field.dims)
     if "time" not in field.dims or not hdims:
         raise DataError(source, f"{name} has no time and horizontal grid to observe")
