@@ -90,7 +90,7 @@ def ingest(
     ``errors`` (a TOML error table) and ``blacklist`` (a file of station identifiers) apply to reports.
     ``join`` lines up the times of inputs of different variables (:func:`_join`); ``select`` picks one
     value along a dimension (``{"member": "0"}``, ``{"month": "7"}``), dropping it. A dimension of the
-    result that the data contract does not know (e.g. ``month`` of a climatology) is a DataError.
+    result that the data contract does not know (e.g. ``month`` of a climatology) is kept, with a warning.
     """
     from daflow.obs.reports import read_blacklist
 
@@ -252,7 +252,12 @@ def select_values(ds: xr.Dataset, select: dict[str, str], label: str) -> xr.Data
 
 
 def _check_dimensions(ds: xr.Dataset, label: str) -> None:
-    """A data variable along a dimension the contract does not know could not be read by any command."""
+    """Warn (once) when a data variable lies along a dimension the contract does not know.
+
+    ingest converts what it is given (e.g. a monthly climatology along ``month``), so such a file is
+    written, but no other command could read it: the warning names the dimension and the ``--sel``
+    that makes it a state.
+    """
     from daflow.io.contract import CANONICAL_DIMS
 
     bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
@@ -264,8 +269,11 @@ def _check_dimensions(ds: xr.Dataset, label: str) -> None:
             dim = unknown[0]
             values = ds[dim].values if dim in ds.coords else np.arange(ds.sizes[dim])
             shown = ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
-            raise DataError(label, f"{name} has a dimension {dim} ({shown}) that no daflow command reads "
-                                   f"(they take {', '.join(CANONICAL_DIMS)}); pick one with --sel {dim}={values[0]}")
+            warnings.warn(f"{label}: {name} has a dimension {dim} ({shown}) that no other daflow command reads "
+                          f"(they take {', '.join(CANONICAL_DIMS)}); kept as it is; pick one with --sel {dim}={values[0]}",
+                          DaflowWarning,
+                          stacklevel=2)
+            return
 
 
 def parse_time_window(text: str) -> tuple[object, object]:
