@@ -71,3 +71,13 @@ def write_grib():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def l96_truth(tmp_path_factory, daflow_process):
+    """A folder with a Lorenz-96 state ``x0.nc`` (dim 40, spun up) and the 21-frame truth ``truth.nc`` run from it."""
+    d = tmp_path_factory.mktemp("l96")
+    daflow_process("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", 500, "--dt", 0.05,
+                   "--steps", 0, "--seed", 3, "-o", d / "x0.nc")
+    daflow_process("forecast", "--init", d / "x0.nc", "--steps", 20, "-o", d / "truth.nc")
+    return d

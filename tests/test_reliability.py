@@ -19,12 +19,9 @@ def digest(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def l96(tmp_path_factory, daflow_process):
-    """A Lorenz-96 truth, full observations of it and a 10-member ensemble."""
-    d = tmp_path_factory.mktemp("l96")
-    daflow_process("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", 500, "--dt", 0.05,
-                   "--steps", 0, "--seed", 3, "-o", d / "x0.nc")
-    daflow_process("forecast", "--init", d / "x0.nc", "--steps", 20, "-o", d / "truth.nc")
+def l96(l96_truth, daflow_process):
+    """A Lorenz-96 truth (conftest), full observations of it and a 10-member ensemble."""
+    d = l96_truth
     daflow_process("ingest", d / "truth.nc", "--observe", "--fraction", 1, "--error-std", 1, "--seed", 5, "-o", d / "obs.nc")
     daflow_process("forecast", "--init", d / "x0.nc", "--members", 10, "--perturb", 1, "--seed", 7, "-o", d / "ens.nc")
     return d

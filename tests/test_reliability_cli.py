@@ -6,13 +6,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def l96(tmp_path_factory, daflow_process):
-    """A Lorenz-96 state and a 21-frame truth run from it."""
-    d = tmp_path_factory.mktemp("l96cli")
-    daflow_process("forecast", "--model", "lorenz96", "--param", "dim=40", "--init", "random", "--spinup", 500, "--dt", 0.05,
-                   "--steps", 0, "--seed", 3, "-o", d / "x0.nc")
-    daflow_process("forecast", "--init", d / "x0.nc", "--steps", 20, "-o", d / "truth.nc")
-    return d
+def l96(l96_truth):
+    """A Lorenz-96 state and a 21-frame truth run from it (conftest)."""
+    return l96_truth
 
 
 # --- 1. requests that cannot fit: refused with the figure before anything is allocated ---
