@@ -156,18 +156,23 @@ def test_gaspari_cohn_values():
     np.testing.assert_allclose(gaspari_cohn(np.array([1 - eps])), gaspari_cohn(np.array([1 + eps])), atol=1e-8)
 
 
-@pytest.mark.parametrize("dim, fraction, radius", [(40, 1.0, 4.0), (300, 0.3, 7.5), (50, 0.5, 0.6)])
-def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius):
-    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column."""
+@pytest.mark.parametrize("dim, fraction, radius, twice", [(40, 1.0, 4.0, False), (300, 0.3, 7.5, False),
+                                                     (50, 0.5, 0.6, False), (300, 0.3, 7.5, True),
+                                                     (40, 0.5, 7.0, True)])    # support > dim / 2: the k-d tree
+def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius, twice):
+    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column,
+    also with two observations in some columns (``twice``)."""
     grid = StateGrid.from_model(get_model("lorenz96", dim=dim))
     cols = np.sort(np.random.default_rng(dim).choice(dim, int(dim * fraction), replace=False))
+    if twice:
+        cols = np.random.default_rng(1).permutation(np.concatenate([cols, cols[::3]]))
     local = local_observations(grid, cols, radius)
     gap = np.abs(np.arange(dim)[:, None] - cols[None, :])
     taper = gaspari_cohn(np.minimum(gap, dim - gap) / (1.82 * radius))               # (columns, obs)
     for i in range(dim):
         kept = local.root_taper[i].numpy() > 0
         got = sorted(zip(cols[local.neighbours[i].numpy()[kept]], local.root_taper[i].numpy()[kept] ** 2))
-        want = [(cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3)]
+        want = sorted((cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3))
         assert [c for c, _ in got] == [c for c, _ in want]
         np.testing.assert_allclose([t for _, t in got], [t for _, t in want], rtol=1e-12)
 
