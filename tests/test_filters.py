@@ -16,7 +16,7 @@ from daflow.core.state import State
 from daflow.da.cycle import make_filter
 from daflow.da.localization import gaspari_cohn, local_observations
 from daflow.core.grid import StateGrid
-from daflow.core.observations import observation_batches
+from daflow.core.observations import ObsBatch, observation_batches
 from daflow.errors import DataError
 from daflow.models import get_model
 from daflow.core.state import advance, integrate
@@ -114,6 +114,34 @@ def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
     root = inverse_sqrt_spd(G.clone(), members - 1.0)
     torch.testing.assert_close(root @ G @ root, torch.eye(members, dtype=G.dtype).expand_as(G), rtol=0, atol=1e-12)
     assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dims, shape", [(("i",), (1100,)), (("level", "y", "x"), (2, 24, 48))])
+def test_letkf_newton_schulz_analysis_equals_the_eigendecomposition(threads, dims, shape):
+    """Many columns with N = 20: the fused per-chunk analysis (Newton-Schulz G^{-1/2} applied to the anomalies)
+    equals the analysis from every column's eigh weights W^T A to rounding, on a line and on levels of a plane."""
+    grid = StateGrid("x", dims, shape, {d: np.arange(n) for d, n in zip(dims, shape)})
+    g = torch.Generator().manual_seed(5)
+    members, n = 20, grid.size
+    ens = torch.randn(members, n, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
+    index = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, n // 2, replace=False)))
+    batch = ObsBatch(0.0, np.arange(len(index)), torch.randn(len(index), generator=g, dtype=torch.float64),
+                     torch.full((len(index),), 0.8, dtype=torch.float64), index, index.numpy() % grid.columns,
+                     [(lambda at: at, None)])
+    filt = make_filter("letkf", grid, loc_radius=3.0)
+    assert base.uses_newton_schulz(grid.columns, members)
+    hx = batch.apply(ens)
+    S, d = base.normalised_departures(hx, batch)
+    oracle = filt._eigh_update(ens, ens.mean(0), S.mT.contiguous(), d, filt._local(batch, ens.dtype))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        analysis = filt.update(ens, hx, batch)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(analysis, oracle, rtol=1e-10, atol=1e-12)
+    assert (analysis - ens).abs().max() > 0.1
 
 
 def test_letkf_leaves_points_beyond_the_support_alone(case):
