@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import time
@@ -41,8 +42,11 @@ ERROR = {"linear": 1.0, "arctan": 0.01}
 OPERATOR = {"linear": lambda v: v, "arctan": torch.atan}
 
 
+@functools.lru_cache(maxsize=8)
 def nature_run(cycles, seed):
-    """(model, truth (cycles, n) at the analysis times, climatological initial ensemble (N, n))."""
+    """(model, truth (cycles, n) at the analysis times, climatological initial ensemble (N, n)).
+
+    Cached: the scenarios of one seed share it (callers must not modify the tensors)."""
     g = torch.Generator().manual_seed(seed)
     model = get_model("sqg")
     x = advance(model, model.random_state(1, g), model.default_dt, SPINUP_STEPS)
@@ -115,11 +119,14 @@ def scenario(fraction, kind, seed, cycles, spinup, methods, letkf_grid, ensf_opt
                                               inflated, mask, spinup)
         print(json.dumps({"fraction": fraction, "operator": kind, "seed": seed, "method": "letkf", "loc_radius": radius,
                           "rtps": rtps, "obs_error_factor": factor, **letkf[(radius, rtps, factor)][0]}), flush=True)
-    best = min(letkf, key=lambda key: letkf[key][0]["rmse_unobserved"])
-    rows.append({"method": "letkf", "loc_radius": best[0], "rtps": best[1], "obs_error_factor": best[2], **letkf[best][0]})
-    means["letkf"] = letkf[best][1]  # None when every LETKF diverged
+    if letkf:  # an empty grid (--letkf-radius '') runs EnSF only
+        best = min(letkf, key=lambda key: letkf[key][0]["rmse_unobserved"])
+        rows.append({"method": "letkf", "loc_radius": best[0], "rtps": best[1], "obs_error_factor": best[2],
+                     **letkf[best][0]})
+        means["letkf"] = letkf[best][1]  # None when every LETKF diverged
+    grid_rows = [{"loc_radius": r, "rtps": p, "obs_error_factor": f, **scores} for (r, p, f), (scores, _) in letkf.items()]
     return {"fraction": fraction, "operator": kind, "seed": seed, "cycles": cycles, "spinup": spinup,
-            "rows": rows}, (truth[-1].numpy(), mask, batches[-1], means, model.state_shape)
+            "rows": rows, "letkf_grid": grid_rows}, (truth[-1].numpy(), mask, batches[-1], means, model.state_shape)
 
 
 def draw(path, title, truth, mask, batch, means, shape):
@@ -155,8 +162,8 @@ def main():
     parser.add_argument("--spinup", type=int, default=100)
     parser.add_argument("--scenarios", default="0.0625:arctan,0.0625:linear,0.25:arctan,0.25:linear",
                         help="comma-separated FRACTION:OPERATOR (linear|arctan)")
-    parser.add_argument("--methods", default=",".join(("none", *INPAINT_METHODS)), help="EnSF --inpaint values")
-    parser.add_argument("--letkf-radius", default="4,8", help="LETKF localisation radii (grid points)")
+    parser.add_argument("--methods", default=",".join(("none", *INPAINT_METHODS)), help="EnSF --inpaint values ('' for none: the LETKF grid only)")
+    parser.add_argument("--letkf-radius", default="4,8", help="LETKF localisation radii (grid points; '' for no LETKF)")
     parser.add_argument("--letkf-rtps", default="0.5,0.9", help="LETKF RTPS factors")
     parser.add_argument("--letkf-obs-error", default="1,3", help="LETKF factors on the observation-error std")
     parser.add_argument("--seeds", default="31")
@@ -168,28 +175,30 @@ def main():
     if args.quick:
         args.cycles, args.spinup, args.scenarios, args.methods = 10, 4, "0.25:linear", "none,biharmonic"
         args.letkf_radius, args.letkf_rtps, args.letkf_obs_error = "4", "0.9", "1"
-    letkf_grid = list(itertools.product(*(map(float, a.split(",")) for a in (args.letkf_radius, args.letkf_rtps,
-                                                                            args.letkf_obs_error))))
+    letkf_grid = list(itertools.product(*([float(v) for v in a.split(",") if v] for a in (
+        args.letkf_radius, args.letkf_rtps, args.letkf_obs_error))))
     results = []
     for i, (spec, seed) in enumerate(itertools.product(args.scenarios.split(","), map(int, args.seeds.split(",")))):
         fraction, kind = spec.split(":")
         result, picture = scenario(float(fraction), kind, seed, args.cycles, args.spinup,
-                                   args.methods.split(","), letkf_grid, json.loads(args.ensf_options))
+                                   [m for m in args.methods.split(",") if m], letkf_grid, json.loads(args.ensf_options))
         results.append(result)
         if i == 0 and args.png:
             draw(args.png, f"SQG level 0, {float(fraction):.2%} observed, {kind}, cycle {args.cycles}", *picture)
         none = next((r for r in result["rows"] if r["method"] == "ensf+none"), None)
-        letkf = next(r for r in result["rows"] if r["method"] == "letkf")
+        letkf = next((r for r in result["rows"] if r["method"] == "letkf"), None)
         print(f"\n{float(fraction):.2%} observed, {kind}, seed {seed} ({args.cycles} cycles, scored after {args.spinup})")
         print(f"{'method':22s} {'rmse obs':>9s} {'rmse unobs':>10s} {'spread':>7s} {'crps':>6s} {'/LETKF unobs':>12s}"
               f" {'/none unobs':>11s} {'spr/skill':>9s} {'s/cycle':>8s}")
         for r in result["rows"]:
             ratio_none = r["rmse_unobserved"] / none["rmse_unobserved"] if none else float("nan")
+            ratio_letkf = r["rmse_unobserved"] / letkf["rmse_unobserved"] if letkf else float("nan")
             print(f"{r['method']:22s} {r['rmse_observed']:9.3f} {r['rmse_unobserved']:10.3f} {r['spread']:7.3f} "
-                  f"{r['crps']:6.3f} {r['rmse_unobserved'] / letkf['rmse_unobserved']:12.3f} {ratio_none:11.3f} "
+                  f"{r['crps']:6.3f} {ratio_letkf:12.3f} {ratio_none:11.3f} "
                   f"{r['spread_skill']:9.2f} {r['s_per_cycle']:8.2f}")
-        print(f"(LETKF: best of radius x RTPS x obs-error factor {letkf_grid}: radius {letkf['loc_radius']}, "
-              f"RTPS {letkf['rtps']}, obs-error factor {letkf['obs_error_factor']})", flush=True)
+        if letkf:
+            print(f"(LETKF: best of radius x RTPS x obs-error factor {letkf_grid}: radius {letkf['loc_radius']}, "
+                  f"RTPS {letkf['rtps']}, obs-error factor {letkf['obs_error_factor']})", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)

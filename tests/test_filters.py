@@ -16,7 +16,7 @@ from daflow.core.state import State
 from daflow.da.cycle import make_filter
 from daflow.da.localization import gaspari_cohn, local_observations
 from daflow.core.grid import StateGrid
-from daflow.core.observations import observation_batches
+from daflow.core.observations import ObsBatch, observation_batches
 from daflow.errors import DataError
 from daflow.models import get_model
 from daflow.core.state import advance, integrate
@@ -116,6 +116,34 @@ def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
     assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dims, shape", [(("i",), (1100,)), (("level", "y", "x"), (2, 24, 48))])
+def test_letkf_newton_schulz_analysis_equals_the_eigendecomposition(threads, dims, shape):
+    """Many columns with N = 20: the fused per-chunk analysis (Newton-Schulz G^{-1/2} applied to the anomalies)
+    equals the analysis from every column's eigh weights W^T A to rounding, on a line and on levels of a plane."""
+    grid = StateGrid("x", dims, shape, {d: np.arange(n) for d, n in zip(dims, shape)})
+    g = torch.Generator().manual_seed(5)
+    members, n = 20, grid.size
+    ens = torch.randn(members, n, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
+    index = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, n // 2, replace=False)))
+    batch = ObsBatch(0.0, np.arange(len(index)), torch.randn(len(index), generator=g, dtype=torch.float64),
+                     torch.full((len(index),), 0.8, dtype=torch.float64), index, index.numpy() % grid.columns,
+                     [(lambda at: at, None)])
+    filt = make_filter("letkf", grid, loc_radius=3.0)
+    assert base.uses_newton_schulz(grid.columns, members)
+    hx = batch.apply(ens)
+    S, d = base.normalised_departures(hx, batch)
+    oracle = filt._eigh_update(ens, ens.mean(0), S.mT.contiguous(), d, filt._local(batch, ens.dtype))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        analysis = filt.update(ens, hx, batch)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(analysis, oracle, rtol=1e-10, atol=1e-12)
+    assert (analysis - ens).abs().max() > 0.1
+
+
 def test_letkf_leaves_points_beyond_the_support_alone(case):
     ens, _ = case
     batch = observation_batches(obs_dataset([0], [10.0]), GRID)[0]
@@ -156,18 +184,23 @@ def test_gaspari_cohn_values():
     np.testing.assert_allclose(gaspari_cohn(np.array([1 - eps])), gaspari_cohn(np.array([1 + eps])), atol=1e-8)
 
 
-@pytest.mark.parametrize("dim, fraction, radius", [(40, 1.0, 4.0), (300, 0.3, 7.5), (50, 0.5, 0.6)])
-def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius):
-    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column."""
+@pytest.mark.parametrize("dim, fraction, radius, twice", [(40, 1.0, 4.0, False), (300, 0.3, 7.5, False),
+                                                     (50, 0.5, 0.6, False), (300, 0.3, 7.5, True),
+                                                     (40, 0.5, 7.0, True)])    # support > dim / 2: the k-d tree
+def test_neighbour_lists_are_every_observation_within_the_support(dim, fraction, radius, twice):
+    """Against brute force on the periodic Lorenz-96 grid: the same (observation, sqrt taper) pairs per column,
+    also with two observations in some columns (``twice``)."""
     grid = StateGrid.from_model(get_model("lorenz96", dim=dim))
     cols = np.sort(np.random.default_rng(dim).choice(dim, int(dim * fraction), replace=False))
+    if twice:
+        cols = np.random.default_rng(1).permutation(np.concatenate([cols, cols[::3]]))
     local = local_observations(grid, cols, radius)
     gap = np.abs(np.arange(dim)[:, None] - cols[None, :])
     taper = gaspari_cohn(np.minimum(gap, dim - gap) / (1.82 * radius))               # (columns, obs)
     for i in range(dim):
         kept = local.root_taper[i].numpy() > 0
         got = sorted(zip(cols[local.neighbours[i].numpy()[kept]], local.root_taper[i].numpy()[kept] ** 2))
-        want = [(cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3)]
+        want = sorted((cols[j], taper[i, j]) for j in np.flatnonzero(taper[i] > 1e-3))
         assert [c for c, _ in got] == [c for c, _ in want]
         np.testing.assert_allclose([t for _, t in got], [t for _, t in want], rtol=1e-12)
 

@@ -168,27 +168,43 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     one batched eigh, LAPACK per matrix: W = V [diag(sqrt((N - 1) / lam)) V^T + (V^T S d / lam) 1^T].
     """
     batch, members = S.shape[0], S.shape[-2]
-    if batch < NEWTON_SCHULZ_BATCH or members < NEWTON_SCHULZ_MEMBERS:
+    if not uses_newton_schulz(batch, members):
         return _transform(_gram(S), S @ d.unsqueeze(-1))
     out = torch.empty((batch, members, members), dtype=S.dtype, device=S.device)
 
-    def chunks(first: int, last: int) -> None:
-        for start in range(first, last, NEWTON_SCHULZ_CHUNK):
-            part = slice(start, min(start + NEWTON_SCHULZ_CHUNK, last))
-            gram, Sd = _gram(S[part]), S[part] @ d[part].unsqueeze(-1)              # (b, N, N), (b, N, 1)
-            root = inverse_sqrt_spd(gram, members - 1.0)
-            if root is None:
-                out[part] = _transform(gram, Sd)
-            else:                                                                    # Pa = (G^{-1/2})^2
-                torch.add(root @ (root @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
+    def chunk(part: slice) -> None:
+        gram, Sd = _gram(S[part]), S[part] @ d[part].unsqueeze(-1)                  # (b, N, N), (b, N, 1)
+        root = inverse_sqrt_spd(gram, members - 1.0)
+        if root is None:
+            out[part] = _transform(gram, Sd)
+        else:                                                                        # Pa = (G^{-1/2})^2
+            torch.add(root @ (root @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
 
-    threads = torch.get_num_threads() if S.device.type == "cpu" else 1
-    if threads == 1 or batch < 4 * threads * NEWTON_SCHULZ_CHUNK:
+    in_chunks(batch, chunk, S.device)
+    return out
+
+
+def uses_newton_schulz(batch: int, members: int) -> bool:
+    """Whether ``batch`` analyses of ``members`` take the Newton-Schulz path (else one batched eigh)."""
+    return batch >= NEWTON_SCHULZ_BATCH and members >= NEWTON_SCHULZ_MEMBERS
+
+
+def in_chunks(batch: int, work, device: torch.device, size: int | None = None) -> None:
+    """``work(slice)`` over ``batch`` items in chunks of ``size`` (NEWTON_SCHULZ_CHUNK), shared among the
+    torch threads: the chunks' small products do not use torch's intra-op threads, so one Python thread
+    per core takes a contiguous share of the chunks, with single-threaded ops (torch releases the GIL
+    inside them)."""
+    size = size or NEWTON_SCHULZ_CHUNK
+
+    def chunks(first: int, last: int) -> None:
+        for start in range(first, last, size):
+            work(slice(start, min(start + size, last)))
+
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads == 1 or batch < 4 * threads * size:
         chunks(0, batch)
-        return out
-    # The chunks' small products do not use torch's intra-op threads: one Python thread per core, each on
-    # its share of the chunks, with single-threaded ops (torch releases the GIL inside them).
-    per = -(-batch // (threads * NEWTON_SCHULZ_CHUNK)) * NEWTON_SCHULZ_CHUNK
+        return
+    per = -(-batch // (threads * size)) * size
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()   # thread-local: passed on
 
     def share(first: int, last: int) -> None:
@@ -202,7 +218,6 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
                 done.result()
     finally:
         torch.set_num_threads(threads)
-    return out
 
 
 def _gram(S: torch.Tensor) -> torch.Tensor:
@@ -229,44 +244,61 @@ NEWTON_SCHULZ_CHUNK = 128      # matrices per pass: the iterates stay in cache
 
 
 def inverse_sqrt_spd(gram: torch.Tensor, floor: float) -> torch.Tensor | None:
-    """G^{-1/2} (B, N, N) of symmetric G >= floor I by the coupled Newton-Schulz iteration (Higham 2008,
-    "Functions of Matrices", eq. 6.35; matrix products only), or None when it would need more than
-    NEWTON_SCHULZ_MAX_ITER iterations.
+    """G^{-1/2} (B, N, N) of symmetric G >= floor I by :func:`inverse_sqrt_excess` of M = G - floor I, or None
+    when it would need more than NEWTON_SCHULZ_MAX_ITER iterations (``gram`` then unchanged; else its buffer
+    is overwritten)."""
+    gram.diagonal(0, -2, -1).sub_(floor)
+    root = inverse_sqrt_excess(gram, floor)
+    if root is None:
+        gram.diagonal(0, -2, -1).add_(floor)
+    return root
 
-    With X = G / c, Y_0 = X, Z_0 = I: T_k = (3 I - Z_k Y_k) / 2, Y_{k+1} = Y_k T_k, Z_{k+1} = T_k Z_k;
-    Z_k -> X^{-1/2}. For an eigenvalue x of X, e_k = 1 - (eigenvalue of Z_k Y_k) starts at e_0 = 1 - x
-    and follows e_{k+1} = e_k^2 (3 + e_k) / 4 (quadratic convergence for |e_0| < 1). The spectrum of G
-    lies in [floor, b] with b = floor + min(Gershgorin, Frobenius) bound of G - floor I; c = (floor + b) / 2
-    gives |e_0| <= (b - floor) / (b + floor), so the number of iterations to reach double precision is
-    known before iterating (no per-iteration test).
+
+def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
+    """(floor I + M)^{-1/2} (B, N, N) for symmetric M >= 0 by the Newton-Schulz iteration (Higham 2008,
+    "Functions of Matrices", eq. 6.35; matrix products only), or None (``M`` unchanged) when it would need
+    more than NEWTON_SCHULZ_MAX_ITER iterations; else ``M``'s buffer is overwritten.
+
+    With G = floor I + M, X = G / c, Z_0 = I and D_k = (I - Z_k^2 X) / 2 (half the residual; all are
+    polynomials in X, so they commute), the coupled iteration's T_k = (3 I - Z_k Y_k) / 2 is I + D_k and
+    Z_{k+1} = Z_k (I + D_k), D_{k+1} = D_k^2 (D_k + 3/2 I): three products per step (D_k^2, D_{k+1}, Z_{k+1}),
+    no sums of products. An eigenvalue e = 2 d of 2 D_k follows e_{k+1} = e_k^2 (3 + e_k) / 4 (quadratic
+    convergence for |e_0| < 1). The spectrum of G lies in [floor, floor + b], b = ||M^2||_F^{1/2} >= lambda_max(M)
+    (||M^2||_F^2 = sum lambda^4); c = floor + b / 2 gives |e_0| <= b / (2 c), so the number of iterations
+    to reach double precision is known before iterating (no per-iteration test). M^2 also gives
+    D_0^2 = M^2 / (4 c^2) + a D_0 - a^2 / 4 I (D_0 = (a I - M / c) / 2, a = 1 - floor / c) without another product.
     """
-    n = gram.shape[-1]
-    excess = gram - torch.eye(n, dtype=gram.dtype, device=gram.device).mul_(floor)
-    bound = torch.minimum(excess.abs().sum(-1).amax(-1), excess.square().sum((-2, -1)).sqrt()).add_(floor)  # (B,)
-    error = float(((bound - floor) / (bound + floor)).max())
+    M2 = M @ M
+    bound = torch.linalg.vector_norm(M2, dim=(-2, -1)).sqrt_()                 # (B,)
+    c = bound.mul(0.5).add_(floor)
+    error = float((bound / c).max()) / 2
     iterations = 0
     while error > 1e-16:
         error = error * error * (3 + error) / 4
         iterations += 1
         if iterations > NEWTON_SCHULZ_MAX_ITER:
             return None
-    c = bound.add_(floor).mul_(0.5).view(-1, 1, 1)
-    Y = gram.div_(c)                                  # gram's buffer is reused: it is not needed after this
-    T, Z, spare = torch.empty_like(Y), torch.empty_like(Y), torch.empty_like(Y)  # reused: no fresh pages per product
-    for k in range(iterations):
-        if k == 0:
-            torch.mul(Y, -0.5, out=T)
-        else:
-            torch.bmm(Z, Y, out=T).mul_(-0.5)
-        T.diagonal(0, -2, -1).add_(1.5)
-        if k == 0:
-            Z.copy_(T)
-        else:
-            torch.bmm(T, Z, out=spare)
-            Z, spare = spare, Z
+    c = c.view(-1, 1, 1)
+    a = 1 - floor / c                                                           # (B, 1, 1)
+    D = M.mul_(-0.5 / c)                                                        # D_0 = (a I - M / c) / 2
+    D.diagonal(0, -2, -1).add_(a.view(-1, 1) / 2)
+    Z = D.clone()
+    Z.diagonal(0, -2, -1).add_(1.0)                                             # Z_1 = I + D_0
+    if iterations <= 1:
+        return Z.div_(c.sqrt_())
+    square = torch.addcmul(M2.mul_(0.25 / (c * c)), D, a)                      # D_0^2
+    square.diagonal(0, -2, -1).sub_((a * a).view(-1, 1) / 4)
+    spare, spare_z = torch.empty_like(D), torch.empty_like(D)                  # reused: no fresh pages per product
+    for k in range(1, iterations):
+        D.diagonal(0, -2, -1).add_(1.5)
+        torch.bmm(square, D, out=spare)                                         # D_k = D_{k-1}^2 (D_{k-1} + 3/2 I)
+        D, spare = spare, D
+        D.diagonal(0, -2, -1).add_(1.0)
+        torch.bmm(Z, D, out=spare_z)                                            # Z_{k+1} = Z_k (I + D_k)
+        Z, spare_z = spare_z, Z
+        D.diagonal(0, -2, -1).sub_(1.0)
         if k < iterations - 1:
-            torch.bmm(Y, T, out=spare)
-            Y, spare = spare, Y
+            torch.bmm(D, D, out=square)
     return Z.div_(c.sqrt_())
 
 

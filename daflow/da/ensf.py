@@ -57,6 +57,12 @@ estimate from E|d|^2 = lambda^2 tr(H P H^T) + tr(R) (Desroziers et al. 2005; Li,
 2009 without temporal smoothing). It restores the spread that sampling error, model error and the
 paired score's sub-Kalman gain take away, and after a sudden change of the truth (a shock) it
 grows with the innovations, where a fixed inflation has to be tuned for the worst case.
+The inflated members mean + lambda (x_i - mean) have spread lambda std_b and the same standardised
+members u_i as the background, so the analysis runs on u_i and is scaled back by lambda std_b: the
+inflation reaches every variable, observed or not. (Standardising the un-inflated members by the
+inflated spread would undo it wherever the likelihood does not act, leaving only the kernel's share,
+a variance factor 1 + eps (lambda^2 - 1) with eps = f eps_b: nothing, at the unobserved points of a
+sparsely observed grid.)
 
 The filter works on the standardised state u = (x - mean_b) / std_b (background mean and spread per
 variable) with H_u(u) = H(mean_b + std_b u): an exact change of variables that puts the prior on
@@ -269,11 +275,12 @@ class EnSF(Filter):
 
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         mean, std = x.mean(0), x.std(0).clamp_min(torch.finfo(x.dtype).eps)
+        prior = (x - mean) / std                                        # (N, n) standardised
         if self.adaptive:
             self.last_inflation = adaptive_inflation(hx, obs.value, obs.error_std, self.max_inflation)
-            std = std * self.last_inflation
+            std = std * self.last_inflation                             # the inflated background's spread
+            x = torch.add(mean, x - mean, alpha=self.last_inflation)   # whose standardised members are prior
         schedule = self.schedule_for(obs, x.shape[1])
-        prior = (x - mean) / std                                        # (N, n) standardised
         if self.kernel == "preserve":
             prior = prior * math.sqrt(1.0 - schedule.eps_b)
         shift, scale = mean[obs.index], std[obs.index]

@@ -4,17 +4,23 @@ Every horizontal column gets its own ETKF analysis from the observations within 
 Gaspari-Cohn support of ``loc_radius`` (grid units on model grids, km on geographic grids), each
 observation's R^{-1} scaled by its taper (:mod:`daflow.da.localization`); all levels of a column
 share its weights. All local analyses are batched (in blocks of columns to bound memory), not a
-Python loop over grid points: :func:`~daflow.da.base.ensemble_transform` takes the symmetric square
-roots from one ``eigh`` for few columns or small ensembles, and from the Newton-Schulz iteration
-(matrix products, in cache-sized chunks shared among the torch threads) for many. Neighbour lists
-are reused while the observation network stays the same.
+Python loop over grid points. Many columns with ensembles of at least NEWTON_SCHULZ_MEMBERS go through
+one fused pass per chunk of columns (chunks shared among the torch threads): gather the local
+[S | d] rows, [S d]^T [S d] gives S S^T and S d in one product, G^{-1/2} by the Newton-Schulz iteration
+(:func:`~daflow.da.base.inverse_sqrt_excess`), and the increment W^T A = sqrt(N - 1) G^{-1/2} A +
+1 (G^{-1/2} S d)^T (G^{-1/2} A) without forming W. Few columns or small ensembles take the weights from
+one batched ``eigh`` (:func:`~daflow.da.base.ensemble_transform`). Neighbour lists are reused while the
+observation network stays the same.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
-from daflow.da.base import Filter, ensemble_transform, normalised_departures
+from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_excess, normalised_departures,
+                            uses_newton_schulz)
 from daflow.da.localization import local_observations
 from daflow.core.observations import ObsBatch
 
@@ -40,9 +46,39 @@ class LETKF(Filter):
         members, levels, columns = x.shape[0], self.grid.levels, self.grid.columns
         local = self._local(obs, x.dtype)
         mean = x.mean(0)
-        A = (x - mean).view(members, levels, columns)                   # (N, L, C)
         S, d = normalised_departures(hx, obs)                           # (N, p), (p,)
-        S_obs = S.mT.contiguous()                                       # (p, N): gathers rows
+        if not uses_newton_schulz(columns, members):
+            return self._eigh_update(x, mean, S.mT.contiguous(), d, local)
+        Sd_obs = torch.cat([S.mT, d.unsqueeze(-1)], 1)                  # (p, N + 1): rows [s_o, d_o], one gather
+        xv, mv = x.view(members, levels, columns), mean.view(1, levels, columns)
+        analysis = torch.empty_like(x)
+        av = analysis.view(members, levels, columns)
+        root_n = math.sqrt(members - 1)
+
+        def chunk(part: slice) -> None:
+            nb, root = local.neighbours[part], local.root_taper[part]                        # (b, K)
+            Sd_loc = Sd_obs.index_select(0, nb.reshape(-1)).view(*nb.shape, members + 1).mul_(root.unsqueeze(-1))
+            inner = Sd_loc.mT @ Sd_loc                                   # (b, N+1, N+1): [S S^T, S d; ., .]
+            M, Sd = inner[:, :members, :members].contiguous(), inner[:, :members, members:]  # (b, N, N), (b, N, 1)
+            A = (xv[:, :, part] - mv[:, :, part]).permute(2, 0, 1)                          # (b, N, L)
+            Z = inverse_sqrt_excess(M, members - 1.0)
+            if Z is None:                                                                   # eigh: W then W^T A
+                M.diagonal(0, -2, -1).add_(members - 1.0)
+                increment = _transform(M, Sd).mT @ A
+            else:
+                # W^T A = sqrt(N - 1) Z A + 1 (Z Z S d)^T A = sqrt(N - 1) Z A + 1 (Z S d)^T (Z A), Z = G^{-1/2} symmetric
+                V = Z @ torch.cat([A, Sd], -1)                                              # (b, N, L + 1)
+                ZA, ZSd = V[:, :, :-1], V[:, :, -1:]
+                increment = ZA.mul(root_n).add_(ZSd.mT @ ZA)
+            torch.add(mv[:, :, part], increment.permute(1, 2, 0), out=av[:, :, part])
+
+        in_chunks(columns, chunk, x.device)
+        return analysis
+
+    def _eigh_update(self, x, mean, S_obs, d, local):
+        """Few columns or small ensembles: all local weights from one batched eigh (in blocks of columns)."""
+        members, levels, columns = x.shape[0], self.grid.levels, self.grid.columns
+        A = (x - mean).view(members, levels, columns)                   # (N, L, C)
         width = local.neighbours.shape[1]
         block = max(1, BLOCK_BYTES // (x.element_size() * members * (width + members)))
         parts = []
