@@ -4,7 +4,7 @@ One layer of width 64 with 4 heads (head size 16), batch 1, forward pass without
 daflow's global linear attention, the same with softmax attention in tiles of 64 tokens, and
 the softmax reference, naive (full N x N scores) and torch's ``scaled_dot_product_attention``
 (memory-efficient kernel). Each includes the Q/K/V and output projections. Token counts double
-from 1024 to 2^20 (1,048,576; 2^18 with --quick); the time is the best of 3 runs, on one CPU
+from 1024 to 2^20 (1,048,576; 2^18 with --quick); the time is the best of at least 3 runs (as many as fit in a second), on one CPU
 thread by default (timings on a shared machine are steadier). A method stops at the first size
 where its predicted memory exceeds --max-gib or its time, extrapolated from the previous size, more than --max-seconds.
 
@@ -40,7 +40,7 @@ class SoftmaxLayer(GlobalLinearAttention):
 
     def forward(self, x):
         b, n, dim = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self._project(x, 0, 3)
         mixed = softmax_attention(q, k, v) if self.naive else F.scaled_dot_product_attention(q, k, v)
         return self.out(mixed.transpose(1, 2).reshape(b, n, dim))
 
@@ -88,14 +88,16 @@ def _status_kib(key: str) -> int:
 
 
 @torch.no_grad()
-def measure(method: str, n: int, device: torch.device, repeats: int) -> tuple[float, int]:
-    """(best seconds over repeats, peak bytes) of one forward pass on (1, n, WIDTH) tokens."""
+def measure(method: str, n: int, device: torch.device, repeats: int, budget: float = 1.0) -> tuple[float, int]:
+    """(best seconds, peak bytes) of one forward pass on (1, n, WIDTH) tokens: the best of ``repeats``
+    runs, or of as many as fit in ``budget`` seconds if more (as timeit does: on a shared machine the
+    minimum of many short runs is the figure least disturbed by other processes)."""
     torch.manual_seed(0)
     layer = METHODS[method]().to(device)
     x = torch.randn(1, n, WIDTH, device=device)
     layer(x[:, :1024])  # warm-up (kernel selection, allocator)
-    seconds = []
-    for _ in range(repeats):
+    seconds: list[float] = []
+    while len(seconds) < repeats or (sum(seconds) < budget and len(seconds) < 100):
         with PeakMemory(device) as memory:
             start = time.perf_counter()
             layer(x)

@@ -214,7 +214,7 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
         state = State(model, dt, ens, 0.0, True)
         extra = ({"covariance": climatology} if method in ("3dvar", "4dvar")
                  else {"seed": seed} if "rotate" in options or method == "enkf" else {})
-        filt = make_filter(method, grid, **options, **extra)
+        filt = make_filter(method, grid, qc_k=0, **options, **extra)  # DAPPER has no background check
         start, cpu = time.perf_counter(), time.process_time()
         out = cycle(state, obs, filt, batches)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

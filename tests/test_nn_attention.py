@@ -36,3 +36,22 @@ def test_layer_mixes_globally_and_keeps_shape():
     assert y.shape == x.shape
     y[0, 0].sum().backward()  # the first token's output depends on the last tile's tokens
     assert x.grad[0, -1].abs().sum() > 0
+
+
+def test_blocked_layer_equals_one_pass_forward_and_backward():
+    """Long sequences run in blocks (summaries summed over blocks): same output and gradients."""
+    for tile in (0, 4):
+        torch.manual_seed(1)
+        one_pass = GlobalLinearAttention(12, 3, tile=tile).double()
+        blocked = GlobalLinearAttention(12, 3, tile=tile).double()
+        blocked.load_state_dict(one_pass.state_dict())
+        blocked.block = 8  # 40 tokens: 5 blocks of 2 tiles
+        x = torch.randn(2, 40, 12, dtype=torch.float64)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = one_pass(xa), blocked(xb)
+        torch.testing.assert_close(yb, ya, rtol=1e-12, atol=1e-12)
+        w = torch.randn_like(ya)
+        (ya * w).sum().backward()
+        (yb * w).sum().backward()
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(blocked.qkv.weight.grad, one_pass.qkv.weight.grad, rtol=1e-10, atol=1e-12)

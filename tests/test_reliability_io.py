@@ -196,9 +196,9 @@ def test_unknown_operator_is_shown_as_plain_text(daflow, l96, tmp_path):
 # --- "try a smaller time step" only for blow-ups ---
 
 def test_time_step_hint_only_for_a_real_blow_up(daflow, l96, tmp_path):
-    """An analysis that is not finite (R^-1 of 1e200 breaks the LETKF's eigendecomposition) is not a model blow-up."""
+    """An analysis that is not finite (R^-1/2 of 1e200 overflows S S^T in the LETKF) is not a model blow-up."""
     obs = xr.open_dataset(l96 / "obs.nc").load()
-    obs["error_std"][:] = 1e-100
+    obs["error_std"][:] = 1e-200
     obs.to_netcdf(tmp_path / "tiny.nc")
     result = daflow("assimilate", "--method", "letkf", "--init", l96 / "ens.nc", "--obs", tmp_path / "tiny.nc",
                     "-o", tmp_path / "a.nc")

@@ -115,3 +115,11 @@ def test_mismatches_are_data_errors(daflow, tmp_path):
     write_dataset(truth, tmp_path / "t.nc", "state")
     result = daflow("score", "--truth", tmp_path / "t.nc", "--forecast", tmp_path / "t.nc", "--burn-in", "4")
     assert result.exit_code == 65 and "--burn-in 4 leaves none" in result.stderr
+
+
+def test_a_file_without_time_names_the_dimension_to_select():
+    """A monthly climatology (month instead of time) was refused with 'shares no gridded variable'."""
+    clim = xr.Dataset({"z": (("month", "lat", "lon"), np.zeros((2, 3, 4)))},
+                      coords={"month": [1, 7], "lat": [0.0, 1.0, 2.0], "lon": [0.0, 1.0, 2.0, 3.0]})
+    with pytest.raises(DataError, match=r"truth: z has no time dimension .*--sel month=VALUE"):
+        verify(clim, clim)

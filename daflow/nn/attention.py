@@ -36,19 +36,29 @@ def feature_map(u: torch.Tensor) -> torch.Tensor:
     return F.elu(u) + 1.0
 
 
+def kernel_summary(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[phi(K)^T V | phi(K)^T 1]; k, v: (B, H, N, d) -> (B, H, d, d + 1). Sums over tokens, so the
+    summary of a sequence is the sum of its blocks' summaries."""
+    k = feature_map(k)
+    return torch.cat([torch.einsum("bhnd,bhne->bhde", k, v), k.sum(dim=2).unsqueeze(-1)], dim=-1)
+
+
+def apply_summary(q: torch.Tensor, summary: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1); q: (B, H, N, d), summary: (B, H, d, d + 1) -> (B, H, N, d)."""
+    q = feature_map(q)
+    kv, k_sum = summary[..., :-1], summary[..., -1]                    # (B, H, d, d), (B, H, d)
+    normaliser = torch.einsum("bhnd,bhd->bhn", q, k_sum) + eps         # (B, H, N)
+    return torch.einsum("bhnd,bhde->bhne", q, kv) / normaliser.unsqueeze(-1)
+
+
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6,
                      sequence: SequenceGroup | None = None) -> torch.Tensor:
     """phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1); q, k, v: (B, H, N, d) -> (B, H, N, d).
 
     With ``sequence``, q, k, v are this rank's slice of the tokens and the sums over tokens run
-    over all the group's slices.
+    over all the group's slices (one all-reduce of the summary).
     """
-    q, k = feature_map(q), feature_map(k)
-    summary = torch.cat([torch.einsum("bhnd,bhne->bhde", k, v), k.sum(dim=2).unsqueeze(-1)], dim=-1)  # (B, H, d, d + 1)
-    summary = reduce_sum(summary, sequence)                            # one all-reduce: [phi(K)^T V | phi(K)^T 1]
-    kv, k_sum = summary[..., :-1], summary[..., -1]                    # (B, H, d, d), (B, H, d)
-    normaliser = torch.einsum("bhnd,bhd->bhn", q, k_sum) + eps         # (B, H, N)
-    return torch.einsum("bhnd,bhde->bhne", q, kv) / normaliser.unsqueeze(-1)
+    return apply_summary(q, reduce_sum(kernel_summary(k, v), sequence), eps)
 
 
 def quadratic_kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -77,21 +87,51 @@ class GlobalLinearAttention(nn.Module):
     (B, N, dim) -> (B, N, dim). With tiles, the two mixers share Q, K, V and their outputs add up;
     N must then be a multiple of ``tile`` (the transformer pads the token sequence). With
     ``sequence`` set (:meth:`SpatioTemporalTransformer.split`), x is this rank's slice of whole tiles.
+
+    Sequences longer than ``block`` tokens run in blocks (of whole tiles) in two passes: the first
+    sums the blocks' summaries from their K and V, the second projects each block's Q (and K, V
+    for the tiles), mixes and writes its rows of the output. The working set is then one block
+    whatever N, so time and memory beyond the input and output stay proportional to N.
     """
+
+    block_tokens = 4096
 
     def __init__(self, dim: int, heads: int, tile: int = 0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not a multiple of {heads} heads")
         self.heads, self.tile = heads, tile
+        self.block = max(tile, self.block_tokens - self.block_tokens % tile) if tile else self.block_tokens
         self.sequence: SequenceGroup | None = None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        starts = range(0, x.shape[1], self.block)
+        if len(starts) == 1:
+            qkv = self._project(x, 0, 3)
+            return self._mix(qkv, reduce_sum(kernel_summary(*qkv[1:]), self.sequence))
+        summary = torch.stack([kernel_summary(*self._project(x[:, s:s + self.block], 1, 3)) for s in starts]).sum(0)
+        summary = reduce_sum(summary, self.sequence)                   # (B, H, d, d + 1)
+        out = x.new_empty(x.shape)
+        for s in starts:
+            rows = x[:, s:s + self.block]
+            out[:, s:s + self.block] = self._mix(self._project(rows, 0, 3 if self.tile else 1), summary)
+        return out
+
+    def _project(self, x: torch.Tensor, first: int, stop: int) -> list[torch.Tensor]:
+        """Parts first..stop-1 of (Q, K, V) of x (B, N, dim), each (B, H, N, d)."""
         b, n, dim = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
-        mixed = linear_attention(q, k, v, sequence=self.sequence)
+        rows = slice(first * dim, stop * dim)
+        parts = F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows])  # (B, N, parts * dim)
+        return list(parts.reshape(b, n, stop - first, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4))
+
+    def _mix(self, qkv: list[torch.Tensor], summary: torch.Tensor) -> torch.Tensor:
+        """Output projection of the global (and, with tiles, tiled) mix of one block; qkv: [Q] or
+        [Q, K, V], each (B, H, n, d) -> (B, n, dim)."""
+        q = qkv[0]
+        mixed = apply_summary(q, summary)
         if self.tile:
-            mixed = mixed + tiled_softmax_attention(q, k, v, self.tile)
-        return self.out(mixed.transpose(1, 2).reshape(b, n, dim))
+            mixed = mixed + tiled_softmax_attention(q, qkv[1], qkv[2], self.tile)
+        b, h, n, d = q.shape
+        return self.out(mixed.transpose(1, 2).reshape(b, n, h * d))

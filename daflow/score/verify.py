@@ -34,6 +34,21 @@ PER_TIME = ("rmse", "bias", "spread", "crps", "crps_fair", "acc", "rmse_observed
 BLOCK_BYTES = 64 * 2**20
 
 
+def _nothing_to_score(truth: xr.Dataset, truth_name: str, forecast_name: str) -> DataError:
+    """The error when no variable can be scored: name a truth variable without a time axis (e.g. a
+    monthly climatology along ``month``) and the selection that makes it a state."""
+    from daflow.io.contract import CANONICAL_DIMS
+
+    timeless = [n for n, v in truth.data_vars.items() if "time" not in v.dims and v.ndim >= 2]
+    if not timeless:
+        return DataError(forecast_name, f"shares no gridded variable with {truth_name}")
+    dims = truth[timeless[0]].dims
+    unknown = [str(d) for d in dims if d not in CANONICAL_DIMS]
+    hint = f"; select one {unknown[0]} with daflow ingest --sel {unknown[0]}=VALUE" if unknown else ""
+    return DataError(truth_name, f"{timeless[0]} has no time dimension (its dimensions: {', '.join(map(str, dims))}), "
+                                 f"so nothing can be scored{hint}")
+
+
 def verify(
     truth: xr.Dataset,
     forecast: xr.Dataset,
@@ -50,7 +65,7 @@ def verify(
         if "time" in v.dims and "obs" not in v.dims and n in forecast.data_vars
     ]
     if not chosen:
-        raise DataError(forecast_name, f"shares no gridded variable with {truth_name}")
+        raise _nothing_to_score(truth, truth_name, forecast_name)
     times = _common_times(truth, forecast, names)
     if burn_in >= len(times):
         raise DataError(forecast_name, f"--burn-in {burn_in} leaves none of the {len(times)} common times")
