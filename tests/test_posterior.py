@@ -8,7 +8,13 @@ import torch
 
 from daflow.core.observations import ObsBatch
 from daflow.errors import DataError
-from daflow.nn.diffusion import gaussian_denoiser, kalman_posterior, posterior_sample, scalar_observation_posterior
+from daflow.nn.diffusion import (
+    conjugate_gradient,
+    gaussian_denoiser,
+    kalman_posterior,
+    posterior_sample,
+    scalar_observation_posterior,
+)
 from daflow.nn.generative import GenerativeModel
 from daflow.nn.normalisation import Normalisation
 from daflow.nn.transformer import Architecture
@@ -221,3 +227,21 @@ def test_prior_sampling_makes_no_corrections_unless_asked():
     torch.testing.assert_close(plain, draw(corrections=0))
     assert not torch.equal(plain, draw(corrections=2))
     torch.testing.assert_close(plain.double().T.cov(), C, atol=0.1, rtol=0)
+
+
+def test_conjugate_gradient_floor_stops_on_an_operator_that_is_not_identity_plus_psd():
+    """MMPS's system is I + PSD for an exact denoiser; a learned dD/dx can make it nearly singular
+    (ERA5, benchmarks/README.md): with floor 1 CG stops there instead of taking a huge step, and on
+    a genuine I + PSD operator the floor changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    b = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    good = q @ torch.diag(torch.tensor([1.0, 2, 3, 5, 8, 13], dtype=torch.float64)) @ q.T  # I + PSD
+    exact = torch.linalg.solve(good, b.T).T
+    for floor in (0.0, 1.0):
+        assert torch.allclose(conjugate_gradient(lambda u: u @ good, b, 6, floor=floor), exact, atol=1e-8)
+    bad = q @ torch.diag(torch.tensor([1e-6, 2, 3, 5, 8, 13], dtype=torch.float64)) @ q.T  # I + (a -1 + 1e-6 eigenvalue)
+    unguarded = conjugate_gradient(lambda u: u @ bad, b, 6)
+    guarded = conjugate_gradient(lambda u: u @ bad, b, 6, floor=1.0)
+    assert unguarded.norm() > 1e3 * b.norm()
+    assert guarded.norm() <= b.norm()

@@ -163,7 +163,9 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     D'(x) = D(x) + sigma^2 (dD/dx)^T A^T (R + sigma^2 A (dD/dx) A^T)^-1 (y - H(D(x))).
     The system is solved by conjugate gradients on R^-1/2 (...) R^-1/2, each product being one
     vector-Jacobian product through the denoiser (dD/dx is symmetric for an exact denoiser, so
-    (dD/dx)^T serves for dD/dx) and one Jacobian-vector product of H. For a Gaussian prior and linear H
+    (dD/dx)^T serves for dD/dx) and one Jacobian-vector product of H; a row stops as soon as a
+    Rayleigh quotient of the system falls below 1, which only a non-symmetric or indefinite learned
+    dD/dx can give (:func:`conjugate_gradient`, ``floor``). For a Gaussian prior and linear H
     this is the exact posterior score, so the sampler then draws the Kalman posterior up to its
     discretisation. SDA and DPS (module docstring; s_y = ``scale``) are kept for comparison.
 
@@ -262,7 +264,7 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
 
             with torch.no_grad():
                 residual = (value - y0.detach()) / error
-            u = conjugate_gradient(system, residual, cfg.cg_iterations, cfg.cg_tolerance)
+            u = conjugate_gradient(system, residual, cfg.cg_iterations, cfg.cg_tolerance, floor=1.0)
             score, = torch.autograd.grad(x0, x_, a_transpose(u / error))
         return (x0.detach() + sigma**2 * score).detach()
 
@@ -323,11 +325,15 @@ def scalar_observation_posterior(covariance: torch.Tensor, observe: Callable[[to
 
 
 def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
-                       tolerance: float = 0.0) -> torch.Tensor:
+                       tolerance: float = 0.0, floor: float = 0.0) -> torch.Tensor:
     """Batched CG for operator(u) = b, one system per row of b (B, n), from u = 0.
 
     Stops when every row's residual norm is below ``tolerance`` |b|; a row whose curvature p^T A p
-    is not positive (an operator that is not positive definite) stops moving.
+    is not positive, or is below ``floor`` p^T p (up to a relative 1e-4), stops moving for good.
+    ``floor`` = 1 suits an operator that should be I + a positive semi-definite matrix (MMPS's
+    I + R^-1/2 A Sigma A^T R^-1/2), whose Rayleigh quotients are all at least 1: a smaller one shows
+    that Sigma is not what it should be (a learned denoiser's dD/dx need be neither symmetric nor
+    positive semi-definite), where CG would otherwise take arbitrarily large steps.
     """
     with torch.no_grad():
         u = torch.zeros_like(b)
@@ -335,15 +341,17 @@ def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torc
         p = r.clone()
         rr = (r * r).sum(-1, keepdim=True)
         target = tolerance**2 * rr
+        active = torch.ones_like(rr, dtype=torch.bool)
     for _ in range(iterations):
         ap = operator(p).detach()
         with torch.no_grad():
             curvature = (p * ap).sum(-1, keepdim=True)
-            alpha = torch.where(curvature > 0, rr / curvature.clamp_min(torch.finfo(b.dtype).tiny), 0.0)
+            active = active & (curvature > 0) & (curvature >= (1 - 1e-4) * floor * (p * p).sum(-1, keepdim=True))
+            alpha = torch.where(active, rr / curvature.clamp_min(torch.finfo(b.dtype).tiny), 0.0)
             u = u + alpha * p
             r = r - alpha * ap
             rr_next = (r * r).sum(-1, keepdim=True)
-            if bool((rr_next <= target).all()):
+            if bool(((rr_next <= target) | ~active).all()):
                 break
             p = r + torch.where(rr > 0, rr_next / rr.clamp_min(torch.finfo(b.dtype).tiny), 0.0) * p
             rr = rr_next
