@@ -12,8 +12,7 @@ used: qc != 0).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,19 +35,6 @@ DIAGNOSTICS = {
     "analysis_mean": "mean of H(x) over the analysis ensemble",
     "analysis_spread": "standard deviation of H(x) over the analysis ensemble",
 }
-
-
-@contextmanager
-def failed_solve_as_data_error(analysis: Analysis, source: object, when: str) -> Iterator[None]:
-    """A linear solve or decomposition that fails inside an analysis (e.g. eigh of a matrix made of
-    Inf by an observation error of 1e-200) comes from the input's numbers: a DataError naming the
-    method and the time, like an analysis that comes out NaN/Inf."""
-    try:
-        yield
-    except torch.linalg.LinAlgError as err:
-        reason = str(err).split(":")[0]
-        raise DataError(_str(source), f"the {analysis.name} analysis is NaN/Inf at {when}: {reason} failed "
-                        "(the background was finite; look for extreme observation errors or values)") from err
 
 
 def batches_for(state: State, obs: xr.Dataset, source: object = None) -> list[ObsBatch]:
@@ -103,17 +89,16 @@ def cycle(state: State, obs: xr.Dataset, analysis: Analysis, batches: list[ObsBa
             x = advance(model, x.view(members, *shape), state.dt, steps, init_name, first_step).view(members, -1)
             first_step += steps
             backgrounds[k] = x
-            with failed_solve_as_data_error(analysis, init_name, f"observation time {batch.time}"):
-                if lag or lookahead:  # observations from lag steps before to lookahead steps after this time; earlier analyses revised
-                    lo = int(np.searchsorted(offsets, offsets[k] - lag, side="left"))
-                    hi = int(np.searchsorted(offsets, offsets[k] + lookahead, side="right"))
-                    span = [(int(offsets[j] - offsets[k]), batches[j]) for j in range(lo, hi)]
-                    revised = windowed.transform_span(x, span)
-                    for j in range(lo, k):
-                        analyses[j] = revised.get(int(offsets[j] - offsets[k]), analyses[j])
-                    x = revised[0]
-                else:
-                    x = analysis.transform(x, batch)
+            if lag or lookahead:  # observations from lag steps before to lookahead steps after this time; earlier analyses revised
+                lo = int(np.searchsorted(offsets, offsets[k] - lag, side="left"))
+                hi = int(np.searchsorted(offsets, offsets[k] + lookahead, side="right"))
+                span = [(int(offsets[j] - offsets[k]), batches[j]) for j in range(lo, hi)]
+                revised = windowed.transform_span(x, span)
+                for j in range(lo, k):
+                    analyses[j] = revised.get(int(offsets[j] - offsets[k]), analyses[j])
+                x = revised[0]
+            else:
+                x = analysis.transform(x, batch)
             if not bool(torch.isfinite(x).all()):
                 raise DataError(_str(init_name), f"the {analysis.name} analysis is NaN/Inf at observation time "
                                 f"{batch.time} (the background was finite)")
@@ -156,8 +141,7 @@ def cycle_windows(state: State, batches: list[ObsBatch], analysis: Any, x: torch
     starts = list(range(0, count, analysis.window))
     for start in track(starts, f"{analysis.name} cycling", len(starts)):
         stop = min(start + analysis.window, count)
-        with failed_solve_as_data_error(analysis, init_name, f"the window from observation time {batches[start].time}"):
-            bgs, ans = analysis.analyse_window(x, batches[start:stop], gaps[start:stop], forward)
+        bgs, ans = analysis.analyse_window(x, batches[start:stop], gaps[start:stop], forward)
         for k, (b, a) in enumerate(zip(bgs, ans), start):
             if not bool(torch.isfinite(b).all()):
                 raise DataError(_str(init_name), f"the model state blew up (NaN/Inf) before observation time "
@@ -208,8 +192,7 @@ def analyse_once(state: State, obs: xr.Dataset, analysis: Analysis, batches: lis
     batch = matching[0]
     x = state.x.reshape(state.x.shape[0], -1)
     with threads_for(state.x.numel()):
-        with failed_solve_as_data_error(analysis, background_name, f"time {batch.time}"):
-            result = analysis.transform(x, batch)
+        result = analysis.transform(x, batch)
         if not bool(torch.isfinite(result).all()):
             raise DataError(_str(background_name), f"the {analysis.name} analysis is NaN/Inf at time {batch.time} "
                             "(the background was finite)")
