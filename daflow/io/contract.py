@@ -27,13 +27,17 @@ CONVENTIONS = "CF-1.10"
 CANONICAL_DIMS = ("member", "time", "level", "lat", "lon", "y", "x", "i", "point")
 
 
+def unknown_dims(dims: Iterable) -> list[str]:
+    """The dimensions among ``dims`` that the contract does not know (e.g. a climatology's ``month``)."""
+    return [str(d) for d in dims if d not in CANONICAL_DIMS]
+
+
 def canonical_order(ds: xr.Dataset) -> xr.Dataset:
     """Transpose every data variable to the canonical order; other dims go first."""
     out = ds.copy()
     for name, var in ds.data_vars.items():
         known = [d for d in CANONICAL_DIMS if d in var.dims]
-        other = [d for d in var.dims if d not in CANONICAL_DIMS]
-        out[name] = var.transpose(*other, *known)
+        out[name] = var.transpose(*unknown_dims(var.dims), *known)
     return out
 
 

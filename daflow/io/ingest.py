@@ -258,13 +258,13 @@ def _check_dimensions(ds: xr.Dataset, label: str) -> None:
     written, but no other command could read it: the warning names the dimension and the ``--sel``
     that makes it a state.
     """
-    from daflow.io.contract import CANONICAL_DIMS
+    from daflow.io.contract import CANONICAL_DIMS, unknown_dims
 
     bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
     for name, var in ds.data_vars.items():
         if str(name) in bounds or str(name).endswith(("_bnds", "_bounds")):
             continue
-        unknown = [d for d in var.dims if d not in CANONICAL_DIMS]
+        unknown = unknown_dims(var.dims)
         if unknown:
             dim = unknown[0]
             values = ds[dim].values if dim in ds.coords else np.arange(ds.sizes[dim])

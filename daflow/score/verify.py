@@ -27,6 +27,7 @@ import xarray as xr
 
 from daflow.errors import DaflowWarning, DataError
 from daflow.core.grid import horizontal_dims
+from daflow.io.contract import unknown_dims
 from daflow.score.metrics import crps_ensemble, rank_histogram, truth_rank
 from daflow.score.spectra import spectrum
 
@@ -37,13 +38,11 @@ BLOCK_BYTES = 64 * 2**20
 def _nothing_to_score(truth: xr.Dataset, truth_name: str, forecast_name: str) -> DataError:
     """The error when no variable can be scored: name a truth variable without a time axis (e.g. a
     monthly climatology along ``month``) and the selection that makes it a state."""
-    from daflow.io.contract import CANONICAL_DIMS
-
     timeless = [n for n, v in truth.data_vars.items() if "time" not in v.dims and v.ndim >= 2]
     if not timeless:
         return DataError(forecast_name, f"shares no gridded variable with {truth_name}")
     dims = truth[timeless[0]].dims
-    unknown = [str(d) for d in dims if d not in CANONICAL_DIMS]
+    unknown = unknown_dims(dims)
     hint = f"; select one {unknown[0]} with daflow ingest --sel {unknown[0]}=VALUE" if unknown else ""
     return DataError(truth_name, f"{timeless[0]} has no time dimension (its dimensions: {', '.join(map(str, dims))}), "
                                  f"so nothing can be scored{hint}")
