@@ -76,12 +76,8 @@ Partial observations on a 2-D grid (two-pass scheme, DESIGN.md): pass 1 updates 
 observations; each member's pass-1 increment a_i - x_i at its observed points is then inpainted
 level by level onto the unobserved points (:mod:`daflow.da.inpaint`); pass 2 analyses the background
 again with the real observations plus x_i + I(a_i - x_i) as pseudo-observations (identity, per
-member). Their error variance on a level is e_I^2 + mean_o var_i(a_i): the inpainting error of the
-mean increment measured by cross-validation (10% of the observed points of each level held out) plus
-the pass-1 analysis error variance at the observed points, estimated by the pass-1 ensemble's
-variance there, averaged over the level. The cross-validated term only measures how well the
-increment is interpolated; the increment interpolated carries the error the pass-1 analysis itself
-still has at the observed points, which it does not see.
+member), whose error standard deviation is the inpainting error of the mean increment measured by
+cross-validation (10% of the observed points of each level held out).
 
 Heuristics of the published code, off by default: ``truncate T`` stops the reverse integration at
 pseudo-time T and returns z_T; ``spread_reset`` rescales the analysis anomalies to the background
@@ -334,9 +330,7 @@ class EnSF(Filter):
         the model carries in x_i are kept and only the correction is interpolated (inpainting the
         field itself replaces them by a smooth fill: on SQG 64 x 64 with 25% observed, biharmonic
         fills of the field err by about 4 K, of the increment by 3.3-3.6 K). With ``oi`` this is the
-        perturbed-member update x_i + B_uo (B_oo + r^2 I)^{-1} (a_i - x_i)_o. Error std per level:
-        sqrt(e_I^2 + mean over the observed points of var_i(a_i)), e_I the cross-validated inpainting
-        error of the mean increment (module docstring).
+        perturbed-member update x_i + B_uo (B_oo + r^2 I)^{-1} (a_i - x_i)_o.
         """
         members, levels = analysis.shape[0], self.grid.levels
         hshape = tuple(self.grid.shape[self.grid.dims.index(d)] for d in self.grid.hdims)
@@ -344,8 +338,7 @@ class EnSF(Filter):
         flat = obs.index.numpy()
         observed[flat // self.grid.columns, flat % self.grid.columns] = True
         prior = background.detach().cpu().numpy().reshape(members, levels, *hshape)
-        posterior = analysis.detach().cpu().numpy().reshape(members, levels, *hshape)
-        increments = posterior - prior
+        increments = analysis.detach().cpu().numpy().reshape(members, levels, *hshape) - prior
         anomalies = prior - prior.mean(0)
         periodic = self.grid.hdims != ("lat", "lon")
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=self.generator)))
@@ -358,10 +351,9 @@ class EnSF(Filter):
             missing = np.flatnonzero(~mask.ravel())
             index.append(level * self.grid.columns + missing)
             values.append(filled.reshape(members, -1)[:, missing])
-            interpolation = self._cross_validated_error(increments[:, level].mean(0), mask, method, periodic,
-                                                        anomalies[:, level], rng)
-            pass1 = posterior[:, level].reshape(members, -1)[:, mask.ravel()].var(0, ddof=min(1, members - 1)).mean()
-            errors.append(np.full(missing.size, np.sqrt(interpolation**2 + pass1)))
+            error = self._cross_validated_error(increments[:, level].mean(0), mask, method, periodic,
+                                                anomalies[:, level], rng)
+            errors.append(np.full(missing.size, error))
         if not index:
             raise DataError(None, "the observation mask observes nothing on any level: nothing to inpaint from")
         as_tensor = lambda a: torch.from_numpy(np.concatenate(a, -1)).to(analysis.dtype)  # noqa: E731
