@@ -47,3 +47,23 @@ def test_an_overconfident_ensemble_keeps_good_arctan_observations_and_rejects_a_
     value[3] = 1e12
     kept = filt.background_check(background, batch)
     assert len(kept.rows) == n - 1 and list(filt.rejected_rows()) == [3]
+
+
+def test_three_observations_of_an_ensemble_that_lost_track_are_kept_and_a_wild_one_is_not():
+    """Lorenz-63 with R = 2 I (DAPPER's sakov2012): the ETKF ensemble once sat off the truth by (-2.9, 12, -29)
+    with spreads (1.2, 3.8, 1.1), so |z| = (1.9, 3.0, 16.5). With c = 1 below 10 observations the third, good,
+    observation was rejected, the ensemble never came back and the RMSE went from 0.68 to 0.91. The batch's
+    robust scale (median of three) now keeps all three; a wild value among three is still rejected."""
+    g = torch.Generator().manual_seed(1)
+    unit = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    unit = (unit - unit.mean(0)) / unit.std(0)
+    background = torch.tensor([1.166, 3.779, 1.065], dtype=torch.float64) * unit
+    value = torch.tensor([-2.85, 12.02, -28.7], dtype=torch.float64)
+    batch = _batch(value, 2**0.5, operator=lambda x: x)
+    z = value / (2 + background.var(0)).sqrt()
+    assert abs(z[2]) > 10                        # alone, the third departure exceeds k = 10
+    filt = ETKF(StateGrid("x", ("i",), (3,), {"i": np.arange(3)}))
+    assert filt.background_check(background, batch) is batch
+    value[1] = 1e12
+    kept = filt.background_check(background, batch)
+    assert list(kept.rows) == [0, 2] and list(filt.rejected_rows()) == [1]
