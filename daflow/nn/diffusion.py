@@ -161,7 +161,9 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     Sigma = Cov[x_0 | x] = sigma^2 dD/dx, and H linearised at D(x) (A = dH/dx_0) give
     p(y | x) ~ N(y; H(D(x)), R + sigma^2 A dD/dx A^T), hence the posterior denoiser
     D'(x) = D(x) + sigma^2 (dD/dx)^T A^T (R + sigma^2 A (dD/dx) A^T)^-1 (y - H(D(x))).
-    The system is solved by conjugate gradients on R^-1/2 (...) R^-1/2, each product being one
+    The system is solved by conjugate gradients on R^-1/2 (...) R^-1/2, Jacobi-preconditioned (its diagonal
+    taken with Sigma ~ sigma^2 / (1 + sigma^2) I and diag(A A^T) by a Hutchinson probe, so that observations
+    whose errors differ by orders of magnitude converge together), each product being one
     vector-Jacobian product through the denoiser (dD/dx is symmetric for an exact denoiser, so
     (dD/dx)^T serves for dD/dx) and one Jacobian-vector product of H; a row stops as soon as a
     Rayleigh quotient of the system falls below 1, which only a non-symmetric or indefinite learned
@@ -230,6 +232,8 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
     value, error = _observation_arrays(value, error_std, dtype)
     n_obs = value.numel()
 
+    signs: dict[tuple, torch.Tensor] = {}  # MMPS: a fixed Rademacher state per batch shape, for diag(A A^T)
+
     def guided(x: torch.Tensor, sigma: float) -> torch.Tensor:
         sig = torch.full((x.shape[0],), sigma, dtype=x.dtype)
         with torch.enable_grad():
@@ -262,9 +266,16 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
             def system(u: torch.Tensor) -> torch.Tensor:  # (I + R^-1/2 A Sigma A^T R^-1/2) u
                 return u + a_times(covariance(a_transpose(u / error))) / error
 
+            if point.shape not in signs:
+                draw = torch.randint(0, 2, point.shape, generator=torch.Generator().manual_seed(0))
+                signs[point.shape] = (2 * draw - 1).to(point.dtype)
             with torch.no_grad():
                 residual = (value - y0.detach()) / error
-            u = conjugate_gradient(system, residual, cfg.cg_iterations, cfg.cg_tolerance, floor=1.0)
+                # Jacobi preconditioner: diag of the system with Sigma ~ sigma^2 / (1 + sigma^2) I (data of unit
+                # variance) and diag(A A^T) from E[(A s)^2] over Rademacher s (Hutchinson), averaged over members
+                rows = a_times(signs[point.shape]).square().mean(0)
+                diagonal = 1 + sigma**2 / (1 + sigma**2) * rows / error**2
+            u = conjugate_gradient(system, residual, cfg.cg_iterations, cfg.cg_tolerance, floor=1.0, diagonal=diagonal)
             score, = torch.autograd.grad(x0, x_, a_transpose(u / error))
         return (x0.detach() + sigma**2 * score).detach()
 
@@ -325,36 +336,40 @@ def scalar_observation_posterior(covariance: torch.Tensor, observe: Callable[[to
 
 
 def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
-                       tolerance: float = 0.0, floor: float = 0.0) -> torch.Tensor:
-    """Batched CG for operator(u) = b, one system per row of b (B, n), from u = 0.
+                       tolerance: float = 0.0, floor: float = 0.0, diagonal: torch.Tensor | None = None) -> torch.Tensor:
+    """Batched (preconditioned) CG for operator(u) = b, one system per row of b (B, n).
 
-    Stops when every row's residual norm is below ``tolerance`` |b|; a row whose curvature p^T A p
-    is not positive, or is below ``floor`` p^T p (up to a relative 1e-4), stops moving for good.
-    ``floor`` = 1 suits an operator that should be I + a positive semi-definite matrix (MMPS's
-    I + R^-1/2 A Sigma A^T R^-1/2), whose Rayleigh quotients are all at least 1: a smaller one shows
-    that Sigma is not what it should be (a learned denoiser's dD/dx need be neither symmetric nor
-    positive semi-definite), where CG would otherwise take arbitrarily large steps.
+    ``diagonal`` (n,) or (B, n), positive: an approximation of the operator's diagonal, used as the
+    Jacobi preconditioner (Golub & Van Loan, algorithm 11.5.1), which removes the ill-conditioning that
+    unequal scales of the unknowns cause. From u = 0; stops when every row's residual norm is
+    below ``tolerance`` |b|; a row whose curvature p^T A p is not positive, or is below ``floor`` p^T p
+    (up to a relative 1e-4), stops moving for good. ``floor`` = 1 suits an operator that should be I + a
+    positive semi-definite matrix (MMPS's I + R^-1/2 A Sigma A^T R^-1/2), whose Rayleigh quotients are all
+    at least 1: a smaller one shows that Sigma is not what it should be (a learned denoiser's dD/dx need be
+    neither symmetric nor positive semi-definite), where CG would otherwise take arbitrarily large steps.
     """
+    tiny = torch.finfo(b.dtype).tiny
     with torch.no_grad():
-        u = torch.zeros_like(b)
-        r = b.clone()
-        p = r.clone()
-        rr = (r * r).sum(-1, keepdim=True)
-        target = tolerance**2 * rr
-        active = torch.ones_like(rr, dtype=torch.bool)
+        u, r = torch.zeros_like(b), b.clone()
+        target = tolerance**2 * (r * r).sum(-1, keepdim=True)
+        z = r if diagonal is None else r / diagonal
+        p = z.clone()
+        rz = (r * z).sum(-1, keepdim=True)
+        active = torch.ones_like(rz, dtype=torch.bool)
     for _ in range(iterations):
         ap = operator(p).detach()
         with torch.no_grad():
             curvature = (p * ap).sum(-1, keepdim=True)
             active = active & (curvature > 0) & (curvature >= (1 - 1e-4) * floor * (p * p).sum(-1, keepdim=True))
-            alpha = torch.where(active, rr / curvature.clamp_min(torch.finfo(b.dtype).tiny), 0.0)
+            alpha = torch.where(active, rz / curvature.clamp_min(tiny), 0.0)
             u = u + alpha * p
             r = r - alpha * ap
-            rr_next = (r * r).sum(-1, keepdim=True)
-            if bool(((rr_next <= target) | ~active).all()):
+            if bool((((r * r).sum(-1, keepdim=True) <= target) | ~active).all()):
                 break
-            p = r + torch.where(rr > 0, rr_next / rr.clamp_min(torch.finfo(b.dtype).tiny), 0.0) * p
-            rr = rr_next
+            z = r if diagonal is None else r / diagonal
+            rz_next = (r * z).sum(-1, keepdim=True)
+            p = z + torch.where(rz > 0, rz_next / rz.clamp_min(tiny), 0.0) * p
+            rz = rz_next
     return u
 
 
