@@ -6,7 +6,7 @@ Three periods that do not overlap:
 - training, 2019-03-01..17 (408 hours): the denoiser (the last 10% of those frames give its
   validation loss) and OI's climatological covariance;
 - validation, 2019-03-18..24 (168 hours): every setting chosen by looking at scores (training
-  epochs, sampler steps, EDM churn, history inflation; OI's covariance scale) is the best of its
+  epochs, guidance, sampler steps, EDM churn, history inflation, SDA's gamma; OI's covariance scale) is the best of its
   candidates here, by the CRPS on the unobserved points (a proper score: it rewards accuracy and
   calibration together);
 - test, 2019-03-25..31 (168 hours): each method is run once with the settings chosen on validation.
@@ -31,7 +31,7 @@ analyses (never the true field):
 Each period's cycle starts from the biharmonic fill of the observations of the K hours before it
 (same mask, same error), for every method. Scores over the period's hours, on the unobserved
 points: RMSE of the (ensemble mean) analysis (time mean of the spatial RMSE), CRPS (the mean
-absolute error for a single analysis), spread/skill = time-mean ensemble spread / time-mean RMSE,
+absolute error for a single analysis), bias (mean of analysis - truth), spread/skill = time-mean ensemble spread / time-mean RMSE,
 and the chi-square of storm's rank histogram (Hamill 2001; M + 1 bins over every unobserved point
 and hour; 0 for a perfectly flat histogram, about M for a calibrated ensemble of independent
 cases, far more for spatially correlated errors).
@@ -93,11 +93,12 @@ def biharmonic(values: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> 
 
 
 def scores(analyses: np.ndarray, truth: np.ndarray, unobserved: np.ndarray) -> dict:
-    """analyses (T, M, n), truth (T, n): RMSE, CRPS, spread, rank-histogram chi-square on the unobserved points."""
+    """analyses (T, M, n), truth (T, n): RMSE, CRPS, bias (mean of ensemble mean - truth), spread,
+    rank-histogram chi-square on the unobserved points."""
     a, t = analyses[:, :, unobserved], truth[:, unobserved]
     rmse = np.sqrt(((a.mean(1) - t) ** 2).mean(-1)).mean()
     crps = np.mean([crps_ensemble(a[k], t[k]).mean() for k in range(len(t))])
-    out = {"rmse": float(rmse), "crps": float(crps)}
+    out = {"rmse": float(rmse), "crps": float(crps), "bias": float((a.mean(1) - t).mean())}
     if a.shape[1] > 1:
         spread = np.sqrt(a.var(1, ddof=1).mean(-1)).mean()
         counts = rank_histogram(truth_rank(a.transpose(1, 0, 2), t, np.random.default_rng(0)), a.shape[1])
@@ -122,8 +123,19 @@ class Case:
         return scores(analyses, self.truth[self.k:], self.unobserved)
 
 
+def storm_candidates(guidances: str, epochs, steps: str, churn: str, inflation: str, gammas: str) -> list[dict]:
+    """Every storm setting to score on validation: the product of the comma-separated candidate lists,
+    SDA's gamma varying only for SDA (the other guidances do not use it: one candidate each)."""
+    out = []
+    for guidance, e, n, c, s in itertools.product(guidances.split(","), epochs, [int(v) for v in steps.split(",")],
+                                                  floats(churn), floats(inflation)):
+        for gamma in (floats(gammas) if guidance == "sda" else [None]):
+            out.append({"guidance": guidance, "epochs": e, "steps": n, "churn": c, "history_inflation": s, "gamma": gamma})
+    return out
+
+
 def run_storm(model_dir: str, case: Case, members: int, seed: int, steps: int, churn: float, inflation: float,
-              guidance: str, cg_iterations: int, gamma: float) -> np.ndarray:
+              guidance: str, cg_iterations: int, gamma: float | None) -> np.ndarray:
     """(hours, members, n) storm analyses cycled on its own analyses."""
     model = GenerativeModel(model_dir, sample_steps=steps, churn=churn, history_inflation=inflation)
     generator = torch.Generator().manual_seed(seed)
@@ -131,8 +143,9 @@ def run_storm(model_dir: str, case: Case, members: int, seed: int, steps: int, c
     history = torch.from_numpy(case.init).float().reshape(1, k, 1, *shape).repeat(members, 1, 1, 1, 1)
     out = []
     for t in range(k, k + case.hours):
+        extra = {} if gamma is None else {"gamma": gamma}
         analysis = model.next_frames(history, generator, [(0, obs_batch(case.obs[t], case.mask))], guidance=guidance,
-                                     cg_iterations=cg_iterations, gamma=gamma)
+                                     cg_iterations=cg_iterations, **extra)
         out.append(analysis[:, 0, 0].reshape(members, -1).double().numpy())
         history = torch.cat([history[:, 1:], analysis[:, :1]], dim=1)
     return np.stack(out)
@@ -166,7 +179,8 @@ def main() -> None:
                         "field added to each member's history, in units of the t2m std) [0,0.4,0.8].")
     parser.add_argument("--oi-scale", default="0.5,1,2", help="Candidate factors on OI's covariance [0.5,1,2].")
     parser.add_argument("--guidance", default="mmps", help="Candidate storm guidances, of mmps, sda, dps [mmps].")
-    parser.add_argument("--gamma", type=float, default=1e-3, help="SDA's gamma (not tuned) [1e-3].")
+    parser.add_argument("--gamma", default="1e-3", help="Candidate SDA gammas (the likelihood's variance R + gamma "
+                        "sigma^2 Sigma; larger: weaker guidance at large sigma) [1e-3].")
     parser.add_argument("--cg-iterations", type=int, default=8, help="MMPS conjugate-gradient iterations [8] (not tuned).")
     parser.add_argument("--history", type=int, default=2, help="K history frames [2].")
     parser.add_argument("--width", type=int, default=64)
@@ -204,7 +218,9 @@ def main() -> None:
     report: dict = {"periods": {"training": [str(times[0])[:10], str(times[v0 - 1])[:10]],
                                 "validation": [str(times[v0])[:10], str(times[v0 + val_hours - 1])[:13]],
                                 "test": [str(times[t0])[:10], str(times[t0 + hours - 1])[:13]]},
-                    "members": members, "guidance": args.guidance, "fractions": {}}
+                    "members": members, "guidance": args.guidance, "fractions": {},
+                    "mean_t2m_K": {"training": float(field[:v0].mean()), "validation": float(field[v0:v0 + val_hours].mean()),
+                                   "test": float(field[t0:t0 + hours].mean())}}
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.model_dir or f"{tmp}/model")
@@ -225,6 +241,7 @@ def main() -> None:
         report["train_seconds"] = train_seconds
         print(f"ERA5 t2m {shape[0]} x {shape[1]}: train {v0} h, validation {val_hours} h, test {hours} h; error "
               f"{ERROR_STD} K; storm: K={k}, {args.guidance}, {members} members; training seconds {train_seconds}")
+        print("  mean t2m (K) over the scored hours: " + ", ".join(f"{p} {v:.2f}" for p, v in report["mean_t2m_K"].items()))
 
         for fraction in floats(args.fractions):
             rng = np.random.default_rng([args.seed, round(fraction * 1e4)])
@@ -234,27 +251,26 @@ def main() -> None:
             print(f"\n{fraction:.0%} observed ({len(mask)} points)")
             # validation: every candidate of storm and of OI's scale, scored by CRPS on the unobserved points
             candidates = []
-            for guidance, e, steps, churn, inflation in itertools.product(
-                    args.guidance.split(","), checkpoints, [int(s) for s in args.sample_steps.split(",")],
-                    floats(args.churn), floats(args.history_inflation)):
+            for setting in storm_candidates(args.guidance, checkpoints, args.sample_steps, args.churn,
+                                            args.history_inflation, args.gamma):
                 start = time.perf_counter()
-                s = val.score(run_storm(checkpoints[e], val, members, args.seed, steps, churn, inflation, guidance,
-                                               args.cg_iterations, args.gamma))
-                setting = {"guidance": guidance, "epochs": e, "steps": steps, "churn": churn, "history_inflation": inflation}
+                s = val.score(run_storm(checkpoints[setting["epochs"]], val, members, args.seed, setting["steps"],
+                                        setting["churn"], setting["history_inflation"], setting["guidance"],
+                                        args.cg_iterations, setting["gamma"]))
                 candidates.append({**setting, **s, "seconds": time.perf_counter() - start})
-                print(f"  validation storm {setting}: RMSE {s['rmse']:.3f} CRPS {s['crps']:.3f} "
+                print(f"  validation storm {setting}: RMSE {s['rmse']:.3f} CRPS {s['crps']:.3f} bias {s['bias']:+.3f} "
                       f"spread/skill {s['spread_skill']:.2f} ({candidates[-1]['seconds']:.0f} s)", flush=True)
             oi_candidates = {scale: val.score(run_baselines(val, grid, covariance, scale)["oi"]) for scale in floats(args.oi_scale)}
             best = min(candidates, key=lambda c: c["crps"])
             scale = min(oi_candidates, key=lambda c: oi_candidates[c]["crps"])
-            chosen = {key: best[key] for key in ("guidance", "epochs", "steps", "churn", "history_inflation")}
+            chosen = {key: best[key] for key in ("guidance", "epochs", "steps", "churn", "history_inflation", "gamma")}
             val_baselines = {m: val.score(a) for m, a in run_baselines(val, grid, covariance, scale).items()}
             print(f"  chosen on validation: storm {chosen}, OI scale {scale}")
             # test: once, with the chosen settings
             start = time.perf_counter()
             results = {"storm": run_storm(checkpoints[chosen["epochs"]], test, members, args.seed, chosen["steps"],
                                           chosen["churn"], chosen["history_inflation"], chosen["guidance"], args.cg_iterations,
-                                          args.gamma)}
+                                          chosen["gamma"])}
             seconds = {"storm": time.perf_counter() - start}
             start = time.perf_counter()
             results.update(run_baselines(test, grid, covariance, scale))
@@ -262,10 +278,10 @@ def main() -> None:
             figures = {m: {**test.score(a), "seconds": seconds[m]} for m, a in results.items()}
             best_baseline = min(("oi", "biharmonic", "persistence"), key=lambda m: figures[m]["rmse"])
             ratio = figures["storm"]["rmse"] / figures[best_baseline]["rmse"]
-            print(f"  test ({hours} h)\n  {'method':<12} {'RMSE unobs K':>12} {'CRPS K':>8} {'spread/skill':>12} "
+            print(f"  test ({hours} h)\n  {'method':<12} {'RMSE unobs K':>12} {'CRPS K':>8} {'bias K':>7} {'spread/skill':>12} "
                   f"{'rank chi2':>10} {'seconds':>8}")
             for m, f in figures.items():
-                print(f"  {m:<12} {f['rmse']:12.3f} {f['crps']:8.3f} {f.get('spread_skill', float('nan')):12.2f} "
+                print(f"  {m:<12} {f['rmse']:12.3f} {f['crps']:8.3f} {f['bias']:+7.3f} {f.get('spread_skill', float('nan')):12.2f} "
                       f"{f.get('rank_chi2', float('nan')):10.0f} {f['seconds']:8.1f}")
             print(f"  storm / best baseline ({best_baseline}) RMSE: {ratio:.3f} (bar <= 0.75); spread/skill "
                   f"{figures['storm']['spread_skill']:.2f} (bar 0.8-1.2)", flush=True)
