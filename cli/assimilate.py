@@ -72,7 +72,7 @@ from daflow_cli.common import common_options, output_path
                    "so the kernel density keeps the ensemble variance (Liu & West 2001) [preserve].")
 @click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
               help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
-@click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation [3].")
+@click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation, and 1/this the smallest [3].")
 @click.option("--scale-eps-b/--no-scale-eps-b", default=None,
               help="[ensf] Use eps_b times the observed fraction of the state (eps_b is the value at full observation) [on].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),
