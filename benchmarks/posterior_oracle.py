@@ -11,7 +11,10 @@ The denoiser is the exact E[x0 | x] of a Gaussian prior, so every error is the s
    every 8th point observed, error/prior std 0.1 and 1), against the number of steps;
 3. an arctan operator in 2-D against importance sampling of 2 * 10^6 prior draws (MMPS default, without
    the Langevin corrections and with churn instead). The validation and test grids that chose the
-   default corrections: benchmarks/posterior_grid.py.
+   default corrections: benchmarks/posterior_grid.py;
+4. observation errors that differ by orders of magnitude in one set of observations (copies of the 64-D
+   prior, every second point observed, error/prior std 0.01, 0.1, 1 and 10 together), where MMPS's
+   CG system is ill-conditioned: largest mean error / posterior std and variance error per copy.
 
     python benchmarks/posterior_oracle.py [--members 2000]
 """
@@ -84,6 +87,27 @@ def arctan(members: int) -> None:
             print(f"| {y}, {r} | {name} | {e[0]:+.2f} | {e[1]:+.2f} | {q[0]:.2f} | {q[1]:.2f} |")
 
 
+def mixed_errors(members: int) -> None:
+    i = torch.arange(64, dtype=torch.float64)
+    ratios = (0.01, 0.1, 1.0, 10.0)
+    C = torch.block_diag(*[0.9 ** (i[:, None] - i[None, :]).abs()] * len(ratios))
+    idx = [b * 64 + j for b in range(len(ratios)) for j in range(0, 64, 2)]
+    y = (2 * torch.linspace(-1, 1, 32, dtype=torch.float64)).repeat(len(ratios))
+    r = torch.tensor(ratios, dtype=torch.float64).repeat_interleave(32)
+    mean, cov = kalman_posterior(C, idx, r, y)
+    print(f"\n4. errors {', '.join(map(str, ratios))} x prior std in one set of observations (4 copies of the 64-D prior, "
+          f"every second point observed), {members} samples, defaults")
+    print("| error / prior std | mean error / posterior std | variance ratio - 1 |\n| --- | --- | --- |")
+    start = time.perf_counter()
+    s = posterior_sample(gaussian_denoiser(C), (C.shape[0],), lambda x: x[:, idx], y, r, members=members,
+                         generator=torch.Generator().manual_seed(6)).double()
+    merr = ((s.mean(0) - mean).abs() / cov.diagonal().sqrt()).view(len(ratios), 64).amax(1)
+    verr = (s.var(0) / cov.diagonal() - 1).abs().view(len(ratios), 64).amax(1)
+    for ratio, m, v in zip(ratios, merr, verr):
+        print(f"| {ratio} | {m:.3f} | {v:.3f} |")
+    print(f"({time.perf_counter() - start:.1f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=2000)
@@ -91,6 +115,7 @@ def main() -> None:
     issue_case(args.members)
     discretisation()
     arctan(args.members)
+    mixed_errors(args.members)
 
 
 if __name__ == "__main__":

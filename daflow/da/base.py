@@ -166,8 +166,9 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     With S (B, N, p) the normalised obs anomalies and d (B, p) the normalised innovation
     (Hunt et al. 2007, eqs. 20-25): G = (N - 1) I + S S^T, Pa = G^{-1}, w = Pa S d,
     T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk. Large batches of
-    ensembles of at least NEWTON_SCHULZ_MEMBERS take G^{-1/2} from :func:`inverse_sqrt_spd` (matrix
-    products only, in chunks that stay in cache): W = sqrt(N - 1) G^{-1/2} + (G^{-1/2} G^{-1/2} S d) 1^T.
+    ensembles of at least NEWTON_SCHULZ_MEMBERS take a square root R of G^{-1} (R R^T = G^{-1}, R within
+    float32 rounding of G^{-1/2}) from :func:`inverse_sqrt_spd` (matrix products only, in chunks that stay
+    in cache): W = sqrt(N - 1) R + (R R^T S d) 1^T, so that W W^T and w are exact.
     Otherwise (and for a chunk too ill-conditioned for it) the eigendecomposition G = V diag(lam) V^T,
     one batched eigh, LAPACK per matrix: W = V [diag(sqrt((N - 1) / lam)) V^T + (V^T S d / lam) 1^T].
     """
@@ -182,7 +183,7 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         if root is None:
             out[part] = _transform(gram, Sd)
         else:                                                                        # Pa = (G^{-1/2})^2
-            torch.add(root @ (root @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
+            torch.add(root @ (root.mT @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
 
     in_chunks(batch, chunk, S.device)
     return out
@@ -248,7 +249,7 @@ NEWTON_SCHULZ_CHUNK = 128      # matrices per pass: the iterates stay in cache
 
 
 def inverse_sqrt_spd(gram: torch.Tensor, floor: float) -> torch.Tensor | None:
-    """G^{-1/2} (B, N, N) of symmetric G >= floor I by :func:`inverse_sqrt_excess` of M = G - floor I, or None
+    """R (B, N, N), R R^T = G^{-1}, of symmetric G >= floor I by :func:`inverse_sqrt_excess` of M = G - floor I, or None
     when it would need more than NEWTON_SCHULZ_MAX_ITER iterations (``gram`` then unchanged; else its buffer
     is overwritten)."""
     gram.diagonal(0, -2, -1).sub_(floor)
@@ -259,9 +260,41 @@ def inverse_sqrt_spd(gram: torch.Tensor, floor: float) -> torch.Tensor | None:
 
 
 def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
-    """(floor I + M)^{-1/2} (B, N, N) for symmetric M >= 0 by the Newton-Schulz iteration (Higham 2008,
-    "Functions of Matrices", eq. 6.35; matrix products only), or None (``M`` unchanged) when it would need
-    more than NEWTON_SCHULZ_MAX_ITER iterations; else ``M``'s buffer is overwritten.
+    """T (B, N, N) with T T^T = (floor I + M)^{-1} for symmetric M >= 0, T within float32 rounding of the
+    symmetric (floor I + M)^{-1/2}, by the Newton-Schulz iteration (matrix products only); or None when it
+    would need more than NEWTON_SCHULZ_MAX_ITER iterations. ``M``'s buffer may be overwritten, but not when
+    the result is None.
+
+    In float64 the iteration runs in float32 (:func:`_newton_schulz`, to a residual of 1e-6; a float32
+    product of these small matrices costs a third of a float64 one here) and one third-order step in float64
+    finishes it. With X = G / c and the float32 B ~ X^{-1/2} (symmetrised), E = B X B - I is of order 1e-6
+    and T = B (I + E)^{-1/2} satisfies T^T X T = I exactly, so T T^T = X^{-1}: the analysis covariance is
+    exact in float64. (I + E)^{-1/2} = I - E / 2 + 3/8 E^2 + O(E^3): four float64 products. The symmetric
+    root itself cannot be refined this way: B does not commute with X to better than float32 rounding, and
+    the Newton correction of a non-commuting error does not converge (Higham 2008, "Functions of Matrices",
+    section 6.4), so T differs from it by a rotation within about 1e-7 of I.
+    """
+    if M.dtype != torch.float64:
+        root = _newton_schulz(M, floor, torch.finfo(M.dtype).eps)
+        return None if root is None else root[0].div_(root[1].sqrt_())
+    root = _newton_schulz(M.float(), floor, 1e-6)
+    if root is None:
+        return None
+    B, c = root[0].double(), root[1].double()
+    B = (B + B.mT).mul_(0.5)                                                    # symmetric, so that E is
+    BG = torch.bmm(B, M).add_(B, alpha=floor)                                   # B G
+    E = torch.bmm(BG, B).div_(c)                                                # B X B, then E = B X B - I
+    E.diagonal(0, -2, -1).sub_(1.0)
+    step = torch.bmm(E, E).mul_(0.375).add_(E, alpha=-0.5)                      # (I + E)^{-1/2}
+    step.diagonal(0, -2, -1).add_(1.0)
+    return torch.bmm(B, step).div_(c.sqrt_())
+
+
+def _newton_schulz(M: torch.Tensor, floor: float, target: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(Z, c) with Z (B, N, N) ~ ((floor I + M) / c)^{-1/2} to a residual below ``target``, c (B, 1, 1), for
+    symmetric M >= 0 by the Newton-Schulz iteration (Higham 2008, eq. 6.35), or None (``M`` unchanged) when
+    it would need more than NEWTON_SCHULZ_MAX_ITER iterations to reach double precision (a chunk so
+    ill-conditioned goes to eigh); else ``M``'s buffer is overwritten.
 
     With G = floor I + M, X = G / c, Z_0 = I and D_k = (I - Z_k^2 X) / 2 (half the residual; all are
     polynomials in X, so they commute), the coupled iteration's T_k = (3 I - Z_k Y_k) / 2 is I + D_k and
@@ -269,19 +302,20 @@ def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
     no sums of products. An eigenvalue e = 2 d of 2 D_k follows e_{k+1} = e_k^2 (3 + e_k) / 4 (quadratic
     convergence for |e_0| < 1). The spectrum of G lies in [floor, floor + b], b = ||M^2||_F^{1/2} >= lambda_max(M)
     (||M^2||_F^2 = sum lambda^4); c = floor + b / 2 gives |e_0| <= b / (2 c), so the number of iterations
-    to reach double precision is known before iterating (no per-iteration test). M^2 also gives
+    to reach ``target`` is known before iterating (no per-iteration test). M^2 also gives
     D_0^2 = M^2 / (4 c^2) + a D_0 - a^2 / 4 I (D_0 = (a I - M / c) / 2, a = 1 - floor / c) without another product.
     """
     M2 = M @ M
     bound = torch.linalg.vector_norm(M2, dim=(-2, -1)).sqrt_()                 # (B,)
     c = bound.mul(0.5).add_(floor)
     error = float((bound / c).max()) / 2
-    iterations = 0
+    iterations = steps_to_double = 0     # the latter decides between this and eigh, whatever the target
     while error > 1e-16:
+        iterations += error > target
         error = error * error * (3 + error) / 4
-        iterations += 1
-        if iterations > NEWTON_SCHULZ_MAX_ITER:
-            return None
+        steps_to_double += 1
+    if steps_to_double > NEWTON_SCHULZ_MAX_ITER or not math.isfinite(error):      # (M^2 overflowed float32)
+        return None
     c = c.view(-1, 1, 1)
     a = 1 - floor / c                                                           # (B, 1, 1)
     D = M.mul_(-0.5 / c)                                                        # D_0 = (a I - M / c) / 2
@@ -289,7 +323,7 @@ def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
     Z = D.clone()
     Z.diagonal(0, -2, -1).add_(1.0)                                             # Z_1 = I + D_0
     if iterations <= 1:
-        return Z.div_(c.sqrt_())
+        return Z, c
     square = torch.addcmul(M2.mul_(0.25 / (c * c)), D, a)                      # D_0^2
     square.diagonal(0, -2, -1).sub_((a * a).view(-1, 1) / 4)
     spare, spare_z = torch.empty_like(D), torch.empty_like(D)                  # reused: no fresh pages per product
@@ -303,7 +337,7 @@ def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
         D.diagonal(0, -2, -1).sub_(1.0)
         if k < iterations - 1:
             torch.bmm(D, D, out=square)
-    return Z.div_(c.sqrt_())
+    return Z, c
 
 
 def mean_preserving_rotation(members: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:

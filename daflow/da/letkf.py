@@ -6,9 +6,9 @@ observation's R^{-1} scaled by its taper (:mod:`daflow.da.localization`); all le
 share its weights. All local analyses are batched (in blocks of columns to bound memory), not a
 Python loop over grid points. Many columns with ensembles of at least NEWTON_SCHULZ_MEMBERS go through
 one fused pass per chunk of columns (chunks shared among the torch threads): gather the local
-[S | d] rows, [S d]^T [S d] gives S S^T and S d in one product, G^{-1/2} by the Newton-Schulz iteration
-(:func:`~daflow.da.base.inverse_sqrt_excess`), and the increment W^T A = sqrt(N - 1) G^{-1/2} A +
-1 (G^{-1/2} S d)^T (G^{-1/2} A) without forming W. Few columns or small ensembles take the weights from
+[S | d] rows, [S d]^T [S d] gives S S^T and S d in one product, R with R R^T = G^{-1} (within float32
+rounding of G^{-1/2}) by the Newton-Schulz iteration (:func:`~daflow.da.base.inverse_sqrt_excess`), and
+the increment W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A) without forming W. Few columns or small ensembles take the weights from
 one batched ``eigh`` (:func:`~daflow.da.base.ensemble_transform`). Neighbour lists are reused while the
 observation network stays the same.
 """
@@ -61,15 +61,15 @@ class LETKF(Filter):
             inner = Sd_loc.mT @ Sd_loc                                   # (b, N+1, N+1): [S S^T, S d; ., .]
             M, Sd = inner[:, :members, :members].contiguous(), inner[:, :members, members:]  # (b, N, N), (b, N, 1)
             A = (xv[:, :, part] - mv[:, :, part]).permute(2, 0, 1)                          # (b, N, L)
-            Z = inverse_sqrt_excess(M, members - 1.0)
-            if Z is None:                                                                   # eigh: W then W^T A
+            R = inverse_sqrt_excess(M, members - 1.0)
+            if R is None:                                                                   # eigh: W then W^T A
                 M.diagonal(0, -2, -1).add_(members - 1.0)
                 increment = _transform(M, Sd).mT @ A
             else:
-                # W^T A = sqrt(N - 1) Z A + 1 (Z Z S d)^T A = sqrt(N - 1) Z A + 1 (Z S d)^T (Z A), Z = G^{-1/2} symmetric
-                V = Z @ torch.cat([A, Sd], -1)                                              # (b, N, L + 1)
-                ZA, ZSd = V[:, :, :-1], V[:, :, -1:]
-                increment = ZA.mul(root_n).add_(ZSd.mT @ ZA)
+                # W = sqrt(N - 1) R + (R R^T S d) 1^T (R R^T = G^{-1}): W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A)
+                V = R.mT @ torch.cat([A, Sd], -1)                                           # (b, N, L + 1)
+                RA, RSd = V[:, :, :-1], V[:, :, -1:]
+                increment = RA.mul(root_n).add_(RSd.mT @ RA)
             torch.add(mv[:, :, part], increment.permute(1, 2, 0), out=av[:, :, part])
 
         in_chunks(columns, chunk, x.device)
