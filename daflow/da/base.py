@@ -182,7 +182,7 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         root = inverse_sqrt_spd(gram, members - 1.0)
         if root is None:
             out[part] = _transform(gram, Sd)
-        else:                                                                        # Pa = (G^{-1/2})^2
+        else:                                                                        # Pa = R R^T
             torch.add(root @ (root.mT @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
 
     in_chunks(batch, chunk, S.device)

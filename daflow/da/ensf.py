@@ -60,8 +60,8 @@ N(1, 1), as in Anderson 2009 without its memory). It restores the spread that sa
 the paired score's sub-Kalman gain take away, and after a sudden change of the truth (a shock) it
 grows with the innovations, where a fixed inflation has to be tuned for the worst case. It may also
 deflate: the estimate is unbiased only if its sampling noise is not clipped at 1 from below, and with
-few observations (Lorenz-96 with 40) that one-sided clipping over-dispersed the ensemble (spread/skill
-1.16-1.33 on four seeds; 0.87-0.98 now, benchmarks/README.md).
+few observations (Lorenz-96 with 40) that one-sided clipping over-dispersed the ensemble (figures in
+benchmarks/README.md, "Adaptive inflation that may deflate").
 The inflated members mean + lambda (x_i - mean) have spread lambda std_b and the same standardised
 members u_i as the background, so the analysis runs on u_i and is scaled back by lambda std_b: the
 inflation reaches every variable, observed or not. (Standardising the un-inflated members by the
