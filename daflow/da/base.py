@@ -157,7 +157,7 @@ def relax_to_prior_spread(background: torch.Tensor, analysis: torch.Tensor, alph
 def normalised_departures(hx: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, d): R^{-1/2}-scaled obs anomalies (members, p) and innovation of the mean (p,)."""
     mean = hx.mean(0)
-    return (hx - mean) / obs.error_std, (obs.value - mean) / obs.error_std
+    return (hx - mean).div_(obs.error_std), (obs.value - mean) / obs.error_std
 
 
 def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

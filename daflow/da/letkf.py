@@ -47,10 +47,13 @@ class LETKF(Filter):
         members, levels, columns = x.shape[0], self.grid.levels, self.grid.columns
         local = self._local(obs, x.dtype)
         mean = x.mean(0)
-        S, d = normalised_departures(hx, obs)                           # (N, p), (p,)
         if not uses_newton_schulz(columns, members):
+            S, d = normalised_departures(hx, obs)                       # (N, p), (p,)
             return self._eigh_update(x, mean, S.mT.contiguous(), d, local)
-        Sd_obs = torch.cat([S.mT, d.unsqueeze(-1)], 1)                  # (p, N + 1): rows [s_o, d_o], one gather
+        Sd_obs = torch.empty(hx.shape[1], members + 1, dtype=hx.dtype, device=hx.device)  # (p, N + 1): rows [s_o, d_o]
+        hx_mean = hx.mean(0)
+        torch.sub(hx.mT, hx_mean.unsqueeze(-1), out=Sd_obs[:, :members]).div_(obs.error_std.unsqueeze(-1))
+        torch.sub(obs.value, hx_mean, out=Sd_obs[:, members]).div_(obs.error_std)   # (normalised_departures, transposed)
         xv, mv = x.view(members, levels, columns), mean.view(1, levels, columns)
         analysis = torch.empty_like(x)
         av = analysis.view(members, levels, columns)
