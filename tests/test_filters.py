@@ -123,6 +123,24 @@ def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
     assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
 
 
+@pytest.mark.parametrize("dtype, exact", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_inverse_sqrt_times_applies_a_square_root_of_the_inverse(dtype, exact):
+    """R^T V for V = I gives R^T: R^T G R = I to the dtype's precision (G used exactly through S, no
+    G in float64), R within float32 rounding of the symmetric G^{-1/2}; a too ill-conditioned G: None."""
+    g = torch.Generator().manual_seed(11)
+    batch, obs, members = 300, 25, 20
+    S = (torch.randn(batch, obs, members, generator=g, dtype=torch.float64) * 0.7).to(dtype)
+    G = (S.mT @ S).double() + (members - 1.0) * torch.eye(members, dtype=torch.float64)
+    eye = torch.eye(members, dtype=dtype).expand(batch, -1, -1).contiguous()
+    R = base.inverse_sqrt_times(S, members - 1.0, eye).mT.double()
+    torch.testing.assert_close(R.mT @ G @ R, torch.eye(members, dtype=torch.float64).expand_as(G), rtol=0, atol=exact)
+    value, vectors = torch.linalg.eigh(G)
+    torch.testing.assert_close(R, vectors @ torch.diag_embed(value.rsqrt()) @ vectors.mT, rtol=0, atol=1e-6)
+    thin = torch.randn(batch, members, 3, generator=g, dtype=torch.float64).to(dtype)
+    torch.testing.assert_close(base.inverse_sqrt_times(S, members - 1.0, thin), (R.mT @ thin.double()).to(dtype))
+    assert base.inverse_sqrt_times(S * 1e4, members - 1.0, eye) is None
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dims, shape", [(("i",), (1100,)), (("level", "y", "x"), (2, 24, 48))])
 def test_letkf_newton_schulz_analysis_equals_the_eigendecomposition(threads, dims, shape):

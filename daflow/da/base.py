@@ -157,7 +157,7 @@ def relax_to_prior_spread(background: torch.Tensor, analysis: torch.Tensor, alph
 def normalised_departures(hx: torch.Tensor, obs: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, d): R^{-1/2}-scaled obs anomalies (members, p) and innovation of the mean (p,)."""
     mean = hx.mean(0)
-    return (hx - mean) / obs.error_std, (obs.value - mean) / obs.error_std
+    return (hx - mean).div_(obs.error_std), (obs.value - mean) / obs.error_std
 
 
 def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -288,6 +288,33 @@ def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
     step = torch.bmm(E, E).mul_(0.375).add_(E, alpha=-0.5)                      # (I + E)^{-1/2}
     step.diagonal(0, -2, -1).add_(1.0)
     return torch.bmm(B, step).div_(c.sqrt_())
+
+
+def inverse_sqrt_times(S: torch.Tensor, floor: float, V: torch.Tensor) -> torch.Tensor | None:
+    """R^T V (B, N, m) for the R of :func:`inverse_sqrt_excess` (R R^T = G^{-1}, G = floor I + S^T S,
+    S (B, K, N)) without forming G or R in float64, or None when the Newton-Schulz iteration would need
+    more than NEWTON_SCHULZ_MAX_ITER iterations.
+
+    The float32 iteration runs on S^T S formed in float32 to a residual of 1e-6, and a float64 step finishes it
+    on V instead of on I: with B the (symmetrised) float32 iterate, X = G / c, E = B X B - I (of order 1e-6)
+    and u = B V, R^T V = (u - E u / 2) / sqrt(c), where E u = B X B u - u and X w = (floor w + S^T (S w)) / c,
+    so every float64 product is a thin one (N x N or K x N times N x m, m = the columns of V) and G enters
+    exactly, through S. R = B (I - E / 2) / sqrt(c) satisfies R^T G R = I + O(E^2), about 1e-12: the
+    analysis covariance is that of G^{-1} to double precision for the cost of five thin products, where
+    forming G and the finishing step of :func:`inverse_sqrt_excess` in float64 costs five N x N x N ones."""
+    if S.dtype != torch.float64:
+        root = _newton_schulz(S.mT @ S, floor, torch.finfo(S.dtype).eps)
+        return None if root is None else (root[0].mT @ V).div_(root[1].sqrt_())
+    S32 = S.float()
+    root = _newton_schulz(S32.mT @ S32, floor, 1e-6)
+    if root is None:
+        return None
+    B, c = root[0].double(), root[1].double()
+    B = (B + B.mT).mul_(0.5)
+    u = B @ V
+    Bu = B @ u
+    Eu = (B @ torch.baddbmm(Bu, S.mT, S @ Bu, beta=floor).div_(c)).sub_(u)     # B X B u - u
+    return u.add_(Eu, alpha=-0.5).div_(c.sqrt())
 
 
 def _newton_schulz(M: torch.Tensor, floor: float, target: float) -> tuple[torch.Tensor, torch.Tensor] | None:

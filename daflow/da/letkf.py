@@ -6,9 +6,10 @@ observation's R^{-1} scaled by its taper (:mod:`daflow.da.localization`); all le
 share its weights. All local analyses are batched (in blocks of columns to bound memory), not a
 Python loop over grid points. Many columns with ensembles of at least NEWTON_SCHULZ_MEMBERS go through
 one fused pass per chunk of columns (chunks shared among the torch threads): gather the local
-[S | d] rows, [S d]^T [S d] gives S S^T and S d in one product, R with R R^T = G^{-1} (within float32
-rounding of G^{-1/2}) by the Newton-Schulz iteration (:func:`~daflow.da.base.inverse_sqrt_excess`), and
-the increment W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A) without forming W. Few columns or small ensembles take the weights from
+[S | d] rows, S d, and R^T [A, S d] with R R^T = G^{-1} (R within float32 rounding of G^{-1/2}) from the
+Newton-Schulz iteration on S^T S in float32 finished in float64 by thin products only
+(:func:`~daflow.da.base.inverse_sqrt_times`); then the increment
+W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A) without forming W. Few columns or small ensembles take the weights from
 one batched ``eigh`` (:func:`~daflow.da.base.ensemble_transform`). Neighbour lists are reused while the
 observation network stays the same.
 """
@@ -19,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_excess, normalised_departures,
+from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_times, normalised_departures,
                             uses_newton_schulz)
 from daflow.da.localization import local_observations
 from daflow.core.observations import ObsBatch
@@ -46,10 +47,13 @@ class LETKF(Filter):
         members, levels, columns = x.shape[0], self.grid.levels, self.grid.columns
         local = self._local(obs, x.dtype)
         mean = x.mean(0)
-        S, d = normalised_departures(hx, obs)                           # (N, p), (p,)
         if not uses_newton_schulz(columns, members):
+            S, d = normalised_departures(hx, obs)                       # (N, p), (p,)
             return self._eigh_update(x, mean, S.mT.contiguous(), d, local)
-        Sd_obs = torch.cat([S.mT, d.unsqueeze(-1)], 1)                  # (p, N + 1): rows [s_o, d_o], one gather
+        Sd_obs = torch.empty(hx.shape[1], members + 1, dtype=hx.dtype, device=hx.device)  # (p, N + 1): rows [s_o, d_o]
+        hx_mean = hx.mean(0)
+        torch.sub(hx.mT, hx_mean.unsqueeze(-1), out=Sd_obs[:, :members]).div_(obs.error_std.unsqueeze(-1))
+        torch.sub(obs.value, hx_mean, out=Sd_obs[:, members]).div_(obs.error_std)   # (normalised_departures, transposed)
         xv, mv = x.view(members, levels, columns), mean.view(1, levels, columns)
         analysis = torch.empty_like(x)
         av = analysis.view(members, levels, columns)
@@ -58,16 +62,15 @@ class LETKF(Filter):
         def chunk(part: slice) -> None:
             nb, root = local.neighbours[part], local.root_taper[part]                        # (b, K)
             Sd_loc = Sd_obs.index_select(0, nb.reshape(-1)).view(*nb.shape, members + 1).mul_(root.unsqueeze(-1))
-            inner = Sd_loc.mT @ Sd_loc                                   # (b, N+1, N+1): [S S^T, S d; ., .]
-            M, Sd = inner[:, :members, :members].contiguous(), inner[:, :members, members:]  # (b, N, N), (b, N, 1)
+            S = Sd_loc[:, :, :members]                                                       # (b, K, N)
+            Sd = S.mT @ Sd_loc[:, :, members:]                                               # (b, N, 1)
             A = (xv[:, :, part] - mv[:, :, part]).permute(2, 0, 1)                          # (b, N, L)
-            R = inverse_sqrt_excess(M, members - 1.0)
-            if R is None:                                                                   # eigh: W then W^T A
-                M.diagonal(0, -2, -1).add_(members - 1.0)
-                increment = _transform(M, Sd).mT @ A
+            V = inverse_sqrt_times(S, members - 1.0, torch.cat([A, Sd], -1))                # R^T [A, S d]
+            if V is None:                                                                   # eigh: W then W^T A
+                gram = torch.baddbmm(torch.eye(members, dtype=S.dtype).mul_(members - 1.0), S.mT, S)
+                increment = _transform(gram, Sd).mT @ A
             else:
                 # W = sqrt(N - 1) R + (R R^T S d) 1^T (R R^T = G^{-1}): W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A)
-                V = R.mT @ torch.cat([A, Sd], -1)                                           # (b, N, L + 1)
                 RA, RSd = V[:, :, :-1], V[:, :, -1:]
                 increment = RA.mul(root_n).add_(RSd.mT @ RA)
             torch.add(mv[:, :, part], increment.permute(1, 2, 0), out=av[:, :, part])

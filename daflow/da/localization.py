@@ -56,7 +56,7 @@ def local_observations(grid: StateGrid, obs_columns: np.ndarray, radius: float,
         neighbours, taper = _periodic_line(state_points[:, 0], obs_points[:, 0], float(box[0]), reach, half_width)
     else:
         neighbours, taper = _tree(state_points, obs_points, box, 2.0 * half_width, half_width)
-    return LocalObservations(torch.from_numpy(neighbours), torch.from_numpy(np.sqrt(taper)).to(dtype))
+    return LocalObservations(torch.from_numpy(neighbours), torch.from_numpy(np.sqrt(taper, out=taper)).to(dtype))
 
 
 def _cut_radius() -> float:
