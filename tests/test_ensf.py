@@ -131,6 +131,56 @@ def test_same_seed_same_samples_and_other_seed_other_samples():
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_line_search_keeps_the_gauss_newton_step_of_a_linear_operator_bit_for_bit(dtype):
+    """For linear H the linearly implicit step is the minimiser of the proximal objective: the line
+    search must accept it everywhere (partly observed, a repeated variable, physical units)."""
+    g = torch.Generator().manual_seed(1)
+    prior = torch.randn(20, 300, generator=g, dtype=dtype)
+    index = torch.cat([torch.arange(0, 300, 3), torch.tensor([5, 5])])
+    y = 20 * torch.randn(index.numel(), generator=g, dtype=dtype)
+    def draw(line_search):
+        return ensf_sample(prior, lambda v: 3 * v + 15, y, torch.full_like(y, 0.05), torch.Generator().manual_seed(2),
+                           steps=50, schedule=Schedule(0.05, 0.3), score="paired", index=index, line_search=line_search)
+    assert torch.equal(draw(True), draw(False))
+
+
+ROOT_SHIFT, ROOT_SCALE = 10.0, 5.0  # x = 10 + 5 u: SQG-like units, the N(0, 1) start 1-3 K past arctan's knee
+
+
+def _arctan_sample(line_search, **options):
+    """Samples x = 10 + 5 z of one variable observed as arctan(x) = arctan(1) with error 0.01, and their starts."""
+    prior = torch.zeros((1000, 1), dtype=torch.float64)
+    start = ROOT_SHIFT + ROOT_SCALE * torch.randn(prior.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = ensf_sample(prior, lambda v: torch.atan(ROOT_SHIFT + ROOT_SCALE * v), torch.tensor([math.atan(1.0)], dtype=torch.float64),
+                    torch.tensor([0.01], dtype=torch.float64), torch.Generator().manual_seed(0), steps=100,
+                    schedule=Schedule(0.05, 0.1), score="paired", line_search=line_search, **options)
+    return ROOT_SHIFT + ROOT_SCALE * z, start
+
+
+def test_one_gauss_newton_step_on_arctan_overshoots_into_the_tail_and_the_line_search_stops_it():
+    """The bug of SQG 25% arctan seed 11: with precise observations the linearly implicit step is nearly
+    Newton's on arctan(x) = y, which from |x| > 1.4 lands past the root in arctan's flat tail. One step
+    (truncate 0.99, no damping so that the likelihood acts at t = 1) from the N(0, 1) start."""
+    old, start = _arctan_sample(False, damping=False, truncate=0.99)
+    new, _ = _arctan_sample(True, damping=False, truncate=0.99)
+    crossed_far = lambda x: ((x - 1) * (start - 1) < 0) & ((x - 1).abs() > 5)  # noqa: E731
+    assert crossed_far(old).float().mean() > 0.5
+    assert not crossed_far(new).any()
+    y = math.atan(1.0)
+    grows = lambda x: ((torch.atan(x) - y).abs() > (torch.atan(start) - y).abs()).float().mean()  # noqa: E731
+    assert grows(old) > 0.9 and grows(new) < 0.05  # the misfit grows only by the prior's and the noise's share
+
+
+def test_precise_arctan_observation_pins_every_sample_to_the_root():
+    """The full reverse SDE: the posterior of x given arctan(x) = arctan(1) +- 0.01 lies within a few
+    0.02 of x = 1 (the error in x is 0.01 / arctan'(1)); without the line search samples stay in the tail."""
+    old, _ = _arctan_sample(False)
+    new, _ = _arctan_sample(True)
+    assert (old - 1).abs().max() > 5
+    assert (new - 1).abs().max() < 0.1 and abs(new.mean().item() - 1) < 0.01
+
+
 @pytest.fixture(scope="module")
 def l96(tmp_path_factory, daflow_process):
     w = tmp_path_factory.mktemp("ensf")

@@ -19,7 +19,11 @@ likelihood gradient by autograd through the observation operator, so any differe
 Sampling: reverse-time Euler-Maruyama from Z_1 ~ N(0, I), N_t steps of dt = 1/N_t,
 z <- z - [b(t) z - sigma^2(t) S_post(z, t)] dt + sigma(t) sqrt(dt) xi, with the likelihood term
 taken linearly implicit (Gauss-Newton curvature; :func:`ensf_sample`) so that precise
-observations do not make the explicit step unstable.
+observations do not make the explicit step unstable, and its likelihood share e damped per entry
+(halved) where a non-linear H would carry H(z + e) past the observation further than the
+linearisation does: with precise observations the implicit step is nearly a Newton step on H(z) = y,
+which for arctan from beyond its knee (|x - root| > ~1.4) lands in the flat tail, where the
+likelihood hardly pulls back (:func:`_backtrack`).
 
 Why eps_b > 0. The training-free prior of the ``paired`` score is a point mass at member i when
 eps_b = 0: its score (alpha_t x^i - z) / beta_t^2 grows like 1/t while h(t) grad log p(y | z) stays
@@ -166,6 +170,17 @@ def paired_score(z: torch.Tensor, x: torch.Tensor, alpha: float, beta2: float) -
     return torch.add(z, x, alpha=-alpha).div_(-beta2)
 
 
+def _linearise(z, observe, index):
+    """(H(z), H'(z)) at the observed entries of z, by one forward-mode autograd pass."""
+    at = z if index is None else z.index_select(1, index)
+    return torch.func.jvp(observe, (at,), (torch.ones_like(at),))
+
+
+def _per_variable(z, index, values):
+    """G^T values: observation-space values (M, p) summed onto their state variables (M, n)."""
+    return values if index is None else torch.zeros_like(z).index_add_(1, index, values)
+
+
 def likelihood_score(z: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: torch.Tensor,
                      error_std: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_z log p(y | z), Gauss-Newton curvature diag(J^T R^-1 J)), both (M, n).
@@ -176,20 +191,18 @@ def likelihood_score(z: torch.Tensor, observe: Callable[[torch.Tensor], torch.Te
     then grad = G^T [H' R^-1 (y - H)] and curvature = G^T [H'^2 R^-1], exact, with repeated
     variables summed (index_add). No (n x n) or (p x n) array is formed.
     """
-    at = z if index is None else z.index_select(1, index)
-    hz, slope = torch.func.jvp(observe, (at,), (torch.ones_like(at),))
+    hz, slope = _linearise(z, observe, index)
     precision = error_std.square().reciprocal()
     grad = torch.sub(value, hz).mul_(precision).mul_(slope)        # hz, slope may alias z (identity H)
     curvature = slope.square().mul_(precision)
-    if index is None:
-        return grad, curvature
-    return (torch.zeros_like(z).index_add_(1, index, grad), torch.zeros_like(z).index_add_(1, index, curvature))
+    return _per_variable(z, index, grad), _per_variable(z, index, curvature)
 
 
 def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: torch.Tensor,
                 error_std: torch.Tensor, generator: torch.Generator, steps: int = 100,
                 schedule: Schedule = Schedule(), score: str = "mixture", damping: bool = True,
-                truncate: float = 0.0, block: int = 32, index: torch.Tensor | None = None) -> torch.Tensor:
+                truncate: float = 0.0, block: int = 32, index: torch.Tensor | None = None,
+                line_search: bool = True) -> torch.Tensor:
     """Posterior samples (N, n) from the prior ensemble (N, n) by reverse Euler-Maruyama.
 
     The step is linearly implicit in the likelihood (drift-implicit Euler-Maruyama with the
@@ -198,6 +211,15 @@ def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Ten
     Explicit Euler is unstable once c P > 2 (precise observations of a standardised state,
     e.g. r = 0.1 with N_t = 100); this step is stable for any N_t and equals plain Euler-Maruyama
     where nothing is observed (P = 0) and as dt -> 0.
+    With ``line_search`` (default) the step is split as z' - z = a / (1 + c P) + e, the likelihood's
+    share e = c grad log p(y | z) / (1 + c P) being the Gauss-Newton step from z on the proximal
+    problem min_v |v - z|^2 / 2 - c log p(y | v), and e is replaced by s e with s = 1, 1/2, 1/4, ... per
+    entry until H(z + s e) is not past y further than the linearised step leaves it
+    (:func:`_backtrack`). As c P grows the linearised step tends to Newton's on H(z) = y, which on
+    a saturating H (arctan) overshoots from beyond its knee into the flat tail, where the likelihood
+    hardly pulls the sample back: a sample then ends tens of spreads from the observation. For
+    linear H (identity, affine, subsampling: H' constant) nothing is checked and the step is the
+    linearly implicit one bit for bit; ``line_search=False`` takes it everywhere.
     H(z) = observe(z[:, index]) with ``observe`` element-wise (:func:`likelihood_score`); ``value`` and
     ``error_std`` broadcast against H(z) (N, p) (a row per sample for pseudo-observations).
     Each row of z is observed on its own, so the samples are drawn in blocks
@@ -215,17 +237,20 @@ def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Ten
     out = torch.empty_like(prior)
     for part in parts:
         out[part] = _reverse_sde(prior, mixture, part, observe, index, per_row(value, part), per_row(error_std, part),
-                                 generator, steps, schedule, damping, truncate, block)
+                                 generator, steps, schedule, damping, truncate, block, line_search)
     return out
 
 
 def _reverse_sde(prior, mixture, part, observe, index, value, error_std, generator, steps, schedule, damping,
-                 truncate, block):
+                 truncate, block, line_search):
     """The samples ``part`` (a slice of rows) of :func:`ensf_sample`, with in-place arithmetic."""
     dt = 1.0 / steps
     own = prior[part]
     z = torch.randn(own.shape, generator=generator, dtype=prior.dtype, device=prior.device)
     noise = torch.empty_like(z)
+    precision = error_std.square().reciprocal()
+    bent = previous_slope = None                                        # where H' has been seen to vary
+    everywhere = False
     for k in range(steps):
         t = 1.0 - k * dt
         if t <= truncate + 1e-12:
@@ -233,13 +258,64 @@ def _reverse_sde(prior, mixture, part, observe, index, value, error_std, generat
         alpha, beta2, g2 = schedule.alpha(t), schedule.beta2(t), schedule.diffusion2(t)
         increment = (mixture.score(z, alpha, beta2, block) if mixture is not None
                      else paired_score(z, own, alpha, beta2))
-        grad, curvature = likelihood_score(z, observe, value, error_std, index)
+        hz, slope = _linearise(z, observe, index)
+        residual = torch.sub(value, hz)
+        grad = _per_variable(z, index, residual.mul(precision).mul_(slope))
+        denominator = _per_variable(z, index, slope.square().mul_(precision))
         c = g2 * dt * ((1.0 - t) if damping else 1.0)
         noise.normal_(generator=generator)
         increment.mul_(g2 * dt).add_(z, alpha=-schedule.drift(t) * dt).add_(grad, alpha=c)
         increment.add_(noise, alpha=math.sqrt(g2 * dt))
-        z.addcdiv_(increment, curvature.mul_(c).add_(1.0))
+        denominator.mul_(c).add_(1.0)
+        fraction = None
+        if line_search and not everywhere:
+            if previous_slope is not None:
+                bent = torch.ne(slope, previous_slope) if bent is None else bent.logical_or_(torch.ne(slope, previous_slope))
+                everywhere = bool(bent.all())
+            previous_slope = slope
+        if line_search and c != 0.0:
+            pull = grad.mul_(c).div_(denominator)                       # the likelihood's share of the step
+            fraction = _backtrack(z, pull, observe, index, value, hz, slope, residual,
+                                  None if everywhere or previous_slope is None else bent)
+        z.addcdiv_(increment, denominator)
+        if fraction is not None:
+            z.addcmul_(fraction.sub_(1.0), pull)                        # minus the share the line search refused
     return z
+
+
+HALVINGS = 30
+
+
+def _backtrack(z, pull, observe, index, value, hz, slope, residual, bent):
+    """Per-entry fractions s (None: all 1) of the likelihood's share e of the step, halved until H(z + s e)
+    is not carried past y further than the linearisation would leave it.
+
+    Accepted where, for every observation of the entry, with q = sign(y - H(z)),
+    q (y - H(z + s e)) >= -|y - H(z) - H'(z) e|: the step may end past the root H = y only by as
+    much as the full linearised step's residual (which for one observation of the entry is
+    |y - H(z)| / (1 + c P), on the near side). For linear H that always holds; for a saturating H such as
+    arctan it stops Newton's overshoot into the flat tail (from x = 10 towards y = arctan(1) the
+    tangent leads to x = -59; Newton converges on arctan only from |x - root| below about 1.4), and
+    for a non-monotone H it keeps the step on the branch of the root it heads for. Only the
+    observations in ``bent`` (None: all), where H' has been seen to vary over the pseudo-time steps,
+    are checked: elsewhere H is linear, the step is the linear model's, and a check would see only rounding.
+    """
+    if bent is not None and not bent.any():
+        return None
+    observed = (lambda v: v) if index is None else (lambda v: v.index_select(1, index))  # noqa: E731
+    allowed = torch.addcmul(hz, slope, observed(pull)).sub_(value).abs_()   # |y - H(z) - H'(z) e|
+    toward = torch.sign(residual)                                       # y - H, counted towards the root
+    fraction = None
+    for _ in range(HALVINGS):
+        trial = z + pull if fraction is None else torch.addcmul(z, fraction, pull)
+        passed = ~(torch.sub(value, observe(observed(trial))).mul_(toward).add_(allowed) >= 0)   # NaN fails too
+        if bent is not None:
+            passed &= bent
+        fail = passed if index is None else _per_variable(z, index, passed.to(z.dtype)) > 0
+        if not fail.any():
+            break
+        fraction = torch.where(fail, 0.5, 1.0).to(z.dtype) if fraction is None else torch.where(fail, 0.5 * fraction, fraction)
+    return fraction
 
 
 def adaptive_inflation(hx: torch.Tensor, value: torch.Tensor, error_std: torch.Tensor, largest: float) -> float:
@@ -266,7 +342,8 @@ class EnSF(Filter):
     def __init__(self, grid, ensf_steps: int = 100, eps_a: float = 0.05, eps_b: float = 0.6,
                  score: str = "paired", damping: bool = True, truncate: float = 0.0,
                  spread_reset: bool = False, inpaint: str | None = None, kernel: str = "preserve",
-                 adaptive_inflation: bool = True, max_inflation: float = 3.0, scale_eps_b: bool = True, **options):
+                 adaptive_inflation: bool = True, max_inflation: float = 3.0, scale_eps_b: bool = True,
+                 line_search: bool = True, **options):
         if spread_reset:
             options["rtps"] = 1.0
         super().__init__(grid, **options)
@@ -283,7 +360,7 @@ class EnSF(Filter):
         if max_inflation < 1:
             raise ValueError("--max-inflation must be >= 1")
         self.kernel, self.adaptive, self.max_inflation = kernel, adaptive_inflation, max_inflation
-        self.scale_eps_b = scale_eps_b
+        self.scale_eps_b, self.line_search = scale_eps_b, line_search
         self.last_inflation = 1.0
 
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
@@ -322,7 +399,7 @@ class EnSF(Filter):
 
     def _sample(self, schedule, prior, observe, index, value, error_std):
         return ensf_sample(prior, observe, value, error_std, self.generator, self.steps, schedule,
-                           self.score, self.damping, self.truncate, index=index)
+                           self.score, self.damping, self.truncate, index=index, line_search=self.line_search)
 
     def _inpaint_method(self, obs: ObsBatch) -> str | None:
         """The inpainting method, None for one pass: default biharmonic when a 2-D grid is partly observed."""
