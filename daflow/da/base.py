@@ -221,6 +221,7 @@ def in_chunks(batch: int, work, device: torch.device, size: int | None = None) -
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()   # thread-local: passed on
 
     def share(first: int, last: int) -> None:
+        torch.set_num_threads(1)          # OpenMP's and MKL's thread counts are per thread: set in this one too
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             chunks(first, last)
 
