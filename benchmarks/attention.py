@@ -88,7 +88,7 @@ def _status_kib(key: str) -> int:
 
 
 @torch.no_grad()
-def measure(method: str, n: int, device: torch.device, repeats: int, budget: float = 1.0) -> tuple[float, int]:
+def measure(method: str, n: int, device: torch.device, repeats: int, budget: float = 2.5) -> tuple[float, int]:
     """(best seconds, peak bytes) of one forward pass on (1, n, WIDTH) tokens: the best of ``repeats``
     runs, or of as many as fit in ``budget`` seconds if more (as timeit does: on a shared machine the
     minimum of many short runs is the figure least disturbed by other processes)."""
