@@ -191,11 +191,16 @@ def likelihood_score(z: torch.Tensor, observe: Callable[[torch.Tensor], torch.Te
     then grad = G^T [H' R^-1 (y - H)] and curvature = G^T [H'^2 R^-1], exact, with repeated
     variables summed (index_add). No (n x n) or (p x n) array is formed.
     """
-    hz, slope = _linearise(z, observe, index)
-    precision = error_std.square().reciprocal()
-    grad = torch.sub(value, hz).mul_(precision).mul_(slope)        # hz, slope may alias z (identity H)
-    curvature = slope.square().mul_(precision)
-    return _per_variable(z, index, grad), _per_variable(z, index, curvature)
+    return _likelihood_terms(z, observe, value, error_std.square().reciprocal(), index)[3:]
+
+
+def _likelihood_terms(z, observe, value, precision, index):
+    """(H(z), H'(z), y - H(z), grad, curvature) of :func:`likelihood_score`, the first three at the observations."""
+    hz, slope = _linearise(z, observe, index)                      # hz, slope may alias z (identity H)
+    residual = torch.sub(value, hz)
+    grad = _per_variable(z, index, residual.mul(precision).mul_(slope))
+    curvature = _per_variable(z, index, slope.square().mul_(precision))
+    return hz, slope, residual, grad, curvature
 
 
 def ensf_sample(prior: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor], value: torch.Tensor,
@@ -258,10 +263,7 @@ def _reverse_sde(prior, mixture, part, observe, index, value, error_std, generat
         alpha, beta2, g2 = schedule.alpha(t), schedule.beta2(t), schedule.diffusion2(t)
         increment = (mixture.score(z, alpha, beta2, block) if mixture is not None
                      else paired_score(z, own, alpha, beta2))
-        hz, slope = _linearise(z, observe, index)
-        residual = torch.sub(value, hz)
-        grad = _per_variable(z, index, residual.mul(precision).mul_(slope))
-        denominator = _per_variable(z, index, slope.square().mul_(precision))
+        hz, slope, residual, grad, denominator = _likelihood_terms(z, observe, value, precision, index)
         c = g2 * dt * ((1.0 - t) if damping else 1.0)
         noise.normal_(generator=generator)
         increment.mul_(g2 * dt).add_(z, alpha=-schedule.drift(t) * dt).add_(grad, alpha=c)
