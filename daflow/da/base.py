@@ -84,15 +84,15 @@ class Filter(ABC):
         """The analysis alone: background check, inflation, ``update``, RTPS (cycling computes diagnostics in bulk).
         H(background) is computed once for the check and the update when nothing is rejected or inflated
         (at dim 10^6 with 20 members it is a 160 MB array)."""
-        hx = obs.apply(background)
-        checked = self._checked(hx, obs)
+        hx = obs.apply(background) if self.qc_k or self.inflation == 1.0 else None
+        checked = self._checked(hx, obs) if self.qc_k and hx is not None else obs
         if checked is None:
             return background
         inflated = background
         if self.inflation != 1.0:
             mean = background.mean(0)
             inflated = torch.add(mean, background - mean, alpha=self.inflation)
-        if checked is not obs or inflated is not background:
+        if hx is None or checked is not obs or inflated is not background:
             obs, hx = checked, checked.apply(inflated)
         analysis = self.update(inflated, hx, obs)
         if self.rtps > 0 and background.shape[0] > 1:
@@ -104,9 +104,7 @@ class Filter(ABC):
         return self._checked(obs.apply(background), obs) if self.qc_k else obs
 
     def _checked(self, hx: torch.Tensor, obs: ObsBatch) -> ObsBatch | None:
-        """:meth:`background_check` given H(background) = ``hx`` (members, p)."""
-        if not self.qc_k:
-            return obs
+        """:meth:`background_check` (with ``qc_k`` set) given H(background) = ``hx`` (members, p)."""
         with torch.no_grad():
             variance = hx.var(0) if hx.shape[0] > 1 else torch.zeros_like(hx[0])
             expected = torch.maximum(obs.error_std**2 + variance, climatological_variance(obs))

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_times, normalised_departures,
+from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_times,
                             uses_newton_schulz)
 from daflow.da.localization import local_observations
 from daflow.core.observations import ObsBatch
@@ -47,13 +47,12 @@ class LETKF(Filter):
         members, levels, columns = x.shape[0], self.grid.levels, self.grid.columns
         local = self._local(obs, x.dtype)
         mean = x.mean(0)
-        if not uses_newton_schulz(columns, members):
-            S, d = normalised_departures(hx, obs)                       # (N, p), (p,)
-            return self._eigh_update(x, mean, S.mT.contiguous(), d, local)
         Sd_obs = torch.empty(hx.shape[1], members + 1, dtype=hx.dtype, device=hx.device)  # (p, N + 1): rows [s_o, d_o]
         hx_mean = hx.mean(0)
         torch.sub(hx.mT, hx_mean.unsqueeze(-1), out=Sd_obs[:, :members]).div_(obs.error_std.unsqueeze(-1))
         torch.sub(obs.value, hx_mean, out=Sd_obs[:, members]).div_(obs.error_std)   # (normalised_departures, transposed)
+        if not uses_newton_schulz(columns, members):
+            return self._eigh_update(x, mean, Sd_obs[:, :members], Sd_obs[:, members], local)
         xv, mv = x.view(members, levels, columns), mean.view(1, levels, columns)
         analysis = torch.empty_like(x)
         av = analysis.view(members, levels, columns)
