@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 from test_filters import GRID, N_STATE, obs_dataset, sakov2008_rmse
 
+from daflow.core.cycle import cycle_windows
 from daflow.da.cycle import make_filter, model_forward
 from daflow.core.grid import StateGrid
 from daflow.core.observations import observation_batches
@@ -98,19 +99,31 @@ def test_4dvar_adjoint_gradient_matches_finite_differences():
         with torch.no_grad():
             fd = (cost(v + eps * e) - cost(v - eps * e)) / (2 * eps)
         assert float((grad * e).sum()) == pytest.approx(float(fd), rel=1e-7)
-    # tangent-linear and adjoint are transposes, explicitly formed or matrix-free
-    w = torch.randn(1, sum(len(b.index) for b in batches), generator=g, dtype=DT)
-    dv = torch.randn(1, grid.size, generator=g, dtype=DT)
-    for explicit in (True, False):
-        import daflow.da.var3d as var3d
 
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_tangent_and_adjoint_agree_explicit_or_matrix_free(window):
+    """The explicit Jacobian (reverse mode for 5 observations of 10 variables, forward mode for 20) gives the
+    matrix-free tangent-linear and adjoint models' products, and they are transposes."""
+    import daflow.da.var3d as var3d
+
+    grid, forward, x0, batches, gaps = l96_window(window)
+    residual, _ = make_filter("4dvar", grid, b_std=0.5, b_length=2.0).window_functions(x0 + 0.3, batches, gaps, forward)
+    g = torch.Generator().manual_seed(6)
+    v, dv = (torch.randn(2, grid.size, generator=g, dtype=DT) for _ in range(2))
+    w = torch.randn(2, sum(len(b.index) for b in batches), generator=g, dtype=DT)
+    products = []
+    for explicit in (True, False):
         saved = var3d.EXPLICIT_JACOBIAN
         var3d.EXPLICIT_JACOBIAN = saved if explicit else 0
         try:
-            _, tangent, adjoint = linearise(residual, v.detach())
+            _, tangent, adjoint = linearise(residual, v)
         finally:
             var3d.EXPLICIT_JACOBIAN = saved
+        products.append((tangent(dv), adjoint(w)))
         assert float((tangent(dv) * w).sum()) == pytest.approx(float((dv * adjoint(w)).sum()), rel=1e-10)
+    for explicit, matrix_free in zip(*products):
+        torch.testing.assert_close(explicit, matrix_free, rtol=1e-10, atol=1e-12)
 
 
 class LinearModel(Lorenz96):
@@ -162,6 +175,41 @@ def test_window_methods_need_a_differentiable_model():
     model = FrozenLorenz96(dim=8)
     with pytest.raises(DataError, match="no differentiable step"):
         model_forward(State(model, 0.05, torch.ones(1, 8, dtype=DT), 0.0, False), "frozen.nc")
+
+
+class CountingLorenz96(Lorenz96):
+    """Counts the steps taken on a state that autograd tracks (the adjoint's work)."""
+
+    tracked = 0
+
+    def step(self, x, dt):
+        CountingLorenz96.tracked += x.requires_grad
+        return super().step(x, dt)
+
+
+@pytest.mark.parametrize("lead", [2, 5000])
+def test_4dvar_first_window_starts_one_interval_before_its_observations(lead):
+    """A state far before the first observation is forecast to one interval before it outside the window:
+    the analyses equal those from that forecast, and the adjoint's steps do not grow with the lead (a lead of
+    20,000 steps used to take the adjoint through all of them: 10 GB and an OOM kill)."""
+    model = CountingLorenz96(dim=8)
+    grid = StateGrid.from_model(model)
+    truth = model.random_state(1, torch.Generator().manual_seed(4))
+    x = truth + 0.5 * torch.randn(2, 8, generator=torch.Generator().manual_seed(5), dtype=DT)
+    batches = [observation_batches(obs_dataset(np.arange(0, 8, 2), np.sin(np.arange(4) + k), error=0.5, time=0.1 * k), grid)[0]
+               for k in range(4)]
+    state = State(model, 0.05, x, 0.0, False)
+    filt = make_filter("4dvar", grid, b_std=1.0, b_length=2.0, window=2, outer_loops=1, inner_iterations=5)
+    out = [torch.empty(4, 2, 8, dtype=DT) for _ in range(4)]
+    CountingLorenz96.tracked = 0
+    cycle_windows(state, batches, filt, x, [lead, 2, 2, 2], out[0], out[1])
+    tracked = CountingLorenz96.tracked
+    start = model_forward(state)(x, lead - 2) if lead > 2 else x
+    CountingLorenz96.tracked = 0
+    cycle_windows(state, batches, filt, start, [2, 2, 2, 2], out[2], out[3])
+    assert tracked == CountingLorenz96.tracked
+    torch.testing.assert_close(out[0], out[2], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], out[3], rtol=0, atol=0)
 
 
 def test_bad_var_settings():

@@ -116,16 +116,18 @@ EXPLICIT_JACOBIAN = 2**22   # members x p x n below which the linearised operato
 def linearise(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor):
     """(r, tangent, adjoint) at v: r = residual(v) (M, p), tangent(dv) = dr/dv dv (forward mode,
     the tangent-linear model), adjoint(w) = (dr/dv)^T w (reverse mode, the adjoint model). Small
-    problems form the Jacobian (M, p, n) once (batched reverse mode), so that each CG iteration is
-    two small matrix products instead of two passes through the model."""
+    problems form the Jacobian (M, p, n) once, so that each CG iteration is
+    two small matrix products instead of two passes through the model; it is built by reverse mode (one pass
+    per row) when p <= n, else by forward mode (one pass per column)."""
     with torch.enable_grad():
         r, pullback = torch.func.vjp(residual, v)
     if r.shape[0] * r.shape[1] * v.shape[1] <= EXPLICIT_JACOBIAN:
         def single(u):
             return residual(u[None])[0]
 
+        jacobian = torch.func.jacrev if r.shape[1] <= v.shape[1] else torch.func.jacfwd   # fewer passes: p or n
         with torch.enable_grad():
-            J = torch.func.vmap(torch.func.jacrev(single))(v).detach()       # (M, p, n)
+            J = torch.func.vmap(jacobian(single))(v).detach()                  # (M, p, n)
         return r.detach(), lambda dv: (J @ dv[..., None])[..., 0], lambda w: (J.mT @ w[..., None])[..., 0]
     return (r.detach(), lambda dv: torch.func.jvp(residual, (v,), (dv,))[1].detach(),
             lambda w: pullback(w)[0].detach())
