@@ -4,6 +4,7 @@ tangent-linear/adjoint pair; 4D-Var on a linear model is the Kalman smoother's x
 sakov2008 Var3D(xB=0.02) score at reduced length and 4D-Var beating it; bad input through the CLI."""
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -53,6 +54,30 @@ def test_3dvar_with_linear_h_is_the_kalman_mean(minimizer):
     expected = torch.stack([kalman_mean(x, 0.5 * B, H, R, batch.value) for x in ens])
     torch.testing.assert_close(analysis, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(diag.analysis_mean, expected.mean(0)[batch.index], rtol=1e-6, atol=1e-6)
+
+
+def test_3dvar_from_the_flat_tail_of_arctan_finds_the_posterior_mode():
+    """x_b = 10 (B = 25, diagonal), y = arctan(1) +- 0.01: the cost's minimiser is near x = 1 (scalar search).
+    The tangent at 10 (slope 1/101) leads to x = -59, where arctan is flat again; undamped, Gauss-Newton
+    ended tens of spreads away. Damped, each increment halved until the cost falls, it reaches the mode;
+    the unobserved variables keep their background (B diagonal)."""
+    from scipy.optimize import minimize_scalar
+
+    y, r, xb, sb = math.atan(1.0), 0.01, 10.0, 5.0
+    batch = observation_batches(obs_dataset([0], [y], error=r, operator="arctan"), GRID)[0]
+    ens = torch.full((1, N_STATE), xb, dtype=DT)
+    filt = make_filter("3dvar", GRID, covariance=sb**2 * torch.eye(N_STATE, dtype=DT), outer_loops=30,
+                       qc_k=0)                                          # (y is 14 background spreads away)
+    analysis, _ = filt.analyse(ens, batch)
+
+    def cost(x):
+        return 0.5 * ((x - xb) / sb) ** 2 + 0.5 * ((y - np.arctan(x)) / r) ** 2
+
+    mode = minimize_scalar(cost, bounds=(-60, 60), method="bounded", options={"xatol": 1e-12}).x
+    grid = np.linspace(-60, 60, 120001)
+    assert abs(mode - grid[np.argmin(cost(grid))]) < 2e-3                    # the global minimiser
+    assert float(analysis[0, 0]) == pytest.approx(mode, abs=1e-6)
+    torch.testing.assert_close(analysis[0, 1:], ens[0, 1:])
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "soar"])

@@ -222,10 +222,20 @@ def _gram(S: torch.Tensor) -> torch.Tensor:
 
 
 def _transform(gram: torch.Tensor, Sd: torch.Tensor) -> torch.Tensor:
-    """W from G (B, N, N) and S d (B, N, 1) by one batched eigh."""
+    """W from G (B, N, N) and S d (B, N, 1) by one batched eigh.
+
+    G = (N - 1) I + S S^T: where S S^T's eigenvalue lam - (N - 1) is below eigh's absolute error, about
+    N eps max(lam), the direction is outside S S^T's range (the anomalies' null direction 1, and any the
+    observations do not see): there W is the identity's, lam = N - 1 and no share of S d, whose entries
+    there are rounding. With precise observations (errors 1e-8 of the spread) lam spans 16 orders: the null
+    eigenvalue came out negative (a NaN analysis), and with 1e-10 the rounding of S d, divided by N - 1,
+    moved unobserved points by thousands."""
     members = gram.shape[-1]
+    floor = members - 1.0
     eigval, eigvec = torch.linalg.eigh(gram)                                    # (B, N), (B, N, N)
-    u = (eigvec.mT @ Sd).div_(eigval.unsqueeze(-1))                             # (B, N, 1)
+    noise = eigval - floor <= eigval[..., -1:] * (members * torch.finfo(eigval.dtype).eps)
+    eigval = torch.where(noise, floor, eigval)
+    u = (eigvec.mT @ Sd).masked_fill_(noise.unsqueeze(-1), 0.0).div_(eigval.unsqueeze(-1))   # (B, N, 1)
     inner = eigvec.mT * eigval.rsqrt().mul_(math.sqrt(members - 1)).unsqueeze(-1)  # (B, N, N)
     return eigvec @ inner.add_(u)
 

@@ -138,7 +138,11 @@ def gauss_newton_cg(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.T
     """Minimise 1/2 |v|^2 + 1/2 |residual(v)|^2 row by row (members independent): incremental
     Gauss-Newton, CG on (I + L^T L) dv = -(v + L^T r) per outer loop, L = d residual / dv; CG stops
     when the gradient norm has fallen by ``tolerance`` from that of the first outer loop, the outer
-    loops when the increment's RMS is below ``tolerance`` too."""
+    loops when the increment's RMS is below ``tolerance`` too. Each row's increment is halved until its
+    cost does not rise (damped Gauss-Newton; Nocedal & Wright 2006, section 10.3): the full step, the
+    minimiser of the linearised cost, is kept wherever it lowers J, always for a linear H; from the flat
+    tail of a saturating H (arctan with a precise observation) the tangent's step overshoots by tens of
+    spreads, and undamped the analysis went there."""
     tiny = torch.finfo(v.dtype).tiny
     stop = None
     for _ in range(outer):
@@ -159,10 +163,30 @@ def gauss_newton_cg(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.T
             rr_new = _rowdot(res, res)
             p = res + (rr_new / rr.clamp_min(tiny)) * p
             rr = rr_new
+        dv = _damped(residual, v, r, dv)
         v = v + dv
         if float(dv.square().mean()) <= tolerance**2:
             break
     return v
+
+
+HALVINGS = 30
+
+
+def _damped(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, r: torch.Tensor,
+            dv: torch.Tensor) -> torch.Tensor:
+    """dv (M, n) with each row halved until J(v + dv) <= J(v), J = 1/2 |v|^2 + 1/2 |residual(v)|^2 per row
+    (r = residual(v)); after HALVINGS halvings the row's step is dropped."""
+    cost = 0.5 * (v.square().sum(-1) + r.square().sum(-1))
+    scale = torch.ones(v.shape[0], 1, dtype=v.dtype, device=v.device)
+    with torch.no_grad():
+        for _ in range(HALVINGS):
+            trial = v + scale * dv
+            worse = ~(0.5 * (trial.square().sum(-1) + residual(trial).square().sum(-1)) <= cost)    # NaN is worse
+            if not bool(worse.any()):
+                return scale * dv
+            scale = torch.where(worse[:, None], 0.5 * scale, scale)
+    return torch.where(worse[:, None], 0.0, scale) * dv
 
 
 def lbfgs(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, outer: int, inner: int,
