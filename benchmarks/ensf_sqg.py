@@ -78,19 +78,23 @@ def observations(truth, fraction, kind, seed):
 
 
 def cycle(filt, model, start, truth, batches, mask, spinup):
-    """Time-mean scores after ``spinup`` cycles and the last analysis mean; inf when the filter blows up."""
+    """Time-mean scores after ``spinup`` cycles and the last analysis mean; inf (and the cycle) when the filter blows up."""
     observed = np.concatenate([mask, mask])
-    diverged = {"rmse_observed": float("inf"), "rmse_unobserved": float("inf"), "spread": float("nan"),
-                "crps": float("inf"), "spread_skill": float("nan"), "s_per_cycle": float("nan")}, None
+
+    def diverged(k):  # k: the cycle (0-based) whose forecast or analysis blew up
+        return {"rmse_observed": float("inf"), "rmse_unobserved": float("inf"), "spread": float("nan"),
+                "crps": float("inf"), "spread_skill": float("nan"), "s_per_cycle": float("nan"),
+                "blew_up_at_cycle": k}, None
+
     x, scores, t0 = start.clone(), [], time.perf_counter()
     for k, batch in enumerate(batches):
         try:
             x = advance(model, x.view(-1, *model.state_shape), model.default_dt, EVERY).view(x.shape[0], -1)
         except DataError:  # an analysis so wild that the model blows up
-            return diverged
+            return diverged(k)
         x = filt.transform(x, batch).detach()
         if not torch.isfinite(x).all():
-            return diverged
+            return diverged(k)
         if k >= spinup:
             ens, y = x.numpy(), truth[k].numpy()
             err2 = (ens.mean(0) - y) ** 2

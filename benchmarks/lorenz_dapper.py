@@ -19,7 +19,8 @@ forecast, which is not what daflow's oi does. DAPPER runs in its own virtual env
 (``benchmarks/.venv-dapper``, created here with ``pip install dapper==1.7.1`` when missing; the
 figures are for that version), simulates truth and observations and saves them; daflow starts from
 X0's mean plus its noise (its own draw) and assimilates the same observations. Reported:
-time-averaged analysis RMSE over the observation times after DAPPER's BurnIn (DAPPER's rmse.a),
+time-averaged analysis RMSE over the observation times after DAPPER's BurnIn (DAPPER's rmse.a) and analysis
+spread (its spread.rms.a: the root of the mean unbiased ensemble variance) with spread/skill,
 per seed and their mean; for sakov2008's ETKF/LETKF the seconds per cycle of the assimilation loop, wall
 and CPU (DAPPER: ``xp.assimilate`` with its per-cycle statistics; daflow: ``daflow.da.cycle.cycle``);
 daflow's LETKF/ETKF at dim 10^4 and 10^5 (N = 20): seconds per cycle and peak RSS; and one LETKF
@@ -144,7 +145,9 @@ for label, expression in xps:
         continue
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     xp.stats.average_in_time()
+    spread = getattr(getattr(getattr(xp.avrgs, "spread", None), "rms", None), "a", None)   # ensemble methods only
     result["xps"][label] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": seconds / (cycles + 1),
+                            "spread": None if spread is None or not np.isfinite(spread.val) else float(spread.val),
                             "cpu_seconds_per_cycle": cpu / (cycles + 1)}
 np.savez(out, xx=np.asarray(xx, float), yy=np.stack([np.asarray(y, float) for y in yy]), x0=np.asarray(HMM.X0.mu, float),
          tt=np.asarray(HMM.tseq.tt, float), tto=np.asarray(HMM.tseq.tto, float), kko=np.asarray(HMM.tseq.kko),
@@ -220,7 +223,9 @@ def run_daflow(setting: dict, npz: Path, seed: int) -> dict:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         err = out["x"].mean("member").values - xx[kko]
         rmse = np.sqrt((err**2).mean(-1))[after].mean()
-        result[label] = {"rmse": float(rmse), "seconds_per_cycle": seconds / cycles, "cpu_seconds_per_cycle": cpu / cycles}
+        spread = np.sqrt(out["x"].var("member", ddof=1).values.mean(-1))[after].mean() if members > 1 else None
+        result[label] = {"rmse": float(rmse), "spread": None if spread is None else float(spread),  # DAPPER's spread.rms.a
+                         "seconds_per_cycle": seconds / cycles, "cpu_seconds_per_cycle": cpu / cycles}
     return result
 
 
@@ -341,7 +346,10 @@ def main() -> None:
             f = [r["daflow"][label]["rmse"] for r in runs]
             ok = None not in d
             errors = {r["dapper"][label]["error"] for r in runs if "error" in r["dapper"][label]}
+            ds = [r["dapper"][label].get("spread") for r in runs]
+            fs = [r["daflow"][label]["spread"] for r in runs]
             figures[label] = {"expected": expected, "dapper": d, "daflow": f, "dapper_errors": sorted(errors),
+                              "dapper_spread": ds, "daflow_spread": fs,
                               "dapper_seconds_per_cycle": float(np.mean([r["dapper"][label]["seconds_per_cycle"] for r in runs])) if ok else None,
                               "daflow_seconds_per_cycle": float(np.mean([r["daflow"][label]["seconds_per_cycle"] for r in runs])),
                               "dapper_cpu_seconds_per_cycle":
@@ -352,6 +360,22 @@ def main() -> None:
             print(f"{label:<28}{'' if expected is None else expected:>9}{dapper_text:>24}{show(f):>24}{ratio:>7}")
             for e in errors:
                 print(f"    DAPPER {DAPPER_VERSION} fails here: {e}")
+        # DAPPER inflates the analysis (and assesses it after that), daflow the background before the analysis:
+        # daflow's analysis spread times the inflation is the figure comparable with DAPPER's.
+        if any(None not in fig["daflow_spread"] for fig in figures.values()):
+            print(f"analysis spread (DAPPER's spread.rms.a, after its posterior inflation) and spread/skill, means over "
+                  f"seeds\n{'experiment':<28}{'DAPPER':>8}{'daflow':>8}{'x infl':>8}{'DAPPER s/s':>12}{'daflow':>8}{'x infl':>8}")
+        for (label, *_, options, _), fig in zip(setting["xps"], figures.values()):
+            if None in fig["daflow_spread"] or None in fig["dapper"]:
+                continue
+            d_spread = None if None in fig["dapper_spread"] else float(np.mean(fig["dapper_spread"]))
+            f_spread = float(np.mean(fig["daflow_spread"]))
+            inflated = f_spread * options.get("inflation", 1.0)
+            fig["daflow_spread_times_inflation"] = inflated
+            d_text = ("n/a", "") if d_spread is None else (f"{d_spread:.3f}", f"{d_spread / np.mean(fig['dapper']):.2f}")
+            skill = float(np.mean(fig["daflow"]))
+            print(f"{label:<28}{d_text[0]:>8}{f_spread:>8.3f}{inflated:>8.3f}{d_text[1]:>12}{f_spread / skill:>8.2f}"
+                  f"{inflated / skill:>8.2f}")
         summary["settings"][name] = {"cycles": cycles, "xps": figures}
     if "sakov2008" in summary["settings"]:
         print("\nsakov2008 speed (ms per cycle of the assimilation loop), wall | CPU: DAPPER, daflow, speed-up")

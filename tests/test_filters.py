@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from daflow.da import FILTERS
 from daflow.da import base
-from daflow.da.base import ensemble_transform, inverse_sqrt_spd, mean_preserving_rotation, relax_to_prior_spread
+from daflow.da.base import mean_preserving_rotation, relax_to_prior_spread
 from daflow.core.cycle import cycle
 from daflow.core.state import State
 from daflow.da.cycle import make_filter
@@ -70,6 +70,24 @@ def test_etkf_is_the_kalman_filter_in_mean_and_covariance(case):
     torch.testing.assert_close(diag.analysis_mean, mean[batch.index])
 
 
+@pytest.mark.parametrize("error", [1e-4, 1e-8, 1e-10])
+@pytest.mark.parametrize("method", ["etkf", "letkf"])
+def test_precise_observations_give_the_kalman_mean(case, method, error):
+    """Observation errors down to 1e-10 of the spread: G = (N - 1) I + S S^T spans up to 20 orders of magnitude.
+    The analysis is still the Kalman mean solved in observation space, and its spread at the observed points
+    the error. Before, the null direction's eigenvalue came out negative at 1e-8 (a NaN analysis), and the
+    rounding of S d along it moved unobserved points by up to 2 at 1e-8 and by thousands at 1e-10."""
+    ens, batch = case
+    precise = ObsBatch(batch.time, batch.rows, batch.value, torch.full_like(batch.error_std, error), batch.index,
+                       batch.column, batch.operators)
+    options = {"loc_radius": 1e9} if method == "letkf" else {}
+    analysis, _ = make_filter(method, GRID, qc_k=0, **options).analyse(ens, precise)
+    mean, _ = kalman(ens, precise)
+    torch.testing.assert_close(analysis.mean(0), mean, rtol=0, atol=1e-9)
+    torch.testing.assert_close(analysis[:, batch.index].std(0), torch.full((len(batch.index),), error, dtype=ens.dtype),
+                               rtol=1e-4, atol=0)
+
+
 def test_rotation_keeps_mean_and_covariance(case):
     ens, batch = case
     plain, _ = make_filter("etkf", GRID).analyse(ens, batch)
@@ -89,40 +107,6 @@ def test_letkf_without_localisation_is_the_etkf(case):
     torch.testing.assert_close(letkf, etkf)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_newton_schulz_weights_equal_the_eigendecomposition(threads):
-    """Large batches (N >= 12) take a square root R of G^{-1} from Newton-Schulz (float32, then one float64
-    step), in chunks and threads: R R^T = G^{-1} to float64 rounding and R within float32 rounding of the
-    symmetric root, so the weights are the eigh-based ones to 1e-6; a chunk too ill-conditioned for the
-    iteration falls back to eigh."""
-    g = torch.Generator().manual_seed(3)
-    batch, members = 4 * 2 * base.NEWTON_SCHULZ_CHUNK + 37, 20
-    scale = torch.full((batch, 1, 1), 0.3, dtype=torch.float64)
-    scale[:50] = 3.0                    # e_0 near 1: more iterations
-    scale[-40:] = 1e4                   # the last chunk: beyond NEWTON_SCHULZ_MAX_ITER, eigh
-    S = torch.randn(batch, members, 29, generator=g, dtype=torch.float64) * scale
-    S -= S.mean(1, keepdim=True)
-    d = torch.randn(batch, 29, generator=g, dtype=torch.float64)
-    oracle = base._transform(base._gram(S), S @ d.unsqueeze(-1))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        W = ensemble_transform(S, d)
-    finally:
-        torch.set_num_threads(previous)
-    assert torch.get_num_threads() == previous
-    torch.testing.assert_close(W, oracle, rtol=0, atol=1e-6)
-    torch.testing.assert_close(W[-40:], oracle[-40:], rtol=1e-10, atol=1e-12)        # eigh's chunk: the same
-    G = base._gram(S[:100])
-    root = inverse_sqrt_spd(G.clone(), members - 1.0)
-    eye = torch.eye(members, dtype=G.dtype).expand_as(G)
-    torch.testing.assert_close(root.mT @ G @ root, eye, rtol=0, atol=1e-12)            # R R^T = G^{-1}
-    value, vectors = torch.linalg.eigh(G)
-    symmetric = vectors @ torch.diag_embed(value.rsqrt()) @ vectors.mT
-    torch.testing.assert_close(root, symmetric, rtol=0, atol=1e-7)
-    assert inverse_sqrt_spd(base._gram(S[-40:]), members - 1.0) is None
-
-
 @pytest.mark.parametrize("dtype, exact", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_inverse_sqrt_times_applies_a_square_root_of_the_inverse(dtype, exact):
     """R^T V for V = I gives R^T: R^T G R = I to the dtype's precision (G used exactly through S, no
@@ -138,7 +122,18 @@ def test_inverse_sqrt_times_applies_a_square_root_of_the_inverse(dtype, exact):
     torch.testing.assert_close(R, vectors @ torch.diag_embed(value.rsqrt()) @ vectors.mT, rtol=0, atol=1e-6)
     thin = torch.randn(batch, members, 3, generator=g, dtype=torch.float64).to(dtype)
     torch.testing.assert_close(base.inverse_sqrt_times(S, members - 1.0, thin), (R.mT @ thin.double()).to(dtype))
-    assert base.inverse_sqrt_times(S * 1e4, members - 1.0, eye) is None
+    assert base.inverse_sqrt_times(S * 1e4, members - 1.0, eye) is None                # (S^T S)^2 overflows float32
+
+
+def test_inverse_sqrt_times_gives_up_on_a_spectrum_that_rounds_away_the_floor():
+    """S^T S = 1.2e9 v v^T: in float32 c = bound / 2 + 19 rounds to bound / 2, the bound on the first error
+    was exactly 1, and counting the iterations it would need never ended (an LETKF with observation errors
+    1e-4 of the spread hung). Now: None, and the LETKF takes eigh."""
+    g = torch.Generator().manual_seed(1)
+    u = torch.nn.functional.normalize(torch.randn(8, 25, 1, generator=g, dtype=torch.float64), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(8, 1, 20, generator=g, dtype=torch.float64), dim=2)
+    eye = torch.eye(20, dtype=torch.float64).expand(8, -1, -1).contiguous()
+    assert base.inverse_sqrt_times(u @ v * 1.2e9 ** 0.5, 19.0, eye) is None
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -146,15 +141,18 @@ def test_inverse_sqrt_times_applies_a_square_root_of_the_inverse(dtype, exact):
 def test_letkf_newton_schulz_analysis_equals_the_eigendecomposition(threads, dims, shape):
     """Many columns with N = 20: the fused per-chunk analysis (Newton-Schulz R, R R^T = G^{-1}, applied to the
     anomalies) equals the analysis from every column's eigh weights W^T A to float32 rounding of the square
-    root, and its spread to float64 rounding, on a line and on levels of a plane."""
+    root, and its spread to float64 rounding, on a line and on levels of a plane, in chunks shared among
+    threads; the last columns, observed with errors 10^-4, are too ill-conditioned for the iteration and
+    their chunk takes eigh (the same to float64 rounding)."""
     grid = StateGrid("x", dims, shape, {d: np.arange(n) for d, n in zip(dims, shape)})
     g = torch.Generator().manual_seed(5)
     members, n = 20, grid.size
     ens = torch.randn(members, n, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
     index = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, n // 2, replace=False)))
+    columns = index.numpy() % grid.columns
+    error = torch.where(torch.from_numpy(columns >= grid.columns - 40), 1e-4, 0.8).to(torch.float64)
     batch = ObsBatch(0.0, np.arange(len(index)), torch.randn(len(index), generator=g, dtype=torch.float64),
-                     torch.full((len(index),), 0.8, dtype=torch.float64), index, index.numpy() % grid.columns,
-                     [(lambda at: at, None)])
+                     error, index, columns, [(lambda at: at, None)])
     filt = make_filter("letkf", grid, loc_radius=3.0)
     assert base.uses_newton_schulz(grid.columns, members)
     hx = batch.apply(ens)
@@ -169,6 +167,12 @@ def test_letkf_newton_schulz_analysis_equals_the_eigendecomposition(threads, dim
     torch.testing.assert_close(analysis, oracle, rtol=0, atol=1e-6)
     torch.testing.assert_close(analysis.var(0), oracle.var(0), rtol=1e-10, atol=1e-12)
     assert (analysis - ens).abs().max() > 0.1
+    last = torch.from_numpy(np.arange(n) % grid.columns >= grid.columns - 16)             # in the eigh chunk
+    torch.testing.assert_close(analysis[:, last], oracle[:, last], rtol=1e-9, atol=1e-9)
+    S_last = filt._local(batch, ens.dtype)
+    nb = S_last.neighbours[-16:]
+    S_loc = S.mT.index_select(0, nb.reshape(-1)).view(*nb.shape, members) * S_last.root_taper[-16:].unsqueeze(-1)
+    assert base.inverse_sqrt_times(S_loc, members - 1.0, torch.eye(members, dtype=S.dtype).expand(16, -1, -1)) is None
 
 
 def test_letkf_leaves_points_beyond_the_support_alone(case):

@@ -4,12 +4,14 @@ tangent-linear/adjoint pair; 4D-Var on a linear model is the Kalman smoother's x
 sakov2008 Var3D(xB=0.02) score at reduced length and 4D-Var beating it; bad input through the CLI."""
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 from test_filters import GRID, N_STATE, obs_dataset, sakov2008_rmse
 
+from daflow.core.cycle import cycle_windows
 from daflow.da.cycle import make_filter, model_forward
 from daflow.core.grid import StateGrid
 from daflow.core.observations import observation_batches
@@ -52,6 +54,30 @@ def test_3dvar_with_linear_h_is_the_kalman_mean(minimizer):
     expected = torch.stack([kalman_mean(x, 0.5 * B, H, R, batch.value) for x in ens])
     torch.testing.assert_close(analysis, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(diag.analysis_mean, expected.mean(0)[batch.index], rtol=1e-6, atol=1e-6)
+
+
+def test_3dvar_from_the_flat_tail_of_arctan_finds_the_posterior_mode():
+    """x_b = 10 (B = 25, diagonal), y = arctan(1) +- 0.01: the cost's minimiser is near x = 1 (scalar search).
+    The tangent at 10 (slope 1/101) leads to x = -59, where arctan is flat again; undamped, Gauss-Newton
+    ended tens of spreads away. Damped, each increment halved until the cost falls, it reaches the mode;
+    the unobserved variables keep their background (B diagonal)."""
+    from scipy.optimize import minimize_scalar
+
+    y, r, xb, sb = math.atan(1.0), 0.01, 10.0, 5.0
+    batch = observation_batches(obs_dataset([0], [y], error=r, operator="arctan"), GRID)[0]
+    ens = torch.full((1, N_STATE), xb, dtype=DT)
+    filt = make_filter("3dvar", GRID, covariance=sb**2 * torch.eye(N_STATE, dtype=DT), outer_loops=30,
+                       qc_k=0)                                          # (y is 14 background spreads away)
+    analysis, _ = filt.analyse(ens, batch)
+
+    def cost(x):
+        return 0.5 * ((x - xb) / sb) ** 2 + 0.5 * ((y - np.arctan(x)) / r) ** 2
+
+    mode = minimize_scalar(cost, bounds=(-60, 60), method="bounded", options={"xatol": 1e-12}).x
+    grid = np.linspace(-60, 60, 120001)
+    assert abs(mode - grid[np.argmin(cost(grid))]) < 2e-3                    # the global minimiser
+    assert float(analysis[0, 0]) == pytest.approx(mode, abs=1e-6)
+    torch.testing.assert_close(analysis[0, 1:], ens[0, 1:])
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "soar"])
@@ -98,19 +124,31 @@ def test_4dvar_adjoint_gradient_matches_finite_differences():
         with torch.no_grad():
             fd = (cost(v + eps * e) - cost(v - eps * e)) / (2 * eps)
         assert float((grad * e).sum()) == pytest.approx(float(fd), rel=1e-7)
-    # tangent-linear and adjoint are transposes, explicitly formed or matrix-free
-    w = torch.randn(1, sum(len(b.index) for b in batches), generator=g, dtype=DT)
-    dv = torch.randn(1, grid.size, generator=g, dtype=DT)
-    for explicit in (True, False):
-        import daflow.da.var3d as var3d
 
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_tangent_and_adjoint_agree_explicit_or_matrix_free(window):
+    """The explicit Jacobian (reverse mode for 5 observations of 10 variables, forward mode for 20) gives the
+    matrix-free tangent-linear and adjoint models' products, and they are transposes."""
+    import daflow.da.var3d as var3d
+
+    grid, forward, x0, batches, gaps = l96_window(window)
+    residual, _ = make_filter("4dvar", grid, b_std=0.5, b_length=2.0).window_functions(x0 + 0.3, batches, gaps, forward)
+    g = torch.Generator().manual_seed(6)
+    v, dv = (torch.randn(2, grid.size, generator=g, dtype=DT) for _ in range(2))
+    w = torch.randn(2, sum(len(b.index) for b in batches), generator=g, dtype=DT)
+    products = []
+    for explicit in (True, False):
         saved = var3d.EXPLICIT_JACOBIAN
         var3d.EXPLICIT_JACOBIAN = saved if explicit else 0
         try:
-            _, tangent, adjoint = linearise(residual, v.detach())
+            _, tangent, adjoint = linearise(residual, v)
         finally:
             var3d.EXPLICIT_JACOBIAN = saved
+        products.append((tangent(dv), adjoint(w)))
         assert float((tangent(dv) * w).sum()) == pytest.approx(float((dv * adjoint(w)).sum()), rel=1e-10)
+    for explicit, matrix_free in zip(*products):
+        torch.testing.assert_close(explicit, matrix_free, rtol=1e-10, atol=1e-12)
 
 
 class LinearModel(Lorenz96):
@@ -162,6 +200,41 @@ def test_window_methods_need_a_differentiable_model():
     model = FrozenLorenz96(dim=8)
     with pytest.raises(DataError, match="no differentiable step"):
         model_forward(State(model, 0.05, torch.ones(1, 8, dtype=DT), 0.0, False), "frozen.nc")
+
+
+class CountingLorenz96(Lorenz96):
+    """Counts the steps taken on a state that autograd tracks (the adjoint's work)."""
+
+    tracked = 0
+
+    def step(self, x, dt):
+        CountingLorenz96.tracked += x.requires_grad
+        return super().step(x, dt)
+
+
+@pytest.mark.parametrize("lead", [2, 5000])
+def test_4dvar_first_window_starts_one_interval_before_its_observations(lead):
+    """A state far before the first observation is forecast to one interval before it outside the window:
+    the analyses equal those from that forecast, and the adjoint's steps do not grow with the lead (a lead of
+    20,000 steps used to take the adjoint through all of them: 10 GB and an OOM kill)."""
+    model = CountingLorenz96(dim=8)
+    grid = StateGrid.from_model(model)
+    truth = model.random_state(1, torch.Generator().manual_seed(4))
+    x = truth + 0.5 * torch.randn(2, 8, generator=torch.Generator().manual_seed(5), dtype=DT)
+    batches = [observation_batches(obs_dataset(np.arange(0, 8, 2), np.sin(np.arange(4) + k), error=0.5, time=0.1 * k), grid)[0]
+               for k in range(4)]
+    state = State(model, 0.05, x, 0.0, False)
+    filt = make_filter("4dvar", grid, b_std=1.0, b_length=2.0, window=2, outer_loops=1, inner_iterations=5)
+    out = [torch.empty(4, 2, 8, dtype=DT) for _ in range(4)]
+    CountingLorenz96.tracked = 0
+    cycle_windows(state, batches, filt, x, [lead, 2, 2, 2], out[0], out[1])
+    tracked = CountingLorenz96.tracked
+    start = model_forward(state)(x, lead - 2) if lead > 2 else x
+    CountingLorenz96.tracked = 0
+    cycle_windows(state, batches, filt, start, [2, 2, 2, 2], out[2], out[3])
+    assert tracked == CountingLorenz96.tracked
+    torch.testing.assert_close(out[0], out[2], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], out[3], rtol=0, atol=0)
 
 
 def test_bad_var_settings():

@@ -135,8 +135,16 @@ def model_forward(state: State, source: object = None) -> Callable[[torch.Tensor
 def cycle_windows(state: State, batches: list[ObsBatch], analysis: Any, x: torch.Tensor, gaps: list[int],
                   backgrounds: torch.Tensor, analyses: torch.Tensor, init_name: object = None) -> None:
     """Windows of ``analysis.window`` observation times: each analysed at once (e.g. 4D-Var), the next
-    starting from the analysis at the last time of the one before."""
+    starting from the analysis at the last time of the one before. The first window starts at most one
+    observation interval (the longest gap between observation times) before its first observation, at it
+    with a single observation time, as every later window does: a state far earlier is first forecast
+    there, outside the window, so the adjoint never runs through the lead time."""
     forward = model_forward(state, init_name)
+    interval = max(gaps[1:], default=0)
+    if gaps[0] > interval:
+        with torch.no_grad():
+            x = forward(x, gaps[0] - interval)
+        gaps = [interval, *gaps[1:]]
     count = len(batches)
     starts = list(range(0, count, analysis.window))
     for start in track(starts, f"{analysis.name} cycling", len(starts)):

@@ -171,28 +171,11 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
     With S (B, N, p) the normalised obs anomalies and d (B, p) the normalised innovation
     (Hunt et al. 2007, eqs. 20-25): G = (N - 1) I + S S^T, Pa = G^{-1}, w = Pa S d,
-    T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk. Large batches of
-    ensembles of at least NEWTON_SCHULZ_MEMBERS take a square root R of G^{-1} (R R^T = G^{-1}, R within
-    float32 rounding of G^{-1/2}) from :func:`inverse_sqrt_spd` (matrix products only, in chunks that stay
-    in cache): W = sqrt(N - 1) R + (R R^T S d) 1^T, so that W W^T and w are exact.
-    Otherwise (and for a chunk too ill-conditioned for it) the eigendecomposition G = V diag(lam) V^T,
-    one batched eigh, LAPACK per matrix: W = V [diag(sqrt((N - 1) / lam)) V^T + (V^T S d / lam) 1^T].
+    T = [(N - 1) Pa]^{1/2} (symmetric square root), W[:, j, k] = w_j + T_jk, from the eigendecomposition
+    G = V diag(lam) V^T, one batched eigh, LAPACK per matrix: W = V [diag(sqrt((N - 1) / lam)) V^T + (V^T S d / lam) 1^T].
+    (Many local analyses with larger ensembles take :func:`inverse_sqrt_times` instead, inside the LETKF's pass.)
     """
-    batch, members = S.shape[0], S.shape[-2]
-    if not uses_newton_schulz(batch, members):
-        return _transform(_gram(S), S @ d.unsqueeze(-1))
-    out = torch.empty((batch, members, members), dtype=S.dtype, device=S.device)
-
-    def chunk(part: slice) -> None:
-        gram, Sd = _gram(S[part]), S[part] @ d[part].unsqueeze(-1)                  # (b, N, N), (b, N, 1)
-        root = inverse_sqrt_spd(gram, members - 1.0)
-        if root is None:
-            out[part] = _transform(gram, Sd)
-        else:                                                                        # Pa = R R^T
-            torch.add(root @ (root.mT @ Sd), root, alpha=math.sqrt(members - 1), out=out[part])
-
-    in_chunks(batch, chunk, S.device)
-    return out
+    return _transform(_gram(S), S @ d.unsqueeze(-1))
 
 
 def uses_newton_schulz(batch: int, members: int) -> bool:
@@ -239,10 +222,20 @@ def _gram(S: torch.Tensor) -> torch.Tensor:
 
 
 def _transform(gram: torch.Tensor, Sd: torch.Tensor) -> torch.Tensor:
-    """W from G (B, N, N) and S d (B, N, 1) by one batched eigh."""
+    """W from G (B, N, N) and S d (B, N, 1) by one batched eigh.
+
+    G = (N - 1) I + S S^T: where S S^T's eigenvalue lam - (N - 1) is below eigh's absolute error, about
+    N eps max(lam), the direction is outside S S^T's range (the anomalies' null direction 1, and any the
+    observations do not see): there W is the identity's, lam = N - 1 and no share of S d, whose entries
+    there are rounding. With precise observations (errors 1e-8 of the spread) lam spans 16 orders: the null
+    eigenvalue came out negative (a NaN analysis), and with 1e-10 the rounding of S d, divided by N - 1,
+    moved unobserved points by thousands."""
     members = gram.shape[-1]
+    floor = members - 1.0
     eigval, eigvec = torch.linalg.eigh(gram)                                    # (B, N), (B, N, N)
-    u = (eigvec.mT @ Sd).div_(eigval.unsqueeze(-1))                             # (B, N, 1)
+    noise = eigval - floor <= eigval[..., -1:] * (members * torch.finfo(eigval.dtype).eps)
+    eigval = torch.where(noise, floor, eigval)
+    u = (eigvec.mT @ Sd).masked_fill_(noise.unsqueeze(-1), 0.0).div_(eigval.unsqueeze(-1))   # (B, N, 1)
     inner = eigvec.mT * eigval.rsqrt().mul_(math.sqrt(members - 1)).unsqueeze(-1)  # (B, N, N)
     return eigvec @ inner.add_(u)
 
@@ -255,60 +248,21 @@ NEWTON_SCHULZ_MAX_ITER = 10    # beyond (a very ill-conditioned chunk), eigh is 
 NEWTON_SCHULZ_CHUNK = 128      # matrices per pass: the iterates stay in cache
 
 
-def inverse_sqrt_spd(gram: torch.Tensor, floor: float) -> torch.Tensor | None:
-    """R (B, N, N), R R^T = G^{-1}, of symmetric G >= floor I by :func:`inverse_sqrt_excess` of M = G - floor I, or None
-    when it would need more than NEWTON_SCHULZ_MAX_ITER iterations (``gram`` then unchanged; else its buffer
-    is overwritten)."""
-    gram.diagonal(0, -2, -1).sub_(floor)
-    root = inverse_sqrt_excess(gram, floor)
-    if root is None:
-        gram.diagonal(0, -2, -1).add_(floor)
-    return root
-
-
-def inverse_sqrt_excess(M: torch.Tensor, floor: float) -> torch.Tensor | None:
-    """T (B, N, N) with T T^T = (floor I + M)^{-1} for symmetric M >= 0, T within float32 rounding of the
-    symmetric (floor I + M)^{-1/2}, by the Newton-Schulz iteration (matrix products only); or None when it
-    would need more than NEWTON_SCHULZ_MAX_ITER iterations. ``M``'s buffer may be overwritten, but not when
-    the result is None.
-
-    In float64 the iteration runs in float32 (:func:`_newton_schulz`, to a residual of 1e-6; a float32
-    product of these small matrices costs a third of a float64 one here) and one third-order step in float64
-    finishes it. With X = G / c and the float32 B ~ X^{-1/2} (symmetrised), E = B X B - I is of order 1e-6
-    and T = B (I + E)^{-1/2} satisfies T^T X T = I exactly, so T T^T = X^{-1}: the analysis covariance is
-    exact in float64. (I + E)^{-1/2} = I - E / 2 + 3/8 E^2 + O(E^3): four float64 products. The symmetric
-    root itself cannot be refined this way: B does not commute with X to better than float32 rounding, and
-    the Newton correction of a non-commuting error does not converge (Higham 2008, "Functions of Matrices",
-    section 6.4), so T differs from it by a rotation within about 1e-7 of I.
-    """
-    if M.dtype != torch.float64:
-        root = _newton_schulz(M, floor, torch.finfo(M.dtype).eps)
-        return None if root is None else root[0].div_(root[1].sqrt_())
-    root = _newton_schulz(M.float(), floor, 1e-6)
-    if root is None:
-        return None
-    B, c = root[0].double(), root[1].double()
-    B = (B + B.mT).mul_(0.5)                                                    # symmetric, so that E is
-    BG = torch.bmm(B, M).add_(B, alpha=floor)                                   # B G
-    E = torch.bmm(BG, B).div_(c)                                                # B X B, then E = B X B - I
-    E.diagonal(0, -2, -1).sub_(1.0)
-    step = torch.bmm(E, E).mul_(0.375).add_(E, alpha=-0.5)                      # (I + E)^{-1/2}
-    step.diagonal(0, -2, -1).add_(1.0)
-    return torch.bmm(B, step).div_(c.sqrt_())
-
-
 def inverse_sqrt_times(S: torch.Tensor, floor: float, V: torch.Tensor) -> torch.Tensor | None:
-    """R^T V (B, N, m) for the R of :func:`inverse_sqrt_excess` (R R^T = G^{-1}, G = floor I + S^T S,
-    S (B, K, N)) without forming G or R in float64, or None when the Newton-Schulz iteration would need
-    more than NEWTON_SCHULZ_MAX_ITER iterations.
+    """R^T V (B, N, m) for an R with R R^T = G^{-1}, G = floor I + S^T S, S (B, K, N), R within float32 rounding
+    of the symmetric G^{-1/2}, by the Newton-Schulz iteration (matrix products only); or None when the
+    iteration would need more than NEWTON_SCHULZ_MAX_ITER iterations.
 
-    The float32 iteration runs on S^T S formed in float32 to a residual of 1e-6, and a float64 step finishes it
-    on V instead of on I: with B the (symmetrised) float32 iterate, X = G / c, E = B X B - I (of order 1e-6)
-    and u = B V, R^T V = (u - E u / 2) / sqrt(c), where E u = B X B u - u and X w = (floor w + S^T (S w)) / c,
-    so every float64 product is a thin one (N x N or K x N times N x m, m = the columns of V) and G enters
-    exactly, through S. R = B (I - E / 2) / sqrt(c) satisfies R^T G R = I + O(E^2), about 1e-12: the
-    analysis covariance is that of G^{-1} to double precision for the cost of five thin products, where
-    forming G and the finishing step of :func:`inverse_sqrt_excess` in float64 costs five N x N x N ones."""
+    In float64 the iteration runs in float32 (:func:`_newton_schulz` on S^T S formed in float32, to a residual
+    of 1e-6; a float32 product of these small matrices costs a third of a float64 one here) and a float64 step
+    finishes it on V instead of on I: with B the (symmetrised) float32 iterate, X = G / c, E = B X B - I (of
+    order 1e-6) and u = B V, R^T V = (u - E u / 2) / sqrt(c), where E u = B X B u - u and X w = (floor w +
+    S^T (S w)) / c, so every float64 product is a thin one (N x N or K x N times N x m, m = the columns of V)
+    and G enters exactly, through S. R = B (I - E / 2) / sqrt(c) satisfies R^T G R = I + O(E^2), about 1e-12:
+    the analysis covariance is that of G^{-1} to double precision for the cost of five thin products. The
+    symmetric root itself cannot be refined this way: B does not commute with X to better than float32
+    rounding, and the Newton correction of a non-commuting error does not converge (Higham 2008, "Functions
+    of Matrices", section 6.4), so R differs from it by a rotation within about 1e-7 of I."""
     if S.dtype != torch.float64:
         root = _newton_schulz(S.mT @ S, floor, torch.finfo(S.dtype).eps)
         return None if root is None else (root[0].mT @ V).div_(root[1].sqrt_())
@@ -342,9 +296,10 @@ def _newton_schulz(M: torch.Tensor, floor: float, target: float) -> tuple[torch.
     M2 = M @ M
     bound = torch.linalg.vector_norm(M2, dim=(-2, -1)).sqrt_()                 # (B,)
     c = bound.mul(0.5).add_(floor)
-    error = float((bound / c).max()) / 2
+    wide = bound.double()                                      # in float64: in float32, bound >> floor gives c = bound / 2
+    error = float((wide / wide.mul(0.5).add_(floor)).max()) / 2
     iterations = steps_to_double = 0     # the latter decides between this and eigh, whatever the target
-    while error > 1e-16:
+    while error > 1e-16 and steps_to_double <= NEWTON_SCHULZ_MAX_ITER:   # (error = 1 would never fall)
         iterations += error > target
         error = error * error * (3 + error) / 4
         steps_to_double += 1

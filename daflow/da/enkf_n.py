@@ -52,12 +52,22 @@ def hyperprior(lam: torch.Tensor, members: int, xn: float) -> tuple[float, float
     return xn * eN / mc, xn * cL * mc
 
 
-def newton(gradient, step, x0, xtol: float = 1e-4, ytol: float = 1e-7, itermax: int = 100):
-    """DAPPER's ``Newton_m``: x <- x - step(x, g(x)) until |g| <= ytol or |dx| <= xtol."""
+def newton(gradient, step, cost, x0, xtol: float = 1e-4, ytol: float = 1e-7, itermax: int = 100):
+    """DAPPER's ``Newton_m``: x <- x - step(x, g(x)) until |g| <= ytol or |dx| <= xtol, each step halved
+    until ``cost`` does not increase (a full step where it decreases, as DAPPER's). The safeguard is not
+    DAPPER's: an ensemble that collapsed onto precise observations meets innovations of 10^5 of its
+    spread, the cost is nearly flat along the anomalies' small directions, and the full steps of the
+    approximate Hessian diverged to Inf."""
     x, g = x0, gradient(x0)
-    dx_norm, k = math.inf, 0
+    dx_norm, k, f = math.inf, 0, cost(x0)
     while float(torch.linalg.vector_norm(torch.as_tensor(g))) > ytol and dx_norm > xtol and k < itermax:
         dx = step(x, g)
+        for _ in range(60):
+            trial = cost(x - dx)
+            if trial <= f:                     # (NaN fails)
+                f = trial
+                break
+            dx = dx / 2
         x = x - dx
         g = gradient(x)
         dx_norm, k = float(torch.linalg.vector_norm(torch.as_tensor(dx))), k + 1
@@ -68,8 +78,10 @@ def inflation_factor(S: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, V: tor
                      eN: float, cL: float, dual: bool) -> float:
     """l1, the EnKF-N prior inflation (of the anomalies, not the covariance)."""
     n1 = S.shape[0] - 1
+    moves = lam > lam.max() * S.shape[1] * torch.finfo(lam.dtype).eps   # S S^T's range: 1 (anomalies sum to 0) is not in it,
+    # and the rounding error of that sum, divided by a tiny zeta (or lam), must not move w (or l1) along it
     if dual:
-        c2 = (V.mT @ (S @ d)).square()                          # lam_i u_i^2
+        c2 = torch.where(moves, (V.mT @ (S @ d)).square(), 0.0)   # lam_i u_i^2
 
         def grad(l1):
             den = l1 * l1 * lam + n1
@@ -80,7 +92,12 @@ def inflation_factor(S: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, V: tor
             hess = 8 * l1 * l1 * float((lam * c2 / den.pow(3)).sum()) + 6 * eN / l1**4 - 2 * cL / l1**2
             return g / hess
 
-        return float(newton(grad, step, 1.0))
+        u2 = torch.where(lam > 0, c2 / lam.clamp_min(torch.finfo(lam.dtype).tiny), 0.0)
+
+        def dual_cost(l1):
+            return float((u2 / (l1 * l1 * lam + n1)).sum()) + eN / l1**2 + cL * math.log(l1 * l1) if l1 > 0 else math.inf
+
+        return float(newton(grad, step, dual_cost, 1.0))
 
     def zeta(w):
         return n1 * cL / (eN + float(w @ w))
@@ -89,9 +106,12 @@ def inflation_factor(S: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, V: tor
         return -(S @ (d - S.mT @ w)) + w * zeta(w)
 
     def step(w, g):
-        return V @ ((V.mT @ g) / (lam + zeta(w)))
+        return V @ torch.where(moves, (V.mT @ g) / (lam + zeta(w)), 0.0)
 
-    w = newton(grad, step, torch.zeros(S.shape[0], dtype=S.dtype))
+    def cost(w):
+        return 0.5 * float((d - S.mT @ w).square().sum()) + 0.5 * n1 * cL * math.log(eN + float(w @ w))
+
+    w = newton(grad, step, cost, torch.zeros(S.shape[0], dtype=S.dtype))
     return math.sqrt(n1 / zeta(w))
 
 

@@ -116,16 +116,18 @@ EXPLICIT_JACOBIAN = 2**22   # members x p x n below which the linearised operato
 def linearise(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor):
     """(r, tangent, adjoint) at v: r = residual(v) (M, p), tangent(dv) = dr/dv dv (forward mode,
     the tangent-linear model), adjoint(w) = (dr/dv)^T w (reverse mode, the adjoint model). Small
-    problems form the Jacobian (M, p, n) once (batched reverse mode), so that each CG iteration is
-    two small matrix products instead of two passes through the model."""
+    problems form the Jacobian (M, p, n) once, so that each CG iteration is
+    two small matrix products instead of two passes through the model; it is built by reverse mode (one pass
+    per row) when p <= n, else by forward mode (one pass per column)."""
     with torch.enable_grad():
         r, pullback = torch.func.vjp(residual, v)
     if r.shape[0] * r.shape[1] * v.shape[1] <= EXPLICIT_JACOBIAN:
         def single(u):
             return residual(u[None])[0]
 
+        jacobian = torch.func.jacrev if r.shape[1] <= v.shape[1] else torch.func.jacfwd   # fewer passes: p or n
         with torch.enable_grad():
-            J = torch.func.vmap(torch.func.jacrev(single))(v).detach()       # (M, p, n)
+            J = torch.func.vmap(jacobian(single))(v).detach()                  # (M, p, n)
         return r.detach(), lambda dv: (J @ dv[..., None])[..., 0], lambda w: (J.mT @ w[..., None])[..., 0]
     return (r.detach(), lambda dv: torch.func.jvp(residual, (v,), (dv,))[1].detach(),
             lambda w: pullback(w)[0].detach())
@@ -136,7 +138,11 @@ def gauss_newton_cg(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.T
     """Minimise 1/2 |v|^2 + 1/2 |residual(v)|^2 row by row (members independent): incremental
     Gauss-Newton, CG on (I + L^T L) dv = -(v + L^T r) per outer loop, L = d residual / dv; CG stops
     when the gradient norm has fallen by ``tolerance`` from that of the first outer loop, the outer
-    loops when the increment's RMS is below ``tolerance`` too."""
+    loops when the increment's RMS is below ``tolerance`` too. Each row's increment is halved until its
+    cost does not rise (damped Gauss-Newton; Nocedal & Wright 2006, section 10.3): the full step, the
+    minimiser of the linearised cost, is kept wherever it lowers J, always for a linear H; from the flat
+    tail of a saturating H (arctan with a precise observation) the tangent's step overshoots by tens of
+    spreads, and undamped the analysis went there."""
     tiny = torch.finfo(v.dtype).tiny
     stop = None
     for _ in range(outer):
@@ -157,10 +163,30 @@ def gauss_newton_cg(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.T
             rr_new = _rowdot(res, res)
             p = res + (rr_new / rr.clamp_min(tiny)) * p
             rr = rr_new
+        dv = _damped(residual, v, r, dv)
         v = v + dv
         if float(dv.square().mean()) <= tolerance**2:
             break
     return v
+
+
+HALVINGS = 30
+
+
+def _damped(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, r: torch.Tensor,
+            dv: torch.Tensor) -> torch.Tensor:
+    """dv (M, n) with each row halved until J(v + dv) <= J(v), J = 1/2 |v|^2 + 1/2 |residual(v)|^2 per row
+    (r = residual(v)); after HALVINGS halvings the row's step is dropped."""
+    cost = 0.5 * (v.square().sum(-1) + r.square().sum(-1))
+    scale = torch.ones(v.shape[0], 1, dtype=v.dtype, device=v.device)
+    with torch.no_grad():
+        for _ in range(HALVINGS):
+            trial = v + scale * dv
+            worse = ~(0.5 * (trial.square().sum(-1) + residual(trial).square().sum(-1)) <= cost)    # NaN is worse
+            if not bool(worse.any()):
+                return scale * dv
+            scale = torch.where(worse[:, None], 0.5 * scale, scale)
+    return torch.where(worse[:, None], 0.0, scale) * dv
 
 
 def lbfgs(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, outer: int, inner: int,
