@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from daflow.da.base import (Filter, _transform, ensemble_transform, in_chunks, inverse_sqrt_times,
+from daflow.da.base import (Filter, ensemble_transform, in_chunks, inverse_sqrt_times,
                             uses_newton_schulz)
 from daflow.da.localization import local_observations
 from daflow.core.observations import ObsBatch
@@ -65,9 +65,8 @@ class LETKF(Filter):
             Sd = S.mT @ Sd_loc[:, :, members:]                                               # (b, N, 1)
             A = (xv[:, :, part] - mv[:, :, part]).permute(2, 0, 1)                          # (b, N, L)
             V = inverse_sqrt_times(S, members - 1.0, torch.cat([A, Sd], -1))                # R^T [A, S d]
-            if V is None:                                                                   # eigh: W then W^T A
-                gram = torch.baddbmm(torch.eye(members, dtype=S.dtype).mul_(members - 1.0), S.mT, S)
-                increment = _transform(gram, Sd).mT @ A
+            if V is None:                                                                   # eigh (float64): W then W^T A
+                increment = ensemble_transform(S.mT, Sd_loc[:, :, members]).mT @ A
             else:
                 # W = sqrt(N - 1) R + (R R^T S d) 1^T (R R^T = G^{-1}): W^T A = sqrt(N - 1) R^T A + 1 (R^T S d)^T (R^T A)
                 RA, RSd = V[:, :, :-1], V[:, :, -1:]
