@@ -2,6 +2,8 @@
 numbers, observation checks and `daflow assimilate` error paths through the real CLI."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -78,8 +80,7 @@ def test_precise_observations_give_the_kalman_mean(case, method, error):
     the error. Before, the null direction's eigenvalue came out negative at 1e-8 (a NaN analysis), and the
     rounding of S d along it moved unobserved points by up to 2 at 1e-8 and by thousands at 1e-10."""
     ens, batch = case
-    precise = ObsBatch(batch.time, batch.rows, batch.value, torch.full_like(batch.error_std, error), batch.index,
-                       batch.column, batch.operators)
+    precise = dataclasses.replace(batch, error_std=torch.full_like(batch.error_std, error))
     options = {"loc_radius": 1e9} if method == "letkf" else {}
     analysis, _ = make_filter(method, GRID, qc_k=0, **options).analyse(ens, precise)
     mean, _ = kalman(ens, precise)
@@ -94,12 +95,10 @@ def test_float32_ensemble_gets_float64_weights(case, method):
     float64 one to float32 rounding, spread included. The weights came from a float32 eigh before, 6-23% off
     on the SQG LETKF with arctan observations, whose tuned setting then diverged."""
     ens, batch = case
-    precise = ObsBatch(batch.time, batch.rows, batch.value, torch.full_like(batch.error_std, 1e-3), batch.index,
-                       batch.column, batch.operators)
+    precise = dataclasses.replace(batch, error_std=torch.full_like(batch.error_std, 1e-3))
     options = {"loc_radius": 3.0} if method == "letkf" else {}
     exact, _ = make_filter(method, GRID, qc_k=0, **options).analyse(ens, precise)
-    single = ObsBatch(precise.time, precise.rows, precise.value.float(), precise.error_std.float(), precise.index,
-                      precise.column, precise.operators)
+    single = dataclasses.replace(precise, value=precise.value.float(), error_std=precise.error_std.float())
     analysis, _ = make_filter(method, GRID, qc_k=0, **options).analyse(ens.float(), single)
     assert analysis.dtype == torch.float32
     torch.testing.assert_close(analysis.double(), exact, rtol=0, atol=2e-5)
