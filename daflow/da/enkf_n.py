@@ -92,7 +92,7 @@ def inflation_factor(S: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, V: tor
             hess = 8 * l1 * l1 * float((lam * c2 / den.pow(3)).sum()) + 6 * eN / l1**4 - 2 * cL / l1**2
             return g / hess
 
-        u2 = torch.where(lam > 0, c2 / lam.clamp_min(torch.finfo(lam.dtype).tiny), 0.0)
+        u2 = torch.where(moves, c2 / lam, 0.0)                  # u_i^2, 0 outside the range like c2
 
         def dual_cost(l1):
             return float((u2 / (l1 * l1 * lam + n1)).sum()) + eN / l1**2 + cL * math.log(l1 * l1) if l1 > 0 else math.inf
