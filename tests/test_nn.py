@@ -18,7 +18,7 @@ def gaussian_denoiser(history, noisy, sigma):
 def test_sampler_draws_the_prior():
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(4000, 1, 1, 2, 3, generator=g, dtype=torch.float64)
-    x = sample(gaussian_denoiser, torch.zeros(4000, 1, 1, 2, 3), noise, steps=32)
+    x = sample(gaussian_denoiser, torch.zeros(4000, 1, 1, 2, 3), noise, steps=32, generator=g)  # Langevin noise seeded too
     assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.02
 
 
