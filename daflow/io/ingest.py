@@ -138,7 +138,7 @@ def _observations(parts: list[xr.Dataset], label: str, window: str | None) -> xr
     missing = [v for v in ("value", "error_std", "time", "variable") if v not in obs]
     if missing:
         raise DataError(label, f"observation file lacks {', '.join(missing)}")
-    obs, counts = quality_control(obs, parse_time_window(window) if window else None)
+    obs, counts = quality_control(obs, time_window_for(obs["time"], window, label) if window else None)
     flagged = {k: v for k, v in counts.items() if v}
     if flagged:
         listed = ", ".join(f"{v} {k}" for k, v in flagged.items())
@@ -298,15 +298,26 @@ def _instant(text: str):
 def select_time(ds: xr.Dataset, window: str, label: str) -> xr.Dataset:
     if "time" not in ds.dims:
         raise DataError(label, "--time: the input has no time dimension")
-    try:
-        start, end = parse_time_window(window)
-        out = ds.sel(time=slice(start, end))
-    except (ValueError, TypeError) as err:
-        raise DataError(label, f"--time {window}: {err}") from err
+    start, end = time_window_for(ds["time"], window, label)
+    out = ds.sel(time=slice(start, end))
     if out.sizes["time"] == 0:
         raise DataError(label, f"--time {window} selects no time (the input spans "
-                               f"{ds['time'].values[0]} to {ds['time'].values[-1]})")
+                               f"{ds['time'].values.min()} to {ds['time'].values.max()})")
     return out
+
+
+def time_window_for(times: xr.DataArray, window: str, label: str) -> tuple[object, object]:
+    """The bounds of ``window`` for these times; DataError when a bound is a date and the times are model times, or the reverse."""
+    try:
+        start, end = parse_time_window(window)
+    except ValueError as err:
+        raise DataError(label, f"--time {window}: {err}") from err
+    calendar = np.issubdtype(times.dtype, np.datetime64)
+    if any(bound is not None and isinstance(bound, float) == calendar for bound in (start, end)):
+        kind = "calendar dates" if calendar else "model times (numbers)"
+        raise DataError(label, f"--time {window}: the input's times are {kind}, "
+                               f"{times.values.min()} to {times.values.max()}")
+    return start, end
 
 
 def select_bbox(ds: xr.Dataset, bbox: tuple[float, float, float, float], label: str) -> xr.Dataset:
