@@ -218,3 +218,14 @@ def test_shell_completion_is_documented_and_completes_models():
     env = {**os.environ, "COMP_WORDS": "daflow forecast --model ", "COMP_CWORD": "3", "_DAFLOW_COMPLETE": "bash_complete"}
     out = subprocess.run([str(Path(sys.executable).with_name("daflow"))], env=env, capture_output=True, text=True).stdout
     assert out.split() == [f"plain,{name}" for name in MODEL_NAMES]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "notadate"], "--start: 'notadate' is not an ISO-8601 time"),      # was an internal error, exit 70
+    (["--param", "forcing=nan"], "--param: forcing='nan' is not a finite number"),  # was 'holds NaN/Inf before step 0'
+    (["--param", "forcing=-inf"], "--param: forcing='-inf' is not a finite number"),
+])
+def test_a_bad_start_or_a_non_finite_parameter_is_a_usage_error(daflow, tmp_path, args, message):
+    result = daflow("forecast", "--model", "lorenz96", "--init", "random", "--steps", 2, *args, "-o", tmp_path / "f.nc")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not list(tmp_path.iterdir())
