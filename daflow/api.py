@@ -310,7 +310,8 @@ def causal_analysis(*inputs: DatasetLike, target: str, drivers: str | Sequence[s
         parts.append(ds)
         labels.append(name or f"dataset {i}")
     ds = series_from_datasets(parts, labels)
-    names = (drivers.split(",") if isinstance(drivers, str) else list(drivers)) if drivers else list(map(str, ds.data_vars))
+    listed = (drivers.split(",") if isinstance(drivers, str) else list(drivers)) if drivers else list(map(str, ds.data_vars))
+    names = list(dict.fromkeys(name.strip() for name in listed))  # a driver listed twice would explain away itself
     source = ", ".join(labels)
     check_series(ds, target, names, lag_list, source)
     series = {n: ds[n].values.astype(float) for n in dict.fromkeys([target, *names])}
