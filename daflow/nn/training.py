@@ -79,7 +79,28 @@ def read_config_file(path: str | None) -> tuple[dict, dict, TrainingOptions]:
     for key, allowed in (("predict", PREDICT), ("centre", CENTRE)):
         if norm[key] not in allowed:
             raise DataError(path, f"[normalisation] {key} = {norm[key]!r}; choose {' or '.join(allowed)}")
+    for key, value in train.items():
+        if not _allowed(key, value):
+            raise DataError(path, f"[training] {key} = {str(value)[:40]} is not {TRAINING_BOUNDS[key][0]}")
     return arch, norm, TrainingOptions(**train)
+
+
+TRAINING_BOUNDS = {  # [training] setting: (what it must be, test)
+    "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
+    "learning_rate": ("a number > 0", lambda v: v > 0),
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "grad_clip": ("a number > 0", lambda v: v > 0),
+    "validation_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "seed": ("a whole number", lambda v: isinstance(v, int)),
+    "history_noise": ("a number >= 0", lambda v: v >= 0),
+}
+
+
+def _allowed(key: str, value: object) -> bool:
+    """A finite TOML number (not a boolean) that passes the setting's test."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return bool(TRAINING_BOUNDS[key][1](value))
 
 
 def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
