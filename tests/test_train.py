@@ -303,8 +303,8 @@ def test_checkpoint_without_predict_loads_as_state(series, daflow, tmp_path):
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("learning_rate = -1", "learning_rate = -1 is not a number > 0"),           # was exit 70 from AdamW
-    ("learning_rate = nan", "learning_rate = nan is not a number > 0"),
+    ("learning_rate = -1", "learning_rate = -1 is not a number >= 0"),           # was exit 70 from AdamW
+    ("learning_rate = nan", "learning_rate = nan is not a number >= 0"),
     ("batch_size = 0", "batch_size = 0 is not a whole number >= 1"),             # was ZeroDivisionError, exit 70
     ("grad_clip = 0", "grad_clip = 0 is not a number > 0"),
     ('seed = "8"', "seed = 8 is not a whole number"),

@@ -87,7 +87,7 @@ def read_config_file(path: str | None) -> tuple[dict, dict, TrainingOptions]:
 
 TRAINING_BOUNDS = {  # [training] setting: (what it must be, test)
     "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "learning_rate": ("a number > 0", lambda v: v > 0),
+    "learning_rate": ("a number >= 0", lambda v: v >= 0),  # 0 keeps the initial network (a test uses it)
     "weight_decay": ("a number >= 0", lambda v: v >= 0),
     "grad_clip": ("a number > 0", lambda v: v > 0),
     "validation_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
