@@ -40,6 +40,8 @@ def _read(value: DatasetLike, kinds: Sequence[str] | None, dims: Sequence[str] =
     """(dataset, name for errors): a path is opened with the contract's checks."""
     if isinstance(value, xr.Dataset):
         return value, None
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"expected an xarray Dataset or a file path, not {type(value).__name__}")
     from daflow.io.contract import open_dataset
 
     ds = open_dataset(value, kinds=kinds, dims=dims)
