@@ -1,6 +1,8 @@
 """daflow ingest: GRIB / NetCDF / climate-index text -> the data contract; synthetic observations."""
 from __future__ import annotations
 
+import math
+
 import click
 
 from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
@@ -13,8 +15,10 @@ def _bbox(ctx, param, value):
         west, south, east, north = (float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("expected W,S,E,N in degrees") from None
-    if south > north:
-        raise click.BadParameter("south is north of north")
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise click.BadParameter(f"{value}: W,S,E,N must be finite numbers")
+    if not -90 <= south <= north <= 90:
+        raise click.BadParameter(f"{value}: needs -90 <= S <= N <= 90 (S = {south:g}, N = {north:g})")
     return west, south, east, north
 
 

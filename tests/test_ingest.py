@@ -105,6 +105,10 @@ def test_bbox_across_the_greenwich_meridian(daflow, write_grib, tmp_path):
     np.testing.assert_array_equal(out["t2m"].values[0], full[[1, 0]][:, [10, 11, 0, 1]])
     result = daflow("ingest", tmp_path / "g.grib", "--bbox", "100,50,120,60", "-o", tmp_path / "none.nc")
     assert result.exit_code == 65 and "holds no grid point" in result.stderr
+    for box, message in (("0,20,10,10", "needs -90 <= S <= N <= 90 (S = 20, N = 10)"), ("0,-95,10,0", "(S = -95, N = 0)"),
+                         ("nan,0,10,10", "must be finite numbers")):  # NaN was taken, and selected nothing (exit 65)
+        result = daflow("ingest", tmp_path / "g.grib", "--bbox", box, "-o", tmp_path / "bad.nc")
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_missing_input_and_unknown_variable(daflow, sample_data, tmp_path):
