@@ -5,7 +5,7 @@ import math
 
 import click
 
-from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
+from daflow_cli.common import FiniteFloatRange, common_options, output_path, parse_pairs, scheduler_option
 
 
 def _bbox(ctx, param, value):
@@ -58,13 +58,13 @@ def _window(ctx, param, value):
               help="Times of inputs holding different variables: the same (else refused), the common ones, or the union padded with NaN.")
 @click.option("--obs-errors", type=click.Path(dir_okay=False), help="[reports] TOML table of observation errors: [platform] variable = std.")
 @click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
-@click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--withhold", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
               help="[reports] Fraction of stations withheld for verification, written to --withheld.")
 @click.option("--withheld", type=output_path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+@click.option("--fraction", type=FiniteFloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")
-@click.option("--error-std", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+@click.option("--error-std", type=FiniteFloatRange(0, min_open=True), default=1.0, show_default=True,
               help="[--observe] Observation error standard deviation.")
 @click.option("--pattern", type=click.Choice(["fixed", "random"]), default="fixed", show_default=True,
               help="[--observe] Same points at every time, or redrawn.")
