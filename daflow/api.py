@@ -258,8 +258,26 @@ def score(truth: DatasetLike, forecast: DatasetLike, obs: DatasetLike | None = N
                       mask_nonfinite=mask_nonfinite)
 
 
+def departures(forecast: DatasetLike, obs: DatasetLike, var: str | Sequence[str] = ()) -> xr.Dataset:
+    """``daflow score --obs`` without a truth: observation minus ``forecast`` interpolated to each report
+    (a ``scores`` dataset along ``obs``: platform, variable, pressure band, departure, ...); :func:`summary`
+    gives the count, bias, RMSE and standard deviation per platform and group."""
+    from daflow.score.obsspace import departures as table
+
+    state, state_name = _read(forecast, STATE_KINDS)
+    obs_ds, obs_name = _read(obs, ("observations",), ("obs",))
+    variables = [var] if isinstance(var, str) else list(var)
+    rows = table(state[variables] if variables else state, obs_ds.load(), names=(state_name or "forecast", obs_name or "obs"))
+    return rows.to_xarray().rename(index="obs")
+
+
 def summary(scores: xr.Dataset) -> dict[str, Any]:
-    """The time-averaged figures of a ``scores`` dataset (what ``daflow score --json`` prints)."""
+    """The figures of a ``scores`` dataset (what ``daflow score --json`` prints): time means against a truth,
+    or the count, bias, RMSE and std of the departures of :func:`departures` per platform and group."""
+    if "departure" in scores:
+        from daflow.score.obsspace import summarise as departure_summary
+
+        return departure_summary(scores.to_dataframe())
     from daflow.score.verify import summary as summarise
 
     return summarise(scores)

@@ -83,6 +83,10 @@ def test_nearest_point_departures_match_the_published_figure(sample_data, daflow
     assert scores["bg"]["count"] == scores["an"]["count"] == 171
     assert scores["an"]["rmse"] < 0.9 * scores["bg"]["rmse"]
     assert scores["bg"]["platforms"]["synop"]["count"] == 171 and scores["bg"]["groups"][0]["variable"] == "t2m"
+    import daflow  # the same verification in Python (there was no API for it)
+
+    rows = daflow.departures(tmp_path / "an.nc", tmp_path / "verify.nc")
+    assert rows.sizes["obs"] == 171 and daflow.summary(rows) == scores["an"]
     an = xr.open_dataset(tmp_path / "an.nc")
     assert an.attrs["daflow_kind"] == "analysis" and an["t2m"].dims == ("time", "point")
     used = np.isfinite(an["obs_oma"].values)
