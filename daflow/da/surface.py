@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from daflow.core.grid import geographic_points
+from daflow.core.memory import check_fits
 from daflow.da.localization import gaspari_cohn
 from daflow.errors import DaflowWarning, DataError
 from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
@@ -44,6 +45,7 @@ from daflow.seeding import resolve_seed
 
 QC_BACKGROUND = 6
 LAPSE_RATE = 0.0065  # K/m
+BYTES_PER_PAIR = 96  # peak memory of B H^T per (grid point, report) pair (scipy COO -> CSR: 13.4 GB for 1.6e8 pairs)
 TAPER_SUPPORT = {"gaussian": 2 * 3.7169, "soar": 9.2335}  # S / L; rho(3.7169 L) = 1e-3 (Gaussian), rho(9.2335 L) = 1e-3 (SOAR)
 DEFAULTS = {"t2m": (2.0, 150.0), "d2m": (2.0, 150.0), "u10": (2.0, 300.0), "v10": (2.0, 300.0),
             "msl": (100.0, 500.0), "sp": (100.0, 500.0)}
@@ -93,6 +95,9 @@ class SurfaceOI:
         xa = xb.astype(np.float64).copy()
         if use.size:
             obs_tree = cKDTree(unit_xyz(obs_lat[use], obs_lon[use]))
+            support = TAPER_SUPPORT[self.kind] * self.b_length
+            pairs = int(h.tree.count_neighbors(obs_tree, km_to_chord(support)))
+            check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points and reports within {support:.0f} km")
             hbht = self.b_std**2 * self._pairs(obs_tree, obs_tree).tocsc() + sp.diags(obs_std[use] ** 2)
             weights = splu(hbht.tocsc()).solve(departure[use])
             bht = self._pairs(h.tree, obs_tree).tocsr()
