@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from daflow.da.localization import gaspari_cohn
-from daflow.da.surface import TAPER_SUPPORT, SurfaceOI, correlation
+from daflow.da.surface import TAPER_SUPPORT, SurfaceOI, correlation, ensemble_from_b
 from daflow.obs.interpolation import PointInterpolator
 
 
@@ -160,7 +160,6 @@ def test_upper_air_departures_interpolate_in_log_pressure():
 
 def test_ensemble_from_b_has_the_covariance_of_b():
     """Members drawn around x^b: mean x^b exactly, variance b_std^2 and correlation exp(-1/2) at r = L (sampling error)."""
-    from daflow.da.surface import ensemble_from_b
     from daflow.obs.interpolation import chord_to_km, unit_xyz
 
     lat = np.repeat(np.arange(40.0, 60.01, 0.25), 121)
@@ -253,4 +252,7 @@ def test_a_length_scale_whose_matrices_cannot_fit_is_refused_before_they_are_bui
     with pytest.raises(OptionError, match="2000000000 pairs of grid points and reports") as err:
         SurfaceOI(b_std=1.0, b_length=20_000.0).analyse(np.zeros(lat.size), lat, lon, np.zeros(20_000), lat[:20_000],
                                                         lon[:20_000], np.ones(20_000))
+    assert err.value.option == "b_length"
+    with pytest.raises(OptionError, match="10000000000 pairs of grid points within") as err:  # the ensemble's kernel
+        ensemble_from_b(np.zeros(lat.size), lat, lon, 1.0, 20_000.0, members=4)
     assert err.value.option == "b_length"

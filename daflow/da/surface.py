@@ -202,6 +202,8 @@ def ensemble_from_b(xb: np.ndarray, lat: np.ndarray, lon: np.ndarray, b_std: flo
 
     ell = b_length / np.sqrt(2.0)
     tree = cKDTree(unit_xyz(lat, lon))
+    pairs = int(tree.count_neighbors(tree, km_to_chord(3.0 * ell)))
+    check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points within {3.0 * ell:.0f} km (the kernel of B)")
     kernel = tree.sparse_distance_matrix(tree, km_to_chord(3.0 * ell), output_type="coo_matrix")
     kernel.data = np.exp(-0.5 * (chord_to_km(kernel.data) / ell) ** 2)
     kernel = kernel.tocsr()
