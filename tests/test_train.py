@@ -325,3 +325,14 @@ def test_every_training_setting_has_bounds():
     from daflow.nn.training import TRAINING_BOUNDS, TrainingOptions
 
     assert set(TRAINING_BOUNDS) == {f.name for f in fields(TrainingOptions)}
+
+
+def test_resume_with_a_different_config_is_refused_naming_the_settings(series, daflow, tmp_path):
+    """--resume keeps the stored configuration; a --config that differs was silently ignored."""
+    _train(daflow, series, tmp_path / "m", 1)
+    (tmp_path / "other.toml").write_text(TINY.replace("batch_size = 8", "batch_size = 4\nlearning_rate = 0.01"))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 2, "--resume",
+                    "--config", tmp_path / "other.toml", "-o", tmp_path / "m")
+    assert result.exit_code == 65, result.output
+    assert "[training] batch_size = 4 (trained with 8); [training] learning_rate = 0.01 (trained with 0.001)" in result.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["epoch"] == 1
