@@ -101,9 +101,10 @@ def ingest(
     if "observations" in kinds:
         if kinds != {"observations"}:
             raise DataError(label, "observation files cannot be joined with states")
-        if select or join != "exact":
-            raise OptionError("sel" if select else "join", "applies to gridded states, not to observation files")
-        return _observations(parts, label, time)
+        if select or join != "exact" or renames:
+            raise OptionError("sel" if select else "join" if join != "exact" else "rename",
+                              "applies to gridded states, not to observation files")
+        return _observations(parts, label, time, variables, bbox)
     ds = parts[0] if len(parts) == 1 else _join(parts, sources, join)
     if select:
         ds = select_values(ds, select, label)
@@ -132,12 +133,32 @@ def ingest(
     return ds.chunk(_chunks(ds, chunks))
 
 
-def _observations(parts: list[xr.Dataset], label: str, window: str | None) -> xr.Dataset:
-    """Observation files concatenated and quality-controlled (flagged in ``qc``, never dropped)."""
+def _observations(parts: list[xr.Dataset], label: str, window: str | None, variables: Sequence[str] = (),
+                  bbox: tuple[float, float, float, float] | None = None) -> xr.Dataset:
+    """Observation files concatenated, the reports of ``variables`` inside ``bbox`` kept, and quality-controlled
+    (flagged in ``qc``, never dropped)."""
     obs = xr.concat(parts, dim="obs", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
     missing = [v for v in ("value", "error_std", "time", "variable") if v not in obs]
     if missing:
         raise DataError(label, f"observation file lacks {', '.join(missing)}")
+    keep = np.ones(obs.sizes["obs"], bool)
+    if variables:
+        observed = obs["variable"].values.astype(str)
+        absent = sorted(set(variables) - set(observed))
+        if absent:
+            raise DataError(label, f"no report of {', '.join(absent)} (the reports are of {', '.join(np.unique(observed))})")
+        keep &= np.isin(observed, list(variables))
+    if bbox is not None:
+        if "lat" not in obs or "lon" not in obs:
+            raise DataError(label, "--bbox needs report latitudes and longitudes")
+        west, south, east, north = bbox
+        width = (east - west) % 360 or (360.0 if east != west else 0.0)
+        lat, lon = obs["lat"].values, obs["lon"].values
+        keep &= (lat >= south) & (lat <= north) & ((lon - west) % 360 <= width)
+    if not keep.all():
+        if not keep.any():
+            raise DataError(label, "no report is of the variables and inside the box asked for")
+        obs = obs.isel(obs=np.flatnonzero(keep))
     obs, counts = quality_control(obs, time_window_for(obs["time"], window, label) if window else None)
     flagged = {k: v for k, v in counts.items() if v}
     if flagged:
