@@ -4,8 +4,12 @@ from __future__ import annotations
 import math
 
 import click
+from click.core import ParameterSource
 
 from daflow_cli.common import FiniteFloatRange, common_options, output_path, parse_pairs, scheduler_option
+
+
+OBSERVE_ONLY = ("fraction", "error_std", "pattern", "operator", "every")
 
 
 def _bbox(ctx, param, value):
@@ -87,6 +91,10 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
 
     if (withhold is None) != (withheld is None):
         raise click.UsageError("--withhold and --withheld go together")
+    given = [f"--{p.replace('_', '-')}" for p in OBSERVE_ONLY
+             if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+    if given and not observe:
+        raise click.UsageError(f"{', '.join(given)} draw synthetic observations: add --observe")
     ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
              rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
              observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,

@@ -114,3 +114,14 @@ def test_time_window_of_the_wrong_kind_is_one_line_naming_the_file(daflow, tmp_p
     result = daflow("ingest", tmp_path / "obs.csv", "--time", "0/3600", "-o", tmp_path / "o.nc")
     assert result.exit_code == 65 and "obs.csv: --time 0/3600: the input's times are calendar dates" in result.stderr
     assert not (tmp_path / "o.nc").exists()
+
+
+def test_observation_options_without_observe_are_usage_errors(daflow, tmp_path):
+    """`ingest truth.nc --fraction 0.1 -o obs.nc` wrote the state under the observations' name (the flag forgotten)."""
+    write_dataset(_truth(nt=4), tmp_path / "t.nc", "state")
+    result = daflow("ingest", tmp_path / "t.nc", "--fraction", "0.1", "--every", "2", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 2 and "--fraction, --every draw synthetic observations: add --observe" in result.output
+    (tmp_path / "black.txt").write_text("07149\n")
+    result = daflow("ingest", tmp_path / "t.nc", "--blacklist", tmp_path / "black.txt", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 2 and "--blacklist: applies to report files" in result.output
+    assert not (tmp_path / "o.nc").exists()

@@ -98,6 +98,8 @@ def ingest(
     parts = [open_source(s, filters, errors, banned) for s in sources]
     label = ", ".join(map(str, sources))
     kinds = {p.attrs.get("daflow_kind") for p in parts}
+    if "observations" not in kinds and (errors or blacklist):
+        raise OptionError("obs_errors" if errors else "blacklist", "applies to report files (BUFR, ODB-2, station CSV)")
     if "observations" in kinds:
         if kinds != {"observations"}:
             raise DataError(label, "observation files cannot be joined with states")
