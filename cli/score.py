@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from daflow_cli.common import common_options, output_path, print_json, scheduler_option
 
@@ -32,6 +33,10 @@ def score(truth, forecast, obs, variables, burn_in, mask_nonfinite, output, csv_
     if truth is None:
         if obs is None:
             raise click.UsageError("give --truth, or --obs to verify against observations")
+        given = [f"--{p.replace('_', '-')}" for p in ("burn_in", "mask_nonfinite", "scheduler")
+                 if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: verification against a truth only (give --truth)")
         from daflow.api import departures, summary as summarise
         from daflow.score import obsspace
 

@@ -96,6 +96,8 @@ def test_nearest_point_departures_match_the_published_figure(sample_data, daflow
 def test_score_without_truth_needs_obs(daflow, tmp_path):
     res = daflow("score", "--forecast", tmp_path / "x.nc")
     assert res.exit_code == 2 and "--obs" in res.output
+    res = daflow("score", "--forecast", tmp_path / "x.nc", "--obs", tmp_path / "o.nc", "--burn-in", 3)  # was ignored
+    assert res.exit_code == 2 and "--burn-in: verification against a truth only" in res.output
 
 
 def test_point_interpolation_is_exact_on_linear_fields_and_differentiable():
