@@ -70,9 +70,9 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def architecture_toml(width: int, depth: int, patch: int, history_noise: float) -> str:
+def architecture_toml(width: int, depth: int, patch: int, history_noise: float, centre: str) -> str:
     return (f"[architecture]\nwidth = {width}\ndepth = {depth}\nheads = 4\npatch = {patch}\n"
-            f"[normalisation]\npredict = \"state\"\n[training]\nbatch_size = 32\nlearning_rate = 0.001\n"
+            f"[normalisation]\npredict = \"state\"\ncentre = \"{centre}\"\n[training]\nbatch_size = 32\nlearning_rate = 0.001\n"
             f"history_noise = {history_noise}\n")
 
 
@@ -188,6 +188,11 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=4)
     parser.add_argument("--history-noise", type=float, default=0.3,
                         help="[training] history_noise, in units of the t2m std [0.3] (not tuned).")
+    parser.add_argument("--centre", choices=("climate", "history"), default="climate",
+                        help="[normalisation] centre of a NEW checkpoint: the training mean, or each window's last history "
+                        "frame's domain mean (daflow.nn.normalisation) [climate]; existing checkpoints keep their own.")
+    parser.add_argument("--validation-only", action="store_true", help="Stop after validation (no test run), e.g. "
+                        "to compare checkpoints on validation before the test is run once with the chosen one.")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 4, full 16].")
     parser.add_argument("--validation-hours", type=int, help="Validation hours scored [quick 4, full 168].")
     parser.add_argument("--hours", type=int, help="Test hours scored [quick 4, full 168].")
@@ -226,7 +231,7 @@ def main() -> None:
         root = Path(args.model_dir or f"{tmp}/model")
         root.mkdir(parents=True, exist_ok=True)
         config = root / "arch.toml"
-        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.history_noise))
+        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.history_noise, args.centre))
         series = read_series(ds.isel(time=slice(0, v0)), "t2m", GRIB)
         checkpoints, previous, train_seconds = {}, None, {}
         for e in sorted(int(v) for v in args.epochs.split(",")):
@@ -266,6 +271,13 @@ def main() -> None:
             chosen = {key: best[key] for key in ("guidance", "epochs", "steps", "churn", "history_inflation", "gamma")}
             val_baselines = {m: val.score(a) for m, a in run_baselines(val, grid, covariance, scale).items()}
             print(f"  chosen on validation: storm {chosen}, OI scale {scale}")
+            report["fractions"][str(fraction)] = {
+                "observed_points": len(mask), "validation": {"storm": candidates, "oi_scale": {str(c): v for c, v in oi_candidates.items()},
+                                                             "baselines": val_baselines}, "chosen": {**chosen, "oi_scale": scale}}
+            if args.validation_only:
+                if args.json:
+                    Path(args.json).write_text(json.dumps(report, indent=1))
+                continue
             # test: once, with the chosen settings
             start = time.perf_counter()
             results = {"storm": run_storm(checkpoints[chosen["epochs"]], test, members, args.seed, chosen["steps"],
@@ -285,11 +297,7 @@ def main() -> None:
                       f"{f.get('rank_chi2', float('nan')):10.0f} {f['seconds']:8.1f}")
             print(f"  storm / best baseline ({best_baseline}) RMSE: {ratio:.3f} (bar <= 0.75); spread/skill "
                   f"{figures['storm']['spread_skill']:.2f} (bar 0.8-1.2)", flush=True)
-            report["fractions"][str(fraction)] = {
-                "observed_points": len(mask), "validation": {"storm": candidates, "oi_scale": {str(c): v for c, v in oi_candidates.items()},
-                                                             "baselines": val_baselines},
-                "chosen": {**chosen, "oi_scale": scale}, "test": figures, "best_baseline": best_baseline,
-                "storm_over_best_baseline": ratio}
+            report["fractions"][str(fraction)].update(test=figures, best_baseline=best_baseline, storm_over_best_baseline=ratio)
             if args.png:
                 plot(f"{args.png.removesuffix('.png')}_{fraction:g}.png", test.truth[k:], results, mask, shape,
                      hours // 2, times[t0 + hours // 2], fraction)

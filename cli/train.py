@@ -13,7 +13,7 @@ from daflow_cli.common import common_options, output_path, print_json
 @click.option("--epochs", required=True, type=click.IntRange(min=1), help="Total number of epochs (with --resume: including those done).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML with [architecture] (patch, width, depth, heads, tile, target), [normalisation] (predict = \"state\" or "
-                   "\"increment\") and [training] (batch_size, learning_rate, ...).")
+                   "\"increment\"; centre = \"climate\" or \"history\") and [training] (batch_size, learning_rate, ...).")
 @click.option("--resume", is_flag=True, help="Continue the training stored in MODEL_DIR.")
 @click.option("-o", "--output", "model_dir", required=True, type=output_path(file_okay=False), help="Model directory (safetensors + JSON).")
 @click.option("--seed", type=int, help="Seed of the initial weights, data order and noises [the config's [training] seed, or 0].")

@@ -18,7 +18,7 @@ def gaussian_denoiser(history, noisy, sigma):
 def test_sampler_draws_the_prior():
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(4000, 1, 1, 2, 3, generator=g, dtype=torch.float64)
-    x = sample(gaussian_denoiser, torch.zeros(4000, 1, 1, 2, 3), noise, steps=32)
+    x = sample(gaussian_denoiser, torch.zeros(4000, 1, 1, 2, 3), noise, steps=32, generator=g)  # Langevin noise seeded too
     assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.02
 
 
@@ -89,3 +89,68 @@ def test_history_perturbation_has_its_rms_and_spares_the_stream_when_off():
     state = g.get_state()
     assert not history_perturbation(8, torch.Size([1, 8, 8]), 4, 0.0, g).any()
     assert torch.equal(g.get_state(), state)
+
+
+@pytest.mark.parametrize("predict", ["state", "increment"])
+def test_history_centring_round_trip_and_offset_invariance(predict):
+    """centre = "history": normalise -> to_physical is exact; a uniform offset c of a window's history
+    and target frames (a different c per window) leaves the network's input and target unchanged;
+    the training path (about mu, then re-centred) equals normalising about the last frame's mean."""
+    rng = np.random.default_rng(1)
+    drift = np.cumsum(rng.standard_normal((2, 30, 2, 5, 6)), axis=1)
+    frames = (np.array([280.0, 5.0])[:, None, None] + np.array([3.0, 0.1])[:, None, None] * drift).astype(np.float32)
+    norm = Normalisation.fit(frames, predict, centre="history")
+    assert norm.to_dict()["centre"] == "history" and Normalisation.from_dict(norm.to_dict()).to_dict() == norm.to_dict()
+    physical = torch.from_numpy(frames).double()
+    windows = physical.unfold(1, 4, 1).permute(0, 1, 5, 2, 3, 4).reshape(-1, 4, 2, 5, 6)  # (B, K + T, C, ny, nx)
+
+    def network_view(w):  # what training feeds the network, and the sampler's input for the same history
+        history, future = w[:, :2], w[:, 2:]
+        h, r = norm.centred(norm.normalise(history), norm.targets(norm.normalise(history), norm.normalise(future)))
+        return h, r, norm.normalise(history, history[:, -1:])
+
+    h, r, context = network_view(windows)
+    torch.testing.assert_close(context, h)
+    torch.testing.assert_close(h[:, -1].mean(dim=(-2, -1)), torch.zeros(len(h), 2, dtype=h.dtype), rtol=0, atol=1e-9)
+    torch.testing.assert_close(norm.to_physical(r, windows[:, 1:2]), windows[:, 2:], rtol=0, atol=1e-5)  # float32 s / s_inc
+    offset = torch.from_numpy(rng.normal(0, 5, (len(windows), 1, 2, 1, 1)))
+    for a, b in zip(network_view(windows + offset), (h, r, context)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_climate_centring_is_the_default_and_old_records_load_as_it():
+    """A record without ``centre`` (checkpoints before the option) centres on mu; an unknown one is refused."""
+    frames = np.random.default_rng(0).normal(280, 3, (1, 10, 1, 4, 4)).astype(np.float32)
+    norm = Normalisation.fit(frames, "state")
+    record = norm.to_dict()
+    assert record.pop("centre") == "climate" and Normalisation.from_dict(record).to_dict() == norm.to_dict()
+    x = torch.from_numpy(frames[:, :3])
+    torch.testing.assert_close(norm.normalise(x, x[:, -1:]), norm.normalise(x))
+    h, r = norm.centred(x, x + 1)
+    assert h is x and torch.equal(r, x + 1)
+    with pytest.raises(ValueError, match="centre"):
+        Normalisation.fit(frames, "state", centre="period")
+
+
+def test_centred_model_shifts_its_posterior_with_a_uniform_offset():
+    """With centre = "history", adding c to the history and to the observations (through the likelihood
+    guidance) adds c to every posterior member, to float32 rounding; the climate-centred model does not."""
+    from daflow.core.observations import ObsBatch
+    from daflow.nn.generative import GenerativeModel
+
+    torch.manual_seed(0)
+    arch = Architecture(levels=1, ny=8, nx=8, history=2, patch=4, width=16, depth=1, heads=2)
+    denoiser = Denoiser(arch)
+    for p in denoiser.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    history = 280 + 2 * torch.randn(4, 2, 1, 8, 8)
+    index = torch.tensor([3, 17, 40])
+
+    def members(centre, c):
+        model = GenerativeModel.of(denoiser, Normalisation(torch.tensor([280.0]), torch.tensor([2.0]), centre=centre), 8)
+        batch = ObsBatch(0.0, np.arange(3), torch.tensor([281.0, 279.0, 283.0]) + c, torch.full((3,), 0.5), index,
+                         index.numpy(), [(lambda at: at, None)])
+        return model.next_frames(history + c, torch.Generator().manual_seed(1), [(0, batch)], guidance="sda", gamma=1e-3)
+
+    torch.testing.assert_close(members("history", 3.0) - 3.0, members("history", 0.0), rtol=0, atol=1e-3)
+    assert (members("climate", 3.0) - 3.0 - members("climate", 0.0)).abs().max() > 0.01

@@ -275,21 +275,64 @@ def test_increment_model_adds_its_draw_to_the_last_frame(series, daflow, tmp_pat
 
 
 def test_checkpoint_without_predict_loads_as_state(series, daflow, tmp_path):
-    """A checkpoint written before the option (no normalisation.predict) samples as the state model
-    it is, and resumes as one; an unknown predict in the TOML exits 65."""
+    """A checkpoint written before the options (no normalisation.predict, no .centre) samples as the
+    climate-centred state model it is, and resumes as one; an unknown predict or centre in the TOML
+    exits 65, and centre = "history" is recorded."""
     (tmp_path / "state.toml").write_text(f"{TINY}[normalisation]\npredict = \"state\"\n")
     assert daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
                   "--config", tmp_path / "state.toml", "-o", tmp_path / "new").exit_code == 0
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    del config["normalisation"]["predict"]
+    del config["normalisation"]["predict"], config["normalisation"]["centre"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     np.testing.assert_array_equal(_forecast(daflow, tmp_path / "old", series / "truth.nc", tmp_path / "old.nc"),
                                   _forecast(daflow, tmp_path / "new", series / "truth.nc", tmp_path / "new.nc"))
     result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 2, "-o", tmp_path / "old", "--resume")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "old" / "config.json").read_text())["normalisation"]["predict"] == "state"
-    (tmp_path / "bad.toml").write_text(f"{TINY}[normalisation]\npredict = \"tendency\"\n")
-    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
-                    "--config", tmp_path / "bad.toml", "-o", tmp_path / "bad")
-    assert result.exit_code == 65 and "predict" in result.output
+    record = json.loads((tmp_path / "old" / "config.json").read_text())["normalisation"]
+    assert record["predict"] == "state" and record["centre"] == "climate"
+    for key, value in (("predict", "tendency"), ("centre", "period")):
+        (tmp_path / "bad.toml").write_text(f"{TINY}[normalisation]\n{key} = \"{value}\"\n")
+        result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
+                        "--config", tmp_path / "bad.toml", "-o", tmp_path / "bad")
+        assert result.exit_code == 65 and key in result.output and len(result.output.strip().splitlines()) == 1
+    (tmp_path / "centred.toml").write_text(f"{TINY}[normalisation]\ncentre = \"history\"\n")
+    assert daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
+                  "--config", tmp_path / "centred.toml", "-o", tmp_path / "centred").exit_code == 0
+    assert json.loads((tmp_path / "centred" / "config.json").read_text())["normalisation"]["centre"] == "history"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("learning_rate = -1", "learning_rate = -1 is not a number >= 0"),           # was exit 70 from AdamW
+    ("learning_rate = nan", "learning_rate = nan is not a number >= 0"),
+    ("batch_size = 0", "batch_size = 0 is not a whole number >= 1"),             # was ZeroDivisionError, exit 70
+    ("grad_clip = 0", "grad_clip = 0 is not a number > 0"),
+    ('seed = "8"', "seed = 8 is not a whole number"),
+    ("history_noise = -0.3", "history_noise = -0.3 is not a number >= 0"),     # was trained on as if 0.3
+    ("validation_fraction = 1.0", "validation_fraction = 1.0 is not a number in [0, 1)"),
+])
+def test_training_settings_out_of_range_exit_65_naming_the_file(series, daflow, tmp_path, setting, message):
+    (tmp_path / "bad.toml").write_text(TINY.replace("batch_size = 8", setting))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1, "--config", tmp_path / "bad.toml",
+                    "-o", tmp_path / "m")
+    assert result.exit_code == 65 and f"bad.toml: [training] {message}" in result.output, result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_every_training_setting_has_bounds():
+    from dataclasses import fields
+
+    from daflow.nn.training import TRAINING_BOUNDS, TrainingOptions
+
+    assert set(TRAINING_BOUNDS) == {f.name for f in fields(TrainingOptions)}
+
+
+def test_resume_with_a_different_config_is_refused_naming_the_settings(series, daflow, tmp_path):
+    """--resume keeps the stored configuration; a --config that differs was silently ignored."""
+    _train(daflow, series, tmp_path / "m", 1)
+    (tmp_path / "other.toml").write_text(TINY.replace("batch_size = 8", "batch_size = 4\nlearning_rate = 0.01"))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 2, "--resume",
+                    "--config", tmp_path / "other.toml", "-o", tmp_path / "m")
+    assert result.exit_code == 65, result.output
+    assert "[training] batch_size = 4 (trained with 8); [training] learning_rate = 0.01 (trained with 0.001)" in result.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["epoch"] == 1

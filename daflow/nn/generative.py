@@ -101,14 +101,14 @@ class GenerativeModel:
         ones through the learned dynamics (a 4D window). ``settings``: those of
         :func:`daflow.nn.diffusion.posterior_sample` (MMPS guidance by default). The sampler works on
         the network's target r (the state or the increment, see :mod:`daflow.nn.normalisation`); r is
-        mapped to physical frames for the observation operator and for the output, x = mu + s r or
-        x = x_{t-1} + s_inc sum r.
+        mapped to physical frames for the observation operator and for the output, x = m + s r or
+        x = x_{t-1} + s_inc sum r (m: mu, or the domain mean of the last history frame).
         """
         if self.history_inflation > 0:  # (members, 1, C, ny, nx) normalised -> physical, the same for the K frames
             history = history + self.norm.std.reshape(-1, 1, 1) * history_perturbation(
                 history.shape[0], history.shape[2:], self.arch.patch, self.history_inflation, generator)
         last = history[:, -1:]  # (members, 1, C, ny, nx)
-        context = self.norm.normalise(history)
+        context = self.norm.normalise(history, last)  # about mu, or about the domain mean of ``last``
         shape = (self.arch.target, *history.shape[2:])
         settings = {"steps": self.sample_steps, "churn": self.churn, **settings}
 

@@ -1,9 +1,10 @@
 """Training the denoiser by denoising score matching on windows of a state series (``daflow train``).
 
-Frames are normalised per level with the mean and standard deviation of the training period,
-and the network learns either the target state or its increment from the last history frame
-(``[normalisation] predict`` of the TOML config, :mod:`daflow.nn.normalisation`); both are
-stored in the checkpoint. The series is split by time: the first (1 - validation_fraction) of
+Frames are normalised per level with the mean and standard deviation of the training period
+(or, with ``[normalisation] centre = "history"``, each window about the domain mean of its last
+history frame), and the network learns either the target state or its increment from the last
+history frame (``[normalisation] predict`` of the TOML config, :mod:`daflow.nn.normalisation`);
+both are stored in the checkpoint. The series is split by time: the first (1 - validation_fraction) of
 the frames train, the rest validate; a window is K history frames followed by T target frames,
 never crossing the split. Each epoch draws a permutation of the training windows, and for each
 batch the noise levels and noises, from one torch generator seeded by ``seed``; the generator
@@ -39,13 +40,14 @@ from daflow.errors import DataError
 from daflow.nn import checkpoint as ckpt
 from daflow.nn.data import Series, check_matches, describe
 from daflow.nn.diffusion import Denoiser, score_matching_loss
-from daflow.nn.normalisation import PREDICT, Normalisation
+from daflow.nn.normalisation import CENTRE, PREDICT, Normalisation
 from daflow.nn.sequence import SequenceGroup, new_groups
 from daflow.nn.transformer import Architecture
 from daflow.progress import track
 
 ARCH_OPTIONS = ("target", "patch", "width", "depth", "heads", "tile")
 DEFAULT_PREDICT = "state"  # the better in cycled ERA5 t2m (benchmarks/README.md); "increment" accumulates its errors
+DEFAULT_CENTRE = "climate"
 
 
 @dataclass(frozen=True)
@@ -59,24 +61,62 @@ class TrainingOptions:
     history_noise: float = 0.0
 
 
-def read_config_file(path: str | None) -> tuple[dict, str, TrainingOptions]:
-    """([architecture] options, [normalisation] predict, [training] options) of a TOML file; DataError on unknown keys."""
+def read_config_file(path: str | None) -> tuple[dict, dict, TrainingOptions]:
+    """([architecture] options, [normalisation] {predict, centre}, [training] options) of a TOML file; DataError on unknown keys."""
     if path is None:
-        return {}, DEFAULT_PREDICT, TrainingOptions()
+        return {}, {"predict": DEFAULT_PREDICT, "centre": DEFAULT_CENTRE}, TrainingOptions()
     try:
         config = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise DataError(path, f"not a readable TOML file ({err})") from None
     arch, norm, train = (config.pop(section, {}) for section in ("architecture", "normalisation", "training"))
     known = {f.name for f in fields(TrainingOptions)}
-    unknown = sorted(set(config) | (set(arch) - set(ARCH_OPTIONS)) | (set(norm) - {"predict"}) | (set(train) - known))
+    unknown = sorted(set(config) | (set(arch) - set(ARCH_OPTIONS)) | (set(norm) - {"predict", "centre"}) | (set(train) - known))
     if unknown:
         raise DataError(path, f"unknown setting(s) {', '.join(unknown)}; [architecture] takes {', '.join(ARCH_OPTIONS)}, "
-                        f"[normalisation] takes predict, [training] takes {', '.join(sorted(known))}")
-    predict = norm.get("predict", DEFAULT_PREDICT)
-    if predict not in PREDICT:
-        raise DataError(path, f"[normalisation] predict = {predict!r}; choose {' or '.join(PREDICT)}")
-    return arch, predict, TrainingOptions(**train)
+                        f"[normalisation] takes predict, centre, [training] takes {', '.join(sorted(known))}")
+    norm = {"predict": norm.get("predict", DEFAULT_PREDICT), "centre": norm.get("centre", DEFAULT_CENTRE)}
+    for key, allowed in (("predict", PREDICT), ("centre", CENTRE)):
+        if norm[key] not in allowed:
+            raise DataError(path, f"[normalisation] {key} = {norm[key]!r}; choose {' or '.join(allowed)}")
+    for key, value in train.items():
+        if not _allowed(key, value):
+            raise DataError(path, f"[training] {key} = {str(value)[:40]} is not {TRAINING_BOUNDS[key][0]}")
+    return arch, norm, TrainingOptions(**train)
+
+
+TRAINING_BOUNDS = {  # [training] setting: (what it must be, test)
+    "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
+    "learning_rate": ("a number >= 0", lambda v: v >= 0),  # 0 keeps the initial network (a test uses it)
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "grad_clip": ("a number > 0", lambda v: v > 0),
+    "validation_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "seed": ("a whole number", lambda v: isinstance(v, int)),
+    "history_noise": ("a number >= 0", lambda v: v >= 0),
+}
+
+
+def _allowed(key: str, value: object) -> bool:
+    """A finite TOML number (not a boolean) that passes the setting's test."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return bool(TRAINING_BOUNDS[key][1](value))
+
+
+def _check_same_config(config_file: str, config: dict, options: TrainingOptions, model_dir: str) -> None:
+    """DataError when a config file given with resume differs from the one the checkpoint was trained with (resuming keeps that one)."""
+    arch_options, norm_options, file_options = read_config_file(config_file)
+    stored = {**{f"[architecture] {k}": config["architecture"].get(k) for k in arch_options},
+              **{f"[normalisation] {k}": config["normalisation"].get(k, default) for k, default in
+                 (("predict", DEFAULT_PREDICT), ("centre", DEFAULT_CENTRE))},
+              **{f"[training] {f.name}": getattr(options, f.name) for f in fields(TrainingOptions)}}
+    given = {**{f"[architecture] {k}": v for k, v in arch_options.items()},
+             **{f"[normalisation] {k}": v for k, v in norm_options.items()},
+             **{f"[training] {f.name}": getattr(file_options, f.name) for f in fields(TrainingOptions)}}
+    changed = [f"{k} = {given[k]!r} (trained with {stored[k]!r})" for k in given if given[k] != stored[k]]
+    if changed:
+        raise DataError(config_file, f"differs from the configuration {model_dir} was trained with: {'; '.join(changed)}; "
+                                     "resuming keeps that one (drop --config, or train a new model)")
 
 
 def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,8 +168,10 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         if seed is not None and seed != options.seed:
             raise DataError(model_dir, f"trained with --seed {options.seed}, not {seed}")
         arch = ckpt.checked_architecture(config["architecture"], Path(model_dir) / ckpt.CONFIG)
+        if config_file is not None:
+            _check_same_config(config_file, config, options, model_dir)
     else:
-        arch_options, predict, options = read_config_file(config_file)
+        arch_options, norm_options, options = read_config_file(config_file)
         options = options if seed is None else replace(options, seed=seed)
         levels, ny, nx = series.frames.shape[2:]
         arch = ckpt.checked_architecture(dict(levels=levels, ny=ny, nx=nx, history=history, wrap=sphere(series) is not None,
@@ -145,8 +187,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
     if resume:
         norm = Normalisation.from_dict(config["normalisation"])
     else:
-        norm = Normalisation.fit(series.frames[:, :split], predict)
-    frames = norm.normalise(torch.from_numpy(series.frames))  # (member, time, C, ny, nx)
+        norm = Normalisation.fit(series.frames[:, :split], **norm_options)
+    frames = norm.normalise(torch.from_numpy(series.frames))  # (member, time, C, ny, nx), about mu; windows re-centred below
 
     torch.manual_seed(options.seed)  # initial weights
     denoiser = Denoiser(arch)
@@ -179,8 +221,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
             perturbation = history_perturbation(len(chosen), frames.shape[2:], arch.patch, options.history_noise, generator)
             mine = slice(data_rank * len(chosen) // data_groups, (data_rank + 1) * len(chosen) // data_groups)  # this group's share
             hist, future = windows(frames, chosen[mine], arch.history, arch.target)
-            targ = norm.targets(hist, future)
-            hist = hist + perturbation[mine]
+            # perturbed, then centred on the perturbed last frame, as next_frames does with history inflation
+            hist, targ = norm.centred(hist + perturbation[mine], norm.targets(hist, future))
             loss = score_matching_loss(denoiser=denoiser, history=hist, target=targ, log_sigma_normal=log_sigma[mine],
                                        noise=noise[mine], area=area) * (world * hist.shape[0] / len(chosen))
             optimizer.zero_grad(set_to_none=True)
@@ -275,7 +317,7 @@ def validation_loss(denoiser: Denoiser, frames: torch.Tensor, starts: torch.Tens
     total = 0.0
     for chosen in starts.split(64):
         hist, future = windows(frames, chosen, arch.history, arch.target)
-        targ = norm.targets(hist, future)
+        hist, targ = norm.centred(hist, norm.targets(hist, future))
         total += float(score_matching_loss(denoiser, hist, targ, torch.randn(len(chosen), generator=generator),
                                            torch.randn(targ.shape, generator=generator), area)) * len(chosen)
     return total / len(starts)
