@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from daflow.da import METHODS
-from daflow_cli.common import common_options, output_path
+from daflow_cli.common import FiniteFloatRange, common_options, output_path
 
 
 
@@ -13,20 +13,20 @@ from daflow_cli.common import common_options, output_path
 @click.option("--obs", "obs_path", required=True, type=click.Path(dir_okay=False), help="Observation file.")
 @click.option("--init", type=click.Path(dir_okay=False), help="Cycle: start from this ensemble, forecast between observation times.")
 @click.option("--background", type=click.Path(dir_okay=False), help="One analysis of this background's last frame at its time.")
-@click.option("--inflation", type=click.FloatRange(min=1), help="Multiplicative inflation of the background anomalies [1].")
-@click.option("--rtps", type=click.FloatRange(0, 1), help="Relaxation to prior spread, alpha in [0, 1] [0].")
-@click.option("--loc-radius", type=click.FloatRange(min=0, min_open=True),
+@click.option("--inflation", type=FiniteFloatRange(min=1), help="Multiplicative inflation of the background anomalies [1].")
+@click.option("--rtps", type=FiniteFloatRange(0, 1), help="Relaxation to prior spread, alpha in [0, 1] [0].")
+@click.option("--loc-radius", type=FiniteFloatRange(min=0, min_open=True),
               help="[letkf] Localisation radius: grid units, or km on lat/lon grids [4].")
 @click.option("--rotate", is_flag=True, default=None, help="[etkf, enkf-n] Random mean-preserving rotation of the square root.")
-@click.option("--xn", type=click.FloatRange(min=0, min_open=True),
+@click.option("--xn", type=FiniteFloatRange(min=0, min_open=True),
               help="[enkf-n] Certainty of the inflation hyperprior, DAPPER's xN (> 1 for nearly linear systems) [1].")
 @click.option("--climatology", type=click.Path(dir_okay=False),
               help="[oi, 3dvar, 4dvar] State file whose time series gives the covariance B.")
-@click.option("--b-scale", type=click.FloatRange(min=0, min_open=True), help="[3dvar, 4dvar] Factor on B (DAPPER's xB) [1].")
-@click.option("--b-std", type=click.FloatRange(min=0, min_open=True),
+@click.option("--b-scale", type=FiniteFloatRange(min=0, min_open=True), help="[3dvar, 4dvar] Factor on B (DAPPER's xB) [1].")
+@click.option("--b-std", type=FiniteFloatRange(min=0, min_open=True),
               help="[oi --background, 3dvar, 4dvar] Background error std of a parametric B (units of the variable) "
                    "[oi, t2m: 2 K].")
-@click.option("--b-length", type=click.FloatRange(min=0, min_open=True),
+@click.option("--b-length", type=FiniteFloatRange(min=0, min_open=True),
               help="[oi --background, 3dvar, 4dvar] Correlation length of a parametric B: km on lat/lon and point grids, "
                    "else grid units [oi, t2m: 150 km].")
 @click.option("--b-correlation", type=click.Choice(["gaussian", "soar"]),
@@ -36,7 +36,7 @@ from daflow_cli.common import common_options, output_path
 @click.option("--outer-loops", type=click.IntRange(min=1), help="[3dvar, 4dvar] Outer (linearisation) loops [3].")
 @click.option("--inner-iterations", type=click.IntRange(min=1), help="[3dvar, 4dvar] Iterations per outer loop [100].")
 @click.option("--window", type=click.IntRange(min=1), help="[4dvar] Observation times per assimilation window [5].")
-@click.option("--qc-k", type=click.FloatRange(min=0),
+@click.option("--qc-k", type=FiniteFloatRange(min=0),
               help="Background check of every method: observations with |O-B| > k sqrt(so^2 + sb^2) (robustly scaled) "
                    "are not assimilated, flagged qc = 6; 0 turns it off [10 for the ensemble and variational methods, 5 for the surface OI].")
 @click.option("--orography", type=click.Path(dir_okay=False),
@@ -46,23 +46,23 @@ from daflow_cli.common import common_options, output_path
 @click.option("--members", type=click.IntRange(min=1), help="[storm] Posterior samples to draw [1].")
 @click.option("--guidance", type=click.Choice(["mmps", "sda", "dps"]),
               help="[storm] Likelihood guidance: MMPS (Tweedie covariance), SDA (gamma) or DPS [mmps].")
-@click.option("--churn", type=click.FloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
+@click.option("--churn", type=FiniteFloatRange(min=0), help="[storm] EDM churn S_churn: stochastic sampling steps [0].")
 @click.option("--cg-iterations", type=click.IntRange(min=1), help="[storm] MMPS conjugate-gradient iterations at most [8].")
 @click.option("--lag", type=click.IntRange(min=0),
               help="[storm] Frames of the model's T-frame window before each analysis time, re-analysed with the "
                    "window's observations (reanalysis); the observations of the other T-1-lag frames, after it, "
                    "correct the analysis (look-ahead) [0].")
-@click.option("--gamma", type=click.FloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
+@click.option("--gamma", type=FiniteFloatRange(min=0), help="[storm] SDA gamma: variance gamma sigma^2 added to R [0.01].")
 @click.option("--sample-steps", type=click.IntRange(min=1), help="[storm] Steps of the diffusion sampler [24].")
-@click.option("--history-inflation", type=click.FloatRange(min=0),
+@click.option("--history-inflation", type=FiniteFloatRange(min=0),
               help="[storm] Each member's history gets a smooth random field of this RMS (in data standard deviations) "
                    "before every sampling: additive inflation for cycling [0].")
 @click.option("--ensf-steps", type=click.IntRange(min=1), help="[ensf] Reverse-time Euler-Maruyama steps N_t [100].")
-@click.option("--eps-a", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
-@click.option("--eps-b", type=click.FloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance (standardised) [0.6].")
+@click.option("--eps-a", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
+@click.option("--eps-b", type=FiniteFloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance (standardised) [0.6].")
 @click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
-@click.option("--truncate", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--truncate", type=FiniteFloatRange(0, 1, max_open=True),
               help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
 @click.option("--spread-reset", is_flag=True, default=None, help="[ensf] Reset the analysis spread to the background's (published heuristic).")
 @click.option("--inpaint", type=click.Choice(["none", "biharmonic", "navier-stokes", "telea", "dct-tv", "oi"]),
@@ -72,7 +72,7 @@ from daflow_cli.common import common_options, output_path
                    "so the kernel density keeps the ensemble variance (Liu & West 2001) [preserve].")
 @click.option("--adaptive-inflation/--no-adaptive-inflation", default=None,
               help="[ensf] Inflate the background by the innovation excess over the ensemble variance [on].")
-@click.option("--max-inflation", type=click.FloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation, and 1/this the smallest [3].")
+@click.option("--max-inflation", type=FiniteFloatRange(min=1), help="[ensf] Largest adaptive anomaly inflation, and 1/this the smallest [3].")
 @click.option("--scale-eps-b/--no-scale-eps-b", default=None,
               help="[ensf] Use eps_b times the observed fraction of the state (eps_b is the value at full observation) [on].")
 @click.option("--sequence-parallel", type=click.IntRange(min=1),

@@ -20,6 +20,16 @@ from daflow.seeding import seed_scope
 from daflow.threads import set_threads
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that refuses NaN (it passes every bound) and +-Inf (it passes a one-sided one)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 class OutputPath(click.Path):
     """A path the command writes. Every other ``click.Path`` parameter is an input; an output that
     names an input (or another output) is refused before any work (exit 2)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from daflow.models import MODEL_NAMES
-from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
+from daflow_cli.common import FiniteFloatRange, common_options, output_path, parse_pairs, scheduler_option
 
 
 @click.command()
@@ -14,9 +14,9 @@ from daflow_cli.common import common_options, output_path, parse_pairs, schedule
               help="Model (with --init random; checked against an init file; storm needs --checkpoint).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Model parameter, e.g. dim=40 (repeatable; overrides the file's).")
 @click.option("--members", type=click.IntRange(min=1), help="Ensemble size: independent random states, or copies of a single state.")
-@click.option("--perturb", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Std of Gaussian noise added to the initial state(s).")
+@click.option("--perturb", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="Std of Gaussian noise added to the initial state(s).")
 @click.option("--spinup", type=click.IntRange(min=0), help="Steps run before the first frame [default: 1000 with --init random, else 0].")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), help="Time step [default: the file's, or the model's].")
+@click.option("--dt", type=FiniteFloatRange(min=0, min_open=True), help="Time step [default: the file's, or the model's].")
 @click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True, help="Number of steps after the first frame.")
 @click.option("--output-every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every K-th step.")
 @click.option("--start", metavar="ISO-8601", help="Calendar time of the first frame (default: model time 0 or the file's).")

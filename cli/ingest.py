@@ -1,9 +1,15 @@
 """daflow ingest: GRIB / NetCDF / climate-index text -> the data contract; synthetic observations."""
 from __future__ import annotations
 
-import click
+import math
 
-from daflow_cli.common import common_options, output_path, parse_pairs, scheduler_option
+import click
+from click.core import ParameterSource
+
+from daflow_cli.common import FiniteFloatRange, common_options, output_path, parse_pairs, scheduler_option
+
+
+OBSERVE_ONLY = ("fraction", "error_std", "pattern", "operator", "every")
 
 
 def _bbox(ctx, param, value):
@@ -13,8 +19,10 @@ def _bbox(ctx, param, value):
         west, south, east, north = (float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("expected W,S,E,N in degrees") from None
-    if south > north:
-        raise click.BadParameter("south is north of north")
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise click.BadParameter(f"{value}: W,S,E,N must be finite numbers")
+    if not -90 <= south <= north <= 90:
+        raise click.BadParameter(f"{value}: needs -90 <= S <= N <= 90 (S = {south:g}, N = {north:g})")
     return west, south, east, north
 
 
@@ -41,9 +49,9 @@ def _window(ctx, param, value):
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=output_path(dir_okay=False), help="Output NetCDF file.")
-@click.option("--var", "variables", multiple=True, help="Keep only this variable (repeatable).")
+@click.option("--var", "variables", multiple=True, help="Keep only this variable, or the reports of it (repeatable).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="GRIB key filter, cfgrib filter_by_keys (repeatable).")
-@click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Bounding box in degrees.")
+@click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Bounding box in degrees (grid points, or reports).")
 @click.option("--time", "window", callback=_window, metavar="START/END", help="ISO-8601 time window; either side may be empty.")
 @click.option("--chunks", callback=_chunks, metavar="DIM=N[,DIM=N]", help="Dask chunks for streaming, e.g. time=24 [default: time=auto].")
 @click.option("--name", help="Name of the series of a single-series index file.")
@@ -54,13 +62,13 @@ def _window(ctx, param, value):
               help="Times of inputs holding different variables: the same (else refused), the common ones, or the union padded with NaN.")
 @click.option("--obs-errors", type=click.Path(dir_okay=False), help="[reports] TOML table of observation errors: [platform] variable = std.")
 @click.option("--blacklist", type=click.Path(dir_okay=False), help="[reports] File of station identifiers to flag (qc = 5), one a line.")
-@click.option("--withhold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--withhold", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
               help="[reports] Fraction of stations withheld for verification, written to --withheld.")
 @click.option("--withheld", type=output_path(dir_okay=False), help="[reports] Output file of the withheld stations' reports.")
 @click.option("--observe", is_flag=True, help="Write synthetic observations of the input instead of the state.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+@click.option("--fraction", type=FiniteFloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="[--observe] Fraction of horizontal grid points observed.")
-@click.option("--error-std", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+@click.option("--error-std", type=FiniteFloatRange(0, min_open=True), default=1.0, show_default=True,
               help="[--observe] Observation error standard deviation.")
 @click.option("--pattern", type=click.Choice(["fixed", "random"]), default="fixed", show_default=True,
               help="[--observe] Same points at every time, or redrawn.")
@@ -83,6 +91,10 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
 
     if (withhold is None) != (withheld is None):
         raise click.UsageError("--withhold and --withheld go together")
+    given = [f"--{p.replace('_', '-')}" for p in OBSERVE_ONLY
+             if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+    if given and not observe:
+        raise click.UsageError(f"{', '.join(given)} draw synthetic observations: add --observe")
     ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,
              rename=parse_pairs(renames, "--rename"), obs_errors=obs_errors, blacklist=blacklist, withhold=withhold,
              observe=observe, fraction=fraction, error_std=error_std, pattern=pattern, operator=operator, every=every, seed=seed,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from daflow_cli.common import common_options, output_path, print_json, scheduler_option
 
@@ -27,23 +28,26 @@ def score(truth, forecast, obs, variables, burn_in, mask_nonfinite, output, csv_
     observation minus forecast per platform, variable and pressure band (--csv: one row per report;
     --plot: a map of the departures).
     """
-    from daflow.io.contract import open_dataset, write_dataset
+    from daflow.io.contract import write_dataset
 
     if truth is None:
         if obs is None:
             raise click.UsageError("give --truth, or --obs to verify against observations")
+        given = [f"--{p.replace('_', '-')}" for p in ("burn_in", "mask_nonfinite", "scheduler")
+                 if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: verification against a truth only (give --truth)")
+        from daflow.api import departures, summary as summarise
         from daflow.score import obsspace
 
-        state = open_dataset(forecast, ("state", "analysis"))
-        table = obsspace.departures(state[list(variables)] if variables else state,
-                                    open_dataset(obs, ("observations",), dims=("obs",)).load(), names=(forecast, obs))
-        figures = obsspace.summarise(table)
+        rows = departures(forecast, obs, var=variables)
+        figures, table = summarise(rows), rows.to_dataframe()
         if csv_path:
             obsspace.write_departures_csv(table, csv_path)
         if plot:
             obsspace.plot_departures(table, plot, title=f"O - F of {forecast}")
         if output:
-            write_dataset(table.to_xarray().rename(index="obs"), output, "scores")
+            write_dataset(rows, output, "scores")
         if as_json:
             print_json(figures)
         elif not output:

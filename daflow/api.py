@@ -40,6 +40,8 @@ def _read(value: DatasetLike, kinds: Sequence[str] | None, dims: Sequence[str] =
     """(dataset, name for errors): a path is opened with the contract's checks."""
     if isinstance(value, xr.Dataset):
         return value, None
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"expected an xarray Dataset or a file path, not {type(value).__name__}")
     from daflow.io.contract import open_dataset
 
     ds = open_dataset(value, kinds=kinds, dims=dims)
@@ -256,8 +258,26 @@ def score(truth: DatasetLike, forecast: DatasetLike, obs: DatasetLike | None = N
                       mask_nonfinite=mask_nonfinite)
 
 
+def departures(forecast: DatasetLike, obs: DatasetLike, var: str | Sequence[str] = ()) -> xr.Dataset:
+    """``daflow score --obs`` without a truth: observation minus ``forecast`` interpolated to each report
+    (a ``scores`` dataset along ``obs``: platform, variable, pressure band, departure, ...); :func:`summary`
+    gives the count, bias, RMSE and standard deviation per platform and group."""
+    from daflow.score.obsspace import departures as table
+
+    state, state_name = _read(forecast, STATE_KINDS)
+    obs_ds, obs_name = _read(obs, ("observations",), ("obs",))
+    variables = [var] if isinstance(var, str) else list(var)
+    rows = table(state[variables] if variables else state, obs_ds.load(), names=(state_name or "forecast", obs_name or "obs"))
+    return rows.to_xarray().rename(index="obs")
+
+
 def summary(scores: xr.Dataset) -> dict[str, Any]:
-    """The time-averaged figures of a ``scores`` dataset (what ``daflow score --json`` prints)."""
+    """The figures of a ``scores`` dataset (what ``daflow score --json`` prints): time means against a truth,
+    or the count, bias, RMSE and std of the departures of :func:`departures` per platform and group."""
+    if "departure" in scores:
+        from daflow.score.obsspace import summarise as departure_summary
+
+        return departure_summary(scores.to_dataframe())
     from daflow.score.verify import summary as summarise
 
     return summarise(scores)
@@ -310,7 +330,8 @@ def causal_analysis(*inputs: DatasetLike, target: str, drivers: str | Sequence[s
         parts.append(ds)
         labels.append(name or f"dataset {i}")
     ds = series_from_datasets(parts, labels)
-    names = (drivers.split(",") if isinstance(drivers, str) else list(drivers)) if drivers else list(map(str, ds.data_vars))
+    listed = (drivers.split(",") if isinstance(drivers, str) else list(drivers)) if drivers else list(map(str, ds.data_vars))
+    names = list(dict.fromkeys(name.strip() for name in listed))  # a driver listed twice would explain away itself
     source = ", ".join(labels)
     check_series(ds, target, names, lag_list, source)
     series = {n: ds[n].values.astype(float) for n in dict.fromkeys([target, *names])}

@@ -199,3 +199,33 @@ def test_cli_writes_causal_file_and_json(tmp_path):
     ds = xr.open_dataset(tmp_path / "c.nc")
     assert ds.attrs["daflow_kind"] == "causal" and ds["unique"].dims == ("driver", "lag")
     assert "local_total" in ds and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_driver_listed_twice_is_analysed_once():
+    """x,x used to enter the candidates twice, so each copy explained the other away (lag-1 link lost)."""
+    from daflow.api import causal_analysis
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(300)
+    y = np.r_[0, 0.8 * x[:-1]] + 0.5 * rng.standard_normal(300)
+    ds = xr.Dataset({"x": ("time", x), "y": ("time", y)}, coords={"time": np.arange(300.0)})
+    twice = causal_analysis(ds, target="y", drivers="x, x", lags="1", surrogates=30, estimator="gaussian")
+    once = causal_analysis(ds, target="y", drivers="x", lags="1", surrogates=30, estimator="gaussian")
+    assert twice.drivers == ["x"] and [lk.selected for lk in twice.result.links] == [True]
+    assert twice.result.links[0].unique == once.result.links[0].unique > 0.3
+
+
+@pytest.mark.parametrize("options, flag", [({"surrogates": 3}, "surrogates"),       # p >= 1/4 > 0.2
+                                           ({"block_length": 150}, "block_length"),  # 2 blocks: 2 orders
+                                           ({"pc_alpha": 0.0}, "pc_alpha")])
+def test_settings_under_which_no_driver_could_be_selected_are_refused(options, flag):
+    from daflow.errors import OptionError
+
+    rng = np.random.default_rng(3)
+    series = {"y": rng.standard_normal(300), "x": rng.standard_normal(300)}
+    settings = {"surrogates": 20, "pc_alpha": 0.2} | options
+    method = "block" if "block_length" in options else "local"
+    with pytest.raises(OptionError) as err:
+        analyse(series, "y", ["x"], [1], estimator="gaussian", method=method, **settings)
+    assert err.value.option == flag
+    analyse(series, "y", ["x"], [1], estimator="gaussian", surrogates=4, pc_alpha=0.2)  # 1/5 = 0.2: can be selected

@@ -122,3 +122,9 @@ def test_an_internal_numerical_failure_exits_70(small_osse, tmp_path):
                           "--climatology", str(tmp_path / "clim.nc"), "-o", str(tmp_path / "an.nc")], capture_output=True, text=True)
     assert out.returncode == 70, out.stderr
     assert "internal error" in out.stderr and not (tmp_path / "an.nc").exists()
+
+
+def test_the_lazy_api_is_listed_and_a_wrong_input_type_is_named():
+    assert set(daflow.__all__) <= set(dir(daflow))  # lazily imported verbs show in dir() and tab completion
+    with pytest.raises(TypeError, match="expected an xarray Dataset or a file path, not ndarray"):
+        daflow.score(np.zeros(3), np.zeros(3))  # was "expected str, bytes or os.PathLike object" from deep inside

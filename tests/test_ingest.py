@@ -105,6 +105,10 @@ def test_bbox_across_the_greenwich_meridian(daflow, write_grib, tmp_path):
     np.testing.assert_array_equal(out["t2m"].values[0], full[[1, 0]][:, [10, 11, 0, 1]])
     result = daflow("ingest", tmp_path / "g.grib", "--bbox", "100,50,120,60", "-o", tmp_path / "none.nc")
     assert result.exit_code == 65 and "holds no grid point" in result.stderr
+    for box, message in (("0,20,10,10", "needs -90 <= S <= N <= 90 (S = 20, N = 10)"), ("0,-95,10,0", "(S = -95, N = 0)"),
+                         ("nan,0,10,10", "must be finite numbers")):  # NaN was taken, and selected nothing (exit 65)
+        result = daflow("ingest", tmp_path / "g.grib", "--bbox", box, "-o", tmp_path / "bad.nc")
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_missing_input_and_unknown_variable(daflow, sample_data, tmp_path):
@@ -152,3 +156,25 @@ def test_index_text_formats_exactly(daflow, tmp_path):
     np.testing.assert_array_equal(two["b"].values, [np.nan, 4.0])
     result = daflow("ingest", tmp_path / "two.csv", "--name", "x", "-o", tmp_path / "x.nc")
     assert result.exit_code == 65 and "--name needs a single series" in result.stderr
+
+
+def test_cds_era5_netcdf_names_become_the_contracts(daflow, tmp_path):
+    """The CDS's ERA5 NetCDF (since 2024) names its dimensions valid_time and pressure_level; they were
+    kept, so the ingested file had no time for `--observe`, `forecast` or `score` (exit 65 downstream)."""
+    rng = np.random.default_rng(0)
+    values = 280 + rng.normal(size=(4, 2, 5, 6))
+    ds = xr.Dataset({"t": (("valid_time", "pressure_level", "latitude", "longitude"), values, {"units": "K"})},
+                    coords={"valid_time": pd.date_range("2020-01-01", periods=4, freq="6h"), "pressure_level": [850.0, 500.0],
+                            "latitude": np.linspace(60, 50, 5), "longitude": np.arange(6.0) * 2, "number": 0})
+    ds.to_netcdf(tmp_path / "cds.nc")
+    other = xr.Dataset({"u": (("t", "lat", "lon"), values[:, 0])},
+                       coords={"t": ("t", ds["valid_time"].values, {"axis": "T"}), "lat": np.arange(5.0), "lon": np.arange(6.0)})
+    other.to_netcdf(tmp_path / "axis.nc")
+    for name in ("cds", "axis"):
+        assert daflow("ingest", tmp_path / f"{name}.nc", "-o", tmp_path / f"{name}_in.nc").exit_code == 0
+    out = xr.open_dataset(tmp_path / "cds_in.nc")
+    assert out["t"].dims == ("time", "level", "lat", "lon")
+    np.testing.assert_array_equal(out["t"].values, values[:, :, ::-1])  # latitude ascending
+    assert xr.open_dataset(tmp_path / "axis_in.nc")["u"].dims == ("time", "lat", "lon")
+    result = daflow("ingest", tmp_path / "cds_in.nc", "--observe", "--fraction", "0.5", "-o", tmp_path / "obs.nc")
+    assert result.exit_code == 0, result.output

@@ -102,3 +102,26 @@ def test_ingest_of_observations_flags_missing_duplicates_and_out_of_window(daflo
     assert (qc[3 * per_time:n] == 3).all()                 # the last time is after 7200 s
     assert (qc[np.setdiff1d(np.arange(3 * per_time), [0, 5])] == 0).all()
     assert "qc flagged" in result.stderr and "outside the time window" in result.stderr
+
+
+def test_time_window_of_the_wrong_kind_is_one_line_naming_the_file(daflow, tmp_path):
+    """A date window on model times, or a model-time window on dated reports: exit 65, no output (was exit 70)."""
+    write_dataset(_truth(nt=4), tmp_path / "t.nc", "state")
+    result = daflow("ingest", tmp_path / "t.nc", "--observe", "--time", "2000-01-01/", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 65 and "t.nc: --time 2000-01-01/: the input's times are model times" in result.stderr
+    (tmp_path / "obs.csv").write_text("station,lat,lon,elevation,time,variable,value\n"
+                                      "07149,48.72,2.38,89,2018-11-20T12:00Z,t2m,280.5\n")
+    result = daflow("ingest", tmp_path / "obs.csv", "--time", "0/3600", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 65 and "obs.csv: --time 0/3600: the input's times are calendar dates" in result.stderr
+    assert not (tmp_path / "o.nc").exists()
+
+
+def test_observation_options_without_observe_are_usage_errors(daflow, tmp_path):
+    """`ingest truth.nc --fraction 0.1 -o obs.nc` wrote the state under the observations' name (the flag forgotten)."""
+    write_dataset(_truth(nt=4), tmp_path / "t.nc", "state")
+    result = daflow("ingest", tmp_path / "t.nc", "--fraction", "0.1", "--every", "2", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 2 and "--fraction, --every draw synthetic observations: add --observe" in result.output
+    (tmp_path / "black.txt").write_text("07149\n")
+    result = daflow("ingest", tmp_path / "t.nc", "--blacklist", tmp_path / "black.txt", "-o", tmp_path / "o.nc")
+    assert result.exit_code == 2 and "--blacklist: applies to report files" in result.output
+    assert not (tmp_path / "o.nc").exists()

@@ -218,3 +218,37 @@ def test_shell_completion_is_documented_and_completes_models():
     env = {**os.environ, "COMP_WORDS": "daflow forecast --model ", "COMP_CWORD": "3", "_DAFLOW_COMPLETE": "bash_complete"}
     out = subprocess.run([str(Path(sys.executable).with_name("daflow"))], env=env, capture_output=True, text=True).stdout
     assert out.split() == [f"plain,{name}" for name in MODEL_NAMES]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "notadate"], "--start: 'notadate' is not an ISO-8601 time"),      # was an internal error, exit 70
+    (["--param", "forcing=nan"], "--param: forcing='nan' is not a number"),  # was 'holds NaN/Inf before step 0'
+])
+def test_a_bad_start_or_a_non_finite_parameter_is_a_usage_error(daflow, tmp_path, args, message):
+    result = daflow("forecast", "--model", "lorenz96", "--init", "random", "--steps", 2, *args, "-o", tmp_path / "f.nc")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [
+    ["forecast", "--init", "random", "--model", "lorenz96", "--members", 3, "--perturb", "nan"],   # was run: NaN members
+    ["forecast", "--init", "random", "--model", "lorenz96", "--dt", "inf"],
+    ["assimilate", "--method", "letkf", "--loc-radius", 4, "--inflation", "inf", "--init", "e.nc", "--obs", "o.nc"],  # was exit 70
+    ["assimilate", "--method", "letkf", "--loc-radius", "nan", "--init", "e.nc", "--obs", "o.nc"],
+    ["ingest", "t.nc", "--observe", "--error-std", "inf"],                                         # was written
+    ["causal", "t.nc", "--target", "x", "--pc-alpha", "nan"],
+])
+def test_nan_or_inf_for_a_number_option_is_a_usage_error(daflow, tmp_path, command):
+    """click's FloatRange lets NaN through every bound and Inf through a one-sided one."""
+    result = daflow(*command, "-o", tmp_path / "out.nc")
+    assert result.exit_code == 2 and "is not a finite number" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_library_refuses_nan_inflation():
+    from daflow.da.etkf import ETKF
+    from daflow.errors import OptionError
+
+    grid = None
+    with pytest.raises((OptionError, ValueError), match="inflation must be >= 1"):
+        ETKF(grid, inflation=float("nan"))

@@ -228,3 +228,23 @@ def test_wigos_synop_templates(tmp_path, subsets, compressed):
     u = cols["value"][cols["variable"] == "u10"]
     assert np.allclose(u, -(idx / 2) * np.sin(np.radians((idx * 37) % 360)))
     assert np.allclose(cols["value"][cols["variable"] == "msl"], 100000.0 + 10 * idx)
+
+
+def test_var_and_bbox_select_reports_and_rename_is_refused(daflow, tmp_path):
+    """--var and --bbox were silently ignored for reports (every report written); --rename too."""
+    (tmp_path / "obs.csv").write_text("station,lat,lon,elevation,time,variable,value\n"
+                                      "1,48.7,2.4,89,2018-11-20T12:00Z,t2m,280.5\n"
+                                      "2,52.5,13.4,48,2018-11-20T12:00Z,t2m,275.0\n"
+                                      "2,52.5,13.4,48,2018-11-20T12:00Z,u10,3.0\n"
+                                      "3,40.4,-3.7,667,2018-11-20T12:00Z,t2m,285.0\n")
+    res = daflow("ingest", tmp_path / "obs.csv", "--var", "t2m", "--bbox", "-5,45,10,55", "-o", tmp_path / "o.nc")
+    assert res.exit_code == 0, res.output
+    d = xr.open_dataset(tmp_path / "o.nc")
+    assert d["station"].values.astype(str).tolist() == ["1"] and d["variable"].values.astype(str).tolist() == ["t2m"]
+    res = daflow("ingest", tmp_path / "obs.csv", "--var", "t", "-o", tmp_path / "t.nc")
+    assert res.exit_code == 65 and "no report of t (the reports are of t2m, u10)" in res.stderr
+    res = daflow("ingest", tmp_path / "obs.csv", "--bbox", "100,0,110,10", "-o", tmp_path / "b.nc")
+    assert res.exit_code == 65 and "no report is of the variables and inside the box" in res.stderr
+    res = daflow("ingest", tmp_path / "obs.csv", "--rename", "t2m=tas", "-o", tmp_path / "r.nc")
+    assert res.exit_code == 2 and "--rename: applies to gridded states" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.nc", "obs.csv"]

@@ -311,3 +311,15 @@ def test_forecast_bad_sqg_input_exits_65(tmp_path):
                       "--steps", "200", "--seed", "1", "-o", str(blown)])
     assert result.exit_code == 65 and "at step" in result.output, result.output
     assert not blown.exists()
+
+
+def test_sqg_parameters_out_of_range_exit_65_and_inf_switches_a_term_off(tmp_path):
+    """H = 0 or L = 0 divided by zero (exit 70); tdiab = inf and diff_efold = inf are documented as 'off'."""
+    for param in ("H=0", "L=-1", "f=0", "r=-1"):
+        result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "N=8", "--param", param,
+                          "--spinup", "0", "-o", str(tmp_path / "bad.nc")])
+        assert result.exit_code == 65 and f"got {param}" in result.output, result.output
+    result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "N=8", "--param", "tdiab=inf",
+                      "--param", "diff_efold=inf", "--spinup", "0", "--steps", "2", "-o", str(tmp_path / "off.nc")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "bad.nc").exists()

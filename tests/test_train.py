@@ -300,3 +300,39 @@ def test_checkpoint_without_predict_loads_as_state(series, daflow, tmp_path):
     assert daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1,
                   "--config", tmp_path / "centred.toml", "-o", tmp_path / "centred").exit_code == 0
     assert json.loads((tmp_path / "centred" / "config.json").read_text())["normalisation"]["centre"] == "history"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("learning_rate = -1", "learning_rate = -1 is not a number >= 0"),           # was exit 70 from AdamW
+    ("learning_rate = nan", "learning_rate = nan is not a number >= 0"),
+    ("batch_size = 0", "batch_size = 0 is not a whole number >= 1"),             # was ZeroDivisionError, exit 70
+    ("grad_clip = 0", "grad_clip = 0 is not a number > 0"),
+    ('seed = "8"', "seed = 8 is not a whole number"),
+    ("history_noise = -0.3", "history_noise = -0.3 is not a number >= 0"),     # was trained on as if 0.3
+    ("validation_fraction = 1.0", "validation_fraction = 1.0 is not a number in [0, 1)"),
+])
+def test_training_settings_out_of_range_exit_65_naming_the_file(series, daflow, tmp_path, setting, message):
+    (tmp_path / "bad.toml").write_text(TINY.replace("batch_size = 8", setting))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 1, "--config", tmp_path / "bad.toml",
+                    "-o", tmp_path / "m")
+    assert result.exit_code == 65 and f"bad.toml: [training] {message}" in result.output, result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_every_training_setting_has_bounds():
+    from dataclasses import fields
+
+    from daflow.nn.training import TRAINING_BOUNDS, TrainingOptions
+
+    assert set(TRAINING_BOUNDS) == {f.name for f in fields(TrainingOptions)}
+
+
+def test_resume_with_a_different_config_is_refused_naming_the_settings(series, daflow, tmp_path):
+    """--resume keeps the stored configuration; a --config that differs was silently ignored."""
+    _train(daflow, series, tmp_path / "m", 1)
+    (tmp_path / "other.toml").write_text(TINY.replace("batch_size = 8", "batch_size = 4\nlearning_rate = 0.01"))
+    result = daflow("train", "--data", series / "truth.nc", "--history", 2, "--epochs", 2, "--resume",
+                    "--config", tmp_path / "other.toml", "-o", tmp_path / "m")
+    assert result.exit_code == 65, result.output
+    assert "[training] batch_size = 4 (trained with 8); [training] learning_rate = 0.01 (trained with 0.001)" in result.output
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["epoch"] == 1

@@ -333,3 +333,25 @@ def test_bad_input(files, daflow, tmp_path, problem, code):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 if code != 2 else sum(line.startswith("Error:") for line in lines) == 1, result.output
     assert not out.exists()
+
+
+def test_climatology_states_holding_nan_are_left_out_of_b_with_a_warning():
+    """One NaN in 600 states made the whole climatology 'needs at least two finite states' (exit 65)."""
+    import warnings
+
+    from daflow.da.cycle import covariance_from_dataset
+    from daflow.errors import DaflowWarning, DataError
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(50, N_STATE))
+    ds = xr.Dataset({GRID.variable: (("time", *GRID.dims), values.reshape(50, *GRID.shape))}, coords={"time": np.arange(50.0)})
+    holed = ds.copy(deep=True)
+    holed[GRID.variable][7] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        B = covariance_from_dataset(holed, GRID, torch.float64)
+    assert any(issubclass(w.category, DaflowWarning) and "left 1 of 50 states" in str(w.message) for w in caught)
+    expected = np.cov(np.delete(values, 7, axis=0), rowvar=False)
+    np.testing.assert_allclose(B.numpy(), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(DataError, match=r"\(1 of 50 are\)"):
+        covariance_from_dataset(holed.where(holed.time == 3), GRID, torch.float64)

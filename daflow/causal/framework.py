@@ -27,6 +27,7 @@ included) and each lag tau in the scan. Information in nats, estimated by
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from daflow.causal.estimators import cmi, transform
 from daflow.causal.surrogates import p_value, surrogate_cmi
-from daflow.errors import DataError
+from daflow.errors import DataError, OptionError
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,23 @@ def select_parents(an: Analysis, pc_alpha: float = 0.2, max_conds: int | None = 
     return parents
 
 
+def check_resolution(samples: int, surrogates: int, pc_alpha: float, block_length: int) -> None:
+    """OptionError when no p-value could reach ``pc_alpha``, so that no driver could ever be selected.
+
+    The surrogate p-value (1 + #{null >= I}) / (1 + n) is at least 1 / (1 + n); block surrogates of B blocks
+    repeat one of B! orders, the original among them, so the p-value is also about 1 / B! at best.
+    """
+    if pc_alpha <= 0:
+        raise OptionError("pc_alpha", f"{pc_alpha}: a driver is kept when its p-value is at most pc_alpha, and p > 0")
+    if (1 + surrogates) * pc_alpha < 1:
+        raise OptionError("surrogates", f"{surrogates} surrogates give p-values of at least 1/{1 + surrogates}, "
+                                        f"above pc_alpha = {pc_alpha}: no driver could be selected")
+    blocks = -(-samples // block_length)
+    if math.factorial(min(blocks, 20)) * pc_alpha < 1:
+        raise OptionError("block_length", f"{block_length} cuts the {samples} samples into {blocks} block(s), whose "
+                                          f"{math.factorial(blocks)} order(s) cannot give a p-value below pc_alpha = {pc_alpha}")
+
+
 def analyse(series: dict[str, np.ndarray], target: str, drivers: list[str], lags: list[int],
             estimator: str = "ksg", k: int = 8, surrogates: int = 200, pc_alpha: float = 0.2,
             max_conds: int | None = None, method: str = "local", shuffle_neighbors: int = 5,
@@ -165,6 +183,7 @@ def analyse(series: dict[str, np.ndarray], target: str, drivers: list[str], lags
     if len(y) <= max(2 * k, 2 * cands.shape[1] + 2):
         raise DataError(source, f"{len(y)} complete samples after lagging are too few for k = {k} "
                                 f"and {cands.shape[1]} lagged candidates")
+    check_resolution(len(y), surrogates, pc_alpha, block_length if method == "block" else 1)
     an = Analysis(y, cands, estimator, k, surrogates, method, shuffle_neighbors, block_length, seed, bins)
     parents = select_parents(an, pc_alpha, max_conds)
     links = []

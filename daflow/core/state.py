@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,8 @@ def parse_params(name: str, pairs: dict[str, Any]) -> dict[str, Any]:
             params[key] = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except ValueError:
             raise ValueError(f"{key}={text!r} is not a {kind.__name__}") from None
+        if isinstance(params[key], float) and math.isnan(params[key]):  # inf is allowed: SQG's tdiab = inf is "off"
+            raise ValueError(f"{key}={text!r} is not a number")
     return params
 
 

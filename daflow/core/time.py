@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daflow.errors import DataError
+from daflow.errors import DataError, OptionError
 
 SECONDS_PER_TIME_UNIT = {"s": 1.0, "1": 5 * 86400.0}
 TOLERANCE = 1e-9
@@ -21,8 +21,11 @@ def is_calendar(time: object) -> bool:
 
 
 def parse_start(text: str) -> np.datetime64:
-    """An ISO-8601 calendar time (a trailing Z allowed) as datetime64[ns]."""
-    return np.datetime64(text.rstrip("Z"), "ns")
+    """An ISO-8601 calendar time (a trailing Z allowed) as datetime64[ns]; OptionError for other text."""
+    try:
+        return np.datetime64(text.rstrip("Z"), "ns")
+    except ValueError:
+        raise OptionError("start", f"{text!r} is not an ISO-8601 time (e.g. 2020-01-01T00:00Z)") from None
 
 
 def elapsed(start: object, stop: object, time_units: str) -> float:

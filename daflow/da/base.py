@@ -57,7 +57,7 @@ class Filter(ABC):
 
     def __init__(self, grid: StateGrid, inflation: float = 1.0, rtps: float = 0.0, seed: int | None = None,
                  qc_k: float = QC_K):
-        if inflation < 1.0 or not 0.0 <= rtps <= 1.0 or qc_k < 0:
+        if not 1.0 <= inflation < math.inf or not 0.0 <= rtps <= 1.0 or not 0 <= qc_k < math.inf:  # NaN fails each
             raise ValueError("inflation must be >= 1, rtps in [0, 1] and qc-k >= 0")
         self.grid, self.inflation, self.rtps, self.qc_k = grid, inflation, rtps, qc_k
         self.rejected: list[np.ndarray] = []  # rows of the observation file that failed the background check

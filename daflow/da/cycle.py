@@ -8,6 +8,7 @@ climatology is the surface analysis with a parametric B (:mod:`daflow.da.surface
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import fields
 from typing import Any
 
@@ -20,7 +21,7 @@ from daflow.core.grid import StateGrid
 from daflow.core.state import State, state_from_dataset
 from daflow.da import filter_class
 from daflow.da.base import Filter
-from daflow.errors import DataError, OptionError
+from daflow.errors import DaflowWarning, DataError, OptionError
 
 __all__ = ["DIAGNOSTICS", "add_observation_diagnostics", "accepted_options", "assimilate", "covariance_from_dataset",
            "make_filter", "model_forward"]
@@ -208,8 +209,13 @@ def covariance_from_dataset(ds: xr.Dataset, grid: StateGrid, dtype: torch.dtype,
     if tuple(var.sizes.get(d, -1) for d in grid.dims) != grid.shape:
         raise DataError(name, f"{grid.variable} is not on the grid of the ensemble {dict(zip(grid.dims, grid.shape))}")
     samples = var.transpose(..., *grid.dims).values.reshape(-1, grid.size)
-    if samples.shape[0] < 2 or not np.isfinite(samples).all():
-        raise DataError(name, "needs at least two finite states for a covariance")
+    finite = np.isfinite(samples).all(axis=1)
+    if finite.sum() < 2:
+        raise DataError(name, f"needs at least two finite states for a covariance ({finite.sum()} of {len(finite)} are)")
+    if not finite.all():
+        warnings.warn(f"{name}: left {(~finite).sum()} of {len(finite)} states holding NaN/Inf out of the covariance",
+                      DaflowWarning, stacklevel=2)
+        samples = samples[finite]
     try:
         return climatological_covariance(torch.from_numpy(samples).to(dtype))
     except ValueError as err:

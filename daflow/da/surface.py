@@ -7,11 +7,15 @@ rho = exp(-r^2 / (2 L^2)), or SOAR (second-order auto-regressive), rho = (1 + r/
 R = diag(sigma_o^2). H interpolates (:mod:`daflow.obs.interpolation`: inverse-distance on point
 grids, bilinear on lat/lon grids); as in operational OI,
 H B H^T and B H^T are evaluated at the reports' positions (rho between reports, and between grid
-points and reports). rho is cut where it falls below 1e-3 (r > 3.72 L Gaussian, 9.23 L SOAR), so
-both matrices are sparse: the reports within that radius of each other and of each grid point
-(a k-d tree finds them), and the system is solved by a sparse LU factorisation. This scales to 10^5
-grid points and 10^4 reports. The cut perturbs H B H^T by at most sigma_b^2 1e-3 per neighbour, far
-below sigma_o^2, so the system stays positive definite.
+points and reports). rho is multiplied by a Gaspari & Cohn (1999, eq. 4.10) taper of support S
+(7.43 L Gaussian, twice where rho falls to 1e-3; 9.23 L SOAR, where it falls to 1e-3), so both
+matrices are sparse: the reports within S of each other and of each grid point (a k-d tree finds
+them), and the system is solved by a sparse LU factorisation. This scales to 10^5 grid points and
+10^4 reports. The taper, not a cut: a Schur product of two positive-definite functions is positive
+definite, while rho simply cut at S is not (the 2018-11-20 SYNOP reports' cut Gaussian correlation
+at L = 500 km has eigenvalues down to -0.015, so with sigma_b = 10 K and sigma_o = 1 K H B H^T + R
+was indefinite and the analysis off by hundreds of K). The taper is 0.89 (Gaussian) and 0.93
+(SOAR) at r = L.
 
 Background quality control (Lorenc & Hammon 1988): a report with
 |y - H(x^b)| > k sqrt(sigma_b^2 + sigma_o^2) (k = 5) is rejected, flagged qc = 6.
@@ -33,13 +37,16 @@ import numpy as np
 import xarray as xr
 
 from daflow.core.grid import geographic_points
+from daflow.core.memory import check_fits
+from daflow.da.localization import gaspari_cohn
 from daflow.errors import DaflowWarning, DataError
 from daflow.obs.interpolation import PointInterpolator, chord_to_km, interpolator_for, km_to_chord, unit_xyz
 from daflow.seeding import resolve_seed
 
 QC_BACKGROUND = 6
 LAPSE_RATE = 0.0065  # K/m
-CUTOFF = {"gaussian": 3.7169, "soar": 9.2335}  # r/L where rho = 1e-3
+BYTES_PER_PAIR = 96  # peak memory of B H^T per (grid point, report) pair (scipy COO -> CSR: 13.4 GB for 1.6e8 pairs)
+TAPER_SUPPORT = {"gaussian": 2 * 3.7169, "soar": 9.2335}  # S / L; rho(3.7169 L) = 1e-3 (Gaussian), rho(9.2335 L) = 1e-3 (SOAR)
 DEFAULTS = {"t2m": (2.0, 150.0), "d2m": (2.0, 150.0), "u10": (2.0, 300.0), "v10": (2.0, 300.0),
             "msl": (100.0, 500.0), "sp": (100.0, 500.0)}
 
@@ -61,10 +68,11 @@ class SurfaceOI:
     k_qc: float = 5.0
 
     def _pairs(self, tree_a, tree_b):
-        """Sparse matrix of rho between the points of two k-d trees (on unit-sphere positions)."""
-        radius = km_to_chord(CUTOFF[self.kind] * self.b_length)
-        m = tree_a.sparse_distance_matrix(tree_b, radius, output_type="coo_matrix")
-        m.data = correlation(chord_to_km(m.data), self.b_length, self.kind)
+        """Sparse matrix of the tapered rho between the points of two k-d trees (on unit-sphere positions)."""
+        support = TAPER_SUPPORT[self.kind] * self.b_length
+        m = tree_a.sparse_distance_matrix(tree_b, km_to_chord(support), output_type="coo_matrix")
+        r = chord_to_km(m.data)
+        m.data = correlation(r, self.b_length, self.kind) * gaspari_cohn(2 * r / support)
         return m
 
     def analyse(self, xb: np.ndarray, grid_lat: np.ndarray, grid_lon: np.ndarray, y: np.ndarray,
@@ -87,6 +95,9 @@ class SurfaceOI:
         xa = xb.astype(np.float64).copy()
         if use.size:
             obs_tree = cKDTree(unit_xyz(obs_lat[use], obs_lon[use]))
+            support = TAPER_SUPPORT[self.kind] * self.b_length
+            pairs = int(h.tree.count_neighbors(obs_tree, km_to_chord(support)))
+            check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points and reports within {support:.0f} km")
             hbht = self.b_std**2 * self._pairs(obs_tree, obs_tree).tocsc() + sp.diags(obs_std[use] ** 2)
             weights = splu(hbht.tocsc()).solve(departure[use])
             bht = self._pairs(h.tree, obs_tree).tocsr()
@@ -191,6 +202,8 @@ def ensemble_from_b(xb: np.ndarray, lat: np.ndarray, lon: np.ndarray, b_std: flo
 
     ell = b_length / np.sqrt(2.0)
     tree = cKDTree(unit_xyz(lat, lon))
+    pairs = int(tree.count_neighbors(tree, km_to_chord(3.0 * ell)))
+    check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points within {3.0 * ell:.0f} km (the kernel of B)")
     kernel = tree.sparse_distance_matrix(tree, km_to_chord(3.0 * ell), output_type="coo_matrix")
     kernel.data = np.exp(-0.5 * (chord_to_km(kernel.data) / ell) ** 2)
     kernel = kernel.tocsr()

@@ -1,9 +1,9 @@
 """Map the names GRIB and NetCDF producers use onto the contract's names.
 
 ``number``/``realization`` -> ``member`` (standard_name realization), ``latitude`` -> ``lat``,
-``longitude`` -> ``lon``, a vertical coordinate (``isobaricInhPa``, ``plev``, ``lev``, anything
-with ``axis = Z``) -> ``level``. A 1-D latitude is sorted ascending so that every geographic state
-has the same orientation.
+``longitude`` -> ``lon``, a vertical coordinate (``isobaricInhPa``, ``plev``, ``pressure_level``, anything
+with ``axis = Z``) -> ``level``, ``valid_time`` or a coordinate with ``axis = T`` -> ``time``. A 1-D
+latitude is sorted ascending so that every geographic state has the same orientation.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ ALIASES = {
     "member": ("member", "number", "realization", "ensemble", "ens", "ensemble_member"),
     "lat": ("lat", "latitude", "nav_lat"),
     "lon": ("lon", "longitude", "nav_lon"),
-    "level": ("level", "lev", "plev", "isobaricInhPa", "isobaricInPa", "hybrid", "depth",
+    "level": ("level", "lev", "plev", "pressure_level", "isobaricInhPa", "isobaricInPa", "hybrid", "depth",
               "height", "heightAboveGround", "heightAboveSea", "model_level_number", "pressure"),
-    "time": ("time",),
+    "time": ("time", "valid_time"),  # valid_time: the time dimension of the CDS's ERA5 NetCDF since 2024
 }
 STANDARD_NAMES = {
     "member": ("realization",),
@@ -25,6 +25,7 @@ STANDARD_NAMES = {
               "atmosphere_hybrid_sigma_pressure_coordinate"),
     "time": ("time",),
 }
+AXES = {"level": "Z", "time": "T"}  # CF axis attribute of a coordinate that is the level or the time
 
 
 def _find(ds: xr.Dataset, target: str) -> str | None:
@@ -34,7 +35,7 @@ def _find(ds: xr.Dataset, target: str) -> str | None:
     for name, var in ds.coords.items():
         if var.attrs.get("standard_name") in STANDARD_NAMES[target]:
             return str(name)
-        if target == "level" and var.attrs.get("axis") == "Z":
+        if target in AXES and var.attrs.get("axis") == AXES[target]:
             return str(name)
     return None
 

@@ -98,12 +98,15 @@ def ingest(
     parts = [open_source(s, filters, errors, banned) for s in sources]
     label = ", ".join(map(str, sources))
     kinds = {p.attrs.get("daflow_kind") for p in parts}
+    if "observations" not in kinds and (errors or blacklist):
+        raise OptionError("obs_errors" if errors else "blacklist", "applies to report files (BUFR, ODB-2, station CSV)")
     if "observations" in kinds:
         if kinds != {"observations"}:
             raise DataError(label, "observation files cannot be joined with states")
-        if select or join != "exact":
-            raise OptionError("sel" if select else "join", "applies to gridded states, not to observation files")
-        return _observations(parts, label, time)
+        if select or join != "exact" or renames:
+            raise OptionError("sel" if select else "join" if join != "exact" else "rename",
+                              "applies to gridded states, not to observation files")
+        return _observations(parts, label, time, variables, bbox)
     ds = parts[0] if len(parts) == 1 else _join(parts, sources, join)
     if select:
         ds = select_values(ds, select, label)
@@ -132,13 +135,33 @@ def ingest(
     return ds.chunk(_chunks(ds, chunks))
 
 
-def _observations(parts: list[xr.Dataset], label: str, window: str | None) -> xr.Dataset:
-    """Observation files concatenated and quality-controlled (flagged in ``qc``, never dropped)."""
+def _observations(parts: list[xr.Dataset], label: str, window: str | None, variables: Sequence[str] = (),
+                  bbox: tuple[float, float, float, float] | None = None) -> xr.Dataset:
+    """Observation files concatenated, the reports of ``variables`` inside ``bbox`` kept, and quality-controlled
+    (flagged in ``qc``, never dropped)."""
     obs = xr.concat(parts, dim="obs", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
     missing = [v for v in ("value", "error_std", "time", "variable") if v not in obs]
     if missing:
         raise DataError(label, f"observation file lacks {', '.join(missing)}")
-    obs, counts = quality_control(obs, parse_time_window(window) if window else None)
+    keep = np.ones(obs.sizes["obs"], bool)
+    if variables:
+        observed = obs["variable"].values.astype(str)
+        absent = sorted(set(variables) - set(observed))
+        if absent:
+            raise DataError(label, f"no report of {', '.join(absent)} (the reports are of {', '.join(np.unique(observed))})")
+        keep &= np.isin(observed, list(variables))
+    if bbox is not None:
+        if "lat" not in obs or "lon" not in obs:
+            raise DataError(label, "--bbox needs report latitudes and longitudes")
+        west, south, east, north = bbox
+        width = (east - west) % 360 or (360.0 if east != west else 0.0)
+        lat, lon = obs["lat"].values, obs["lon"].values
+        keep &= (lat >= south) & (lat <= north) & ((lon - west) % 360 <= width)
+    if not keep.all():
+        if not keep.any():
+            raise DataError(label, "no report is of the variables and inside the box asked for")
+        obs = obs.isel(obs=np.flatnonzero(keep))
+    obs, counts = quality_control(obs, time_window_for(obs["time"], window, label) if window else None)
     flagged = {k: v for k, v in counts.items() if v}
     if flagged:
         listed = ", ".join(f"{v} {k}" for k, v in flagged.items())
@@ -298,15 +321,26 @@ def _instant(text: str):
 def select_time(ds: xr.Dataset, window: str, label: str) -> xr.Dataset:
     if "time" not in ds.dims:
         raise DataError(label, "--time: the input has no time dimension")
-    try:
-        start, end = parse_time_window(window)
-        out = ds.sel(time=slice(start, end))
-    except (ValueError, TypeError) as err:
-        raise DataError(label, f"--time {window}: {err}") from err
+    start, end = time_window_for(ds["time"], window, label)
+    out = ds.sel(time=slice(start, end))
     if out.sizes["time"] == 0:
         raise DataError(label, f"--time {window} selects no time (the input spans "
-                               f"{ds['time'].values[0]} to {ds['time'].values[-1]})")
+                               f"{ds['time'].values.min()} to {ds['time'].values.max()})")
     return out
+
+
+def time_window_for(times: xr.DataArray, window: str, label: str) -> tuple[object, object]:
+    """The bounds of ``window`` for these times; DataError when a bound is a date and the times are model times, or the reverse."""
+    try:
+        start, end = parse_time_window(window)
+    except ValueError as err:
+        raise DataError(label, f"--time {window}: {err}") from err
+    calendar = np.issubdtype(times.dtype, np.datetime64)
+    if any(bound is not None and isinstance(bound, float) == calendar for bound in (start, end)):
+        kind = "calendar dates" if calendar else "model times (numbers)"
+        raise DataError(label, f"--time {window}: the input's times are {kind}, "
+                               f"{times.values.min()} to {times.values.max()}")
+    return start, end
 
 
 def select_bbox(ds: xr.Dataset, bbox: tuple[float, float, float, float], label: str) -> xr.Dataset:

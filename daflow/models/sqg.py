@@ -87,6 +87,13 @@ class SQG(Model):
         self.r, self.tdiab = float(r), float(tdiab)
         self.diff_order, self.diff_efold = int(diff_order), float(diff_efold)
         self.theta0, self.g = float(theta0), float(g)
+        positive = {"L": self.L, "H": self.H, "nsq": self.nsq, "tdiab": self.tdiab, "diff_efold": self.diff_efold,
+                    "theta0": self.theta0, "g": self.g, "diff_order": self.diff_order}
+        bad = [f"{k}={v:g}" for k, v in positive.items() if not v > 0] + (["f=0"] if self.f == 0 else []) + \
+              ([f"r={self.r:g}"] if not self.r >= 0 else [])
+        if bad:
+            raise DataError(None, f"SQG needs L, H, nsq, tdiab, diff_efold, theta0, g, diff_order > 0, f != 0 and r >= 0; "
+                                  f"got {', '.join(bad)}")
         if advection not in ADVECTION:
             raise DataError(None, f"SQG advection must be one of {', '.join(ADVECTION)}, got {str(advection)!r}")
         self.advection = advection

@@ -79,7 +79,44 @@ def read_config_file(path: str | None) -> tuple[dict, dict, TrainingOptions]:
     for key, allowed in (("predict", PREDICT), ("centre", CENTRE)):
         if norm[key] not in allowed:
             raise DataError(path, f"[normalisation] {key} = {norm[key]!r}; choose {' or '.join(allowed)}")
+    for key, value in train.items():
+        if not _allowed(key, value):
+            raise DataError(path, f"[training] {key} = {str(value)[:40]} is not {TRAINING_BOUNDS[key][0]}")
     return arch, norm, TrainingOptions(**train)
+
+
+TRAINING_BOUNDS = {  # [training] setting: (what it must be, test)
+    "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
+    "learning_rate": ("a number >= 0", lambda v: v >= 0),  # 0 keeps the initial network (a test uses it)
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "grad_clip": ("a number > 0", lambda v: v > 0),
+    "validation_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "seed": ("a whole number", lambda v: isinstance(v, int)),
+    "history_noise": ("a number >= 0", lambda v: v >= 0),
+}
+
+
+def _allowed(key: str, value: object) -> bool:
+    """A finite TOML number (not a boolean) that passes the setting's test."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return bool(TRAINING_BOUNDS[key][1](value))
+
+
+def _check_same_config(config_file: str, config: dict, options: TrainingOptions, model_dir: str) -> None:
+    """DataError when a config file given with resume differs from the one the checkpoint was trained with (resuming keeps that one)."""
+    arch_options, norm_options, file_options = read_config_file(config_file)
+    stored = {**{f"[architecture] {k}": config["architecture"].get(k) for k in arch_options},
+              **{f"[normalisation] {k}": config["normalisation"].get(k, default) for k, default in
+                 (("predict", DEFAULT_PREDICT), ("centre", DEFAULT_CENTRE))},
+              **{f"[training] {f.name}": getattr(options, f.name) for f in fields(TrainingOptions)}}
+    given = {**{f"[architecture] {k}": v for k, v in arch_options.items()},
+             **{f"[normalisation] {k}": v for k, v in norm_options.items()},
+             **{f"[training] {f.name}": getattr(file_options, f.name) for f in fields(TrainingOptions)}}
+    changed = [f"{k} = {given[k]!r} (trained with {stored[k]!r})" for k in given if given[k] != stored[k]]
+    if changed:
+        raise DataError(config_file, f"differs from the configuration {model_dir} was trained with: {'; '.join(changed)}; "
+                                     "resuming keeps that one (drop --config, or train a new model)")
 
 
 def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +168,8 @@ def train(series: Series, history: int, epochs: int, model_dir: str, config_file
         if seed is not None and seed != options.seed:
             raise DataError(model_dir, f"trained with --seed {options.seed}, not {seed}")
         arch = ckpt.checked_architecture(config["architecture"], Path(model_dir) / ckpt.CONFIG)
+        if config_file is not None:
+            _check_same_config(config_file, config, options, model_dir)
     else:
         arch_options, norm_options, options = read_config_file(config_file)
         options = options if seed is None else replace(options, seed=seed)
