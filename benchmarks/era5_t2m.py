@@ -70,10 +70,10 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def architecture_toml(width: int, depth: int, patch: int, history_noise: float, centre: str) -> str:
+def architecture_toml(width: int, depth: int, patch: int, history_noise: float, centre: str, seed: int = 0) -> str:
     return (f"[architecture]\nwidth = {width}\ndepth = {depth}\nheads = 4\npatch = {patch}\n"
             f"[normalisation]\npredict = \"state\"\ncentre = \"{centre}\"\n[training]\nbatch_size = 32\nlearning_rate = 0.001\n"
-            f"history_noise = {history_noise}\n")
+            f"history_noise = {history_noise}\nseed = {seed}\n")
 
 
 def obs_batch(values: np.ndarray, mask: np.ndarray) -> ObsBatch:
@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--centre", choices=("climate", "history"), default="climate",
                         help="[normalisation] centre of a NEW checkpoint: the training mean, or each window's last history "
                         "frame's domain mean (daflow.nn.normalisation) [climate]; existing checkpoints keep their own.")
+    parser.add_argument("--train-seed", type=int, default=0, help="[training] seed of a NEW checkpoint: initial weights, "
+                        "data order, noises [0]; --seed sets the masks, observations and sampling.")
     parser.add_argument("--validation-only", action="store_true", help="Stop after validation (no test run), e.g. "
                         "to compare checkpoints on validation before the test is run once with the chosen one.")
     parser.add_argument("--members", type=int, help="Posterior samples [quick 4, full 16].")
@@ -231,7 +233,7 @@ def main() -> None:
         root = Path(args.model_dir or f"{tmp}/model")
         root.mkdir(parents=True, exist_ok=True)
         config = root / "arch.toml"
-        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.history_noise, args.centre))
+        config.write_text(architecture_toml(args.width, args.depth, args.patch, args.history_noise, args.centre, args.train_seed))
         series = read_series(ds.isel(time=slice(0, v0)), "t2m", GRIB)
         checkpoints, previous, train_seconds = {}, None, {}
         for e in sorted(int(v) for v in args.epochs.split(",")):
