@@ -30,7 +30,7 @@ def _lags(ctx, param, value):
                    "Gaussian (linear, partial correlation) or binned histograms.")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours of the k-NN estimator.")
 @click.option("--surrogates", type=click.IntRange(min=1), default=200, show_default=True, help="Surrogates per test.")
-@click.option("--pc-alpha", type=FiniteFloatRange(0, 1), default=0.2, show_default=True, help="Threshold of the parent selection.")
+@click.option("--pc-alpha", type=FiniteFloatRange(0, 1, min_open=True), default=0.2, show_default=True, help="Threshold of the parent selection.")
 @click.option("--block-length", type=click.IntRange(min=1), help="Block-shuffle surrogates of this length instead of local permutations.")
 @click.option("--local", is_flag=True, help="Also write local (per-sample) information.")
 @click.option("--plot", type=output_path(dir_okay=False), help="PNG of strengths per driver and lag.")

@@ -153,10 +153,9 @@ def _observations(parts: list[xr.Dataset], label: str, window: str | None, varia
     if bbox is not None:
         if "lat" not in obs or "lon" not in obs:
             raise DataError(label, "--bbox needs report latitudes and longitudes")
-        west, south, east, north = bbox
-        width = (east - west) % 360 or (360.0 if east != west else 0.0)
-        lat, lon = obs["lat"].values, obs["lon"].values
-        keep &= (lat >= south) & (lat <= north) & ((lon - west) % 360 <= width)
+        _, south, _, north = bbox
+        lat, (east_of_west, width) = obs["lat"].values, _east_of_west(obs["lon"].values, bbox)
+        keep &= (lat >= south) & (lat <= north) & (east_of_west <= width)
     if not keep.all():
         if not keep.any():
             raise DataError(label, "no report is of the variables and inside the box asked for")
@@ -348,19 +347,23 @@ def select_bbox(ds: xr.Dataset, bbox: tuple[float, float, float, float], label: 
     if "lat" not in ds.coords or "lon" not in ds.coords:
         raise DataError(label, "--bbox needs latitude and longitude coordinates")
     west, south, east, north = bbox
-    width = (east - west) % 360 or (360.0 if east != west else 0.0)
-    lat, lon = ds["lat"], ds["lon"]
-    rel = (lon - west) % 360
+    lat, (rel, width) = ds["lat"], _east_of_west(ds["lon"], bbox)
     inside = (lat >= south) & (lat <= north) & (rel <= width)
     if not bool(inside.any()):
         raise DataError(label, f"--bbox {west},{south},{east},{north} holds no grid point")
-    if lat.ndim == 1 and lon.ndim == 1:
+    if lat.ndim == 1 and ds["lon"].ndim == 1:
         lon_idx = np.flatnonzero((rel <= width).values)
         lon_idx = lon_idx[np.argsort(rel.values[lon_idx], kind="stable")]
         out = ds.isel(lon=lon_idx, lat=np.flatnonzero(((lat >= south) & (lat <= north)).values))
         return out.assign_coords(lon=("lon", west + rel.values[lon_idx], ds["lon"].attrs))
     rows, cols = (np.flatnonzero(inside.any(d).values) for d in inside.dims[::-1])
     return ds.isel({inside.dims[0]: slice(rows[0], rows[-1] + 1), inside.dims[1]: slice(cols[0], cols[-1] + 1)})
+
+
+def _east_of_west(lon, bbox: tuple[float, float, float, float]):
+    """(degrees east of the box's west edge in [0, 360), the box's width): inside when the first is <= the second."""
+    west, _, east, _ = bbox
+    return (lon - west) % 360, (east - west) % 360 or (360.0 if east != west else 0.0)
 
 
 def parse_chunks(text: str) -> dict[str, int | str]:
