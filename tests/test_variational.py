@@ -355,3 +355,33 @@ def test_climatology_states_holding_nan_are_left_out_of_b_with_a_warning():
     np.testing.assert_allclose(B.numpy(), expected, rtol=1e-10, atol=1e-12)
     with pytest.raises(DataError, match=r"\(1 of 50 are\)"):
         covariance_from_dataset(holed.where(holed.time == 3), GRID, torch.float64)
+
+
+def test_3dvar_analyses_one_deterministic_gridded_forecast(daflow, tmp_path):
+    """A single forecast on a lat/lon grid (an ingested GRIB, no member dimension) was refused with 'the ensemble
+    methods need an ensemble', even for 3D-Var. With a correlation length far below the grid spacing B is
+    diagonal, so the analysis is (b^2 y + r^2 x_b) / (b^2 + r^2) at the observed points and x_b elsewhere."""
+    from daflow.io.contract import write_dataset
+
+    lat, lon = np.arange(50.0, 54.0), np.arange(-2.0, 3.0)
+    xb = 280 + np.arange(20.0).reshape(1, 4, 5)
+    when = np.array(["2019-03-05T06:00"], dtype="datetime64[ns]")
+    write_dataset(xr.Dataset({"t2m": (("time", "lat", "lon"), xb)}, coords={"time": when, "lat": lat, "lon": lon}),
+                  tmp_path / "fc.nc", "state")
+    at = [(0, 0), (2, 3), (3, 4)]
+    y = np.array([275.0, 290.0, 301.0])
+    obs = xr.Dataset({"value": ("obs", y), "error_std": ("obs", np.ones(3)), "time": ("obs", np.repeat(when, 3)),
+                      "variable": ("obs", np.array(["t2m"] * 3, dtype=object)), "operator": ("obs", np.array(["identity"] * 3, dtype=object)),
+                      "qc": ("obs", np.zeros(3, np.int8)), "lat": ("obs", [lat[i] for i, _ in at]), "lon": ("obs", [lon[j] for _, j in at])})
+    write_dataset(obs, tmp_path / "obs.nc", "observations")
+    result = daflow("assimilate", "--method", "3dvar", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
+                    "--b-std", 2, "--b-length", 1, "-o", tmp_path / "an.nc")
+    assert result.exit_code == 0, result.output
+    an = xr.open_dataset(tmp_path / "an.nc")["t2m"].values.reshape(4, 5)
+    expected = xb[0].copy()
+    for (i, j), value in zip(at, y):
+        expected[i, j] = (4 * value + xb[0, i, j]) / 5
+    np.testing.assert_allclose(an, expected, atol=1e-6)
+    result = daflow("assimilate", "--method", "enkf-n", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
+                    "-o", tmp_path / "e.nc")
+    assert result.exit_code == 65 and "has 1 member(s); enkf-n needs at least 2" in result.output

@@ -157,8 +157,8 @@ def gridded_state(ds: xr.Dataset, obs: xr.Dataset, source: object, dtype: torch.
         raise DataError(name_, f"the observations are of {', '.join(observed) or 'no variable'}; exactly one of the "
                                f"variables ({have}) must be observed to analyse a dataset without a model")
     var = ds[found[0]]
-    if "member" not in var.dims:
-        raise DataError(name_, f"{found[0]} has no member dimension: the ensemble methods need an ensemble")
+    if "member" not in var.dims:  # one deterministic forecast: a one-member state (3D-Var; an ensemble method says it needs more)
+        var = var.expand_dims(member=1)
     model = GriddedModel(found[0], var, ds, dtype)
     last = var.isel(time=-1).transpose("member", *model.dims)
     x = torch.from_numpy(np.ascontiguousarray(last.values, dtype=np.float64)).to(dtype)
