@@ -51,6 +51,16 @@ DEFAULTS = {"t2m": (2.0, 150.0), "d2m": (2.0, 150.0), "u10": (2.0, 300.0), "v10"
             "msl": (100.0, 500.0), "sp": (100.0, 500.0)}
 
 
+def distances_within(tree_a, tree_b, radius_km: float, what: str):
+    """COO matrix of the chord distances between the points of two k-d trees (unit-sphere positions) within
+    ``radius_km``, after a dual-tree count of its pairs has checked that it fits in memory (OptionError naming
+    b_length, which sets the radius, with ``what`` the points paired)."""
+    chord = km_to_chord(radius_km)
+    pairs = int(tree_a.count_neighbors(tree_b, chord))
+    check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of {what} within {radius_km:.0f} km")
+    return tree_a.sparse_distance_matrix(tree_b, chord, output_type="coo_matrix")
+
+
 def correlation(r_km: np.ndarray, length_km: float, kind: str) -> np.ndarray:
     x = np.asarray(r_km) / length_km
     if kind == "gaussian":
@@ -67,10 +77,10 @@ class SurfaceOI:
     kind: str = "gaussian"
     k_qc: float = 5.0
 
-    def _pairs(self, tree_a, tree_b):
+    def _pairs(self, tree_a, tree_b, what: str = "reports"):
         """Sparse matrix of the tapered rho between the points of two k-d trees (on unit-sphere positions)."""
         support = TAPER_SUPPORT[self.kind] * self.b_length
-        m = tree_a.sparse_distance_matrix(tree_b, km_to_chord(support), output_type="coo_matrix")
+        m = distances_within(tree_a, tree_b, support, what)
         r = chord_to_km(m.data)
         m.data = correlation(r, self.b_length, self.kind) * gaspari_cohn(2 * r / support)
         return m
@@ -95,12 +105,9 @@ class SurfaceOI:
         xa = xb.astype(np.float64).copy()
         if use.size:
             obs_tree = cKDTree(unit_xyz(obs_lat[use], obs_lon[use]))
-            support = TAPER_SUPPORT[self.kind] * self.b_length
-            pairs = int(h.tree.count_neighbors(obs_tree, km_to_chord(support)))
-            check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points and reports within {support:.0f} km")
+            bht = self._pairs(h.tree, obs_tree, "grid points and reports").tocsr()  # first: the larger
             hbht = self.b_std**2 * self._pairs(obs_tree, obs_tree).tocsc() + sp.diags(obs_std[use] ** 2)
             weights = splu(hbht.tocsc()).solve(departure[use])
-            bht = self._pairs(h.tree, obs_tree).tocsr()
             xa += self.b_std**2 * (bht @ weights)
         hxa = (xa[index] * w).sum(1)
         return xa, hxb, hxa, accepted
@@ -202,9 +209,7 @@ def ensemble_from_b(xb: np.ndarray, lat: np.ndarray, lon: np.ndarray, b_std: flo
 
     ell = b_length / np.sqrt(2.0)
     tree = cKDTree(unit_xyz(lat, lon))
-    pairs = int(tree.count_neighbors(tree, km_to_chord(3.0 * ell)))
-    check_fits(BYTES_PER_PAIR * pairs, "b_length", f"{pairs} pairs of grid points within {3.0 * ell:.0f} km (the kernel of B)")
-    kernel = tree.sparse_distance_matrix(tree, km_to_chord(3.0 * ell), output_type="coo_matrix")
+    kernel = distances_within(tree, tree, 3.0 * ell, "grid points")
     kernel.data = np.exp(-0.5 * (chord_to_km(kernel.data) / ell) ** 2)
     kernel = kernel.tocsr()
     norm = np.sqrt(np.asarray(kernel.multiply(kernel).sum(axis=1)).ravel())
