@@ -12,6 +12,7 @@ import threading
 import warnings
 
 import click
+from click.core import ParameterSource
 
 from daflow.errors import DaflowError, DaflowWarning, OptionError
 from daflow.io.atomic import check_outputs, output_group, remove_pending, same_file
@@ -155,6 +156,12 @@ def _finite(value):
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
         return _finite(value.item())
     return value
+
+
+def given_flags(*names: str) -> list[str]:
+    """The flags (``--burn-in``) of the parameters ``names`` (``burn_in``) that the command line set, not their defaults."""
+    ctx = click.get_current_context()
+    return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

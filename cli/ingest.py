@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 
 import click
-from click.core import ParameterSource
 
-from daflow_cli.common import FiniteFloatRange, common_options, output_path, parse_pairs, scheduler_option
+from daflow_cli.common import FiniteFloatRange, common_options, given_flags, output_path, parse_pairs, scheduler_option
 
 
 OBSERVE_ONLY = ("fraction", "error_std", "pattern", "operator", "every")
@@ -91,8 +90,7 @@ def ingest(sources, output, variables, filters, bbox, window, chunks, name, rena
 
     if (withhold is None) != (withheld is None):
         raise click.UsageError("--withhold and --withheld go together")
-    given = [f"--{p.replace('_', '-')}" for p in OBSERVE_ONLY
-             if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+    given = given_flags(*OBSERVE_ONLY)
     if given and not observe:
         raise click.UsageError(f"{', '.join(given)} draw synthetic observations: add --observe")
     ds = run(*sources, var=variables, filter=parse_pairs(filters, "--filter"), bbox=bbox, time=window, chunks=chunks, name=name,

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import click
-from click.core import ParameterSource
 
-from daflow_cli.common import common_options, output_path, print_json, scheduler_option
+from daflow_cli.common import common_options, given_flags, output_path, print_json, scheduler_option
 
 
 @click.command()
@@ -33,19 +32,20 @@ def score(truth, forecast, obs, variables, burn_in, mask_nonfinite, output, csv_
     if truth is None:
         if obs is None:
             raise click.UsageError("give --truth, or --obs to verify against observations")
-        given = [f"--{p.replace('_', '-')}" for p in ("burn_in", "mask_nonfinite", "scheduler")
-                 if click.get_current_context().get_parameter_source(p) is ParameterSource.COMMANDLINE]
+        given = given_flags("burn_in", "mask_nonfinite", "scheduler")
         if given:
             raise click.UsageError(f"{', '.join(given)}: verification against a truth only (give --truth)")
-        from daflow.api import departures, summary as summarise
+        from daflow.api import departures, summary
         from daflow.score import obsspace
 
         rows = departures(forecast, obs, var=variables)
-        figures, table = summarise(rows), rows.to_dataframe()
-        if csv_path:
-            obsspace.write_departures_csv(table, csv_path)
-        if plot:
-            obsspace.plot_departures(table, plot, title=f"O - F of {forecast}")
+        figures = summary(rows)
+        if csv_path or plot:
+            table = rows.to_dataframe()
+            if csv_path:
+                obsspace.write_departures_csv(table, csv_path)
+            if plot:
+                obsspace.plot_departures(table, plot, title=f"O - F of {forecast}")
         if output:
             write_dataset(rows, output, "scores")
         if as_json:
