@@ -106,17 +106,20 @@ def _allowed(key: str, value: object) -> bool:
 def _check_same_config(config_file: str, config: dict, options: TrainingOptions, model_dir: str) -> None:
     """DataError when a config file given with resume differs from the one the checkpoint was trained with (resuming keeps that one)."""
     arch_options, norm_options, file_options = read_config_file(config_file)
-    stored = {**{f"[architecture] {k}": config["architecture"].get(k) for k in arch_options},
-              **{f"[normalisation] {k}": config["normalisation"].get(k, default) for k, default in
-                 (("predict", DEFAULT_PREDICT), ("centre", DEFAULT_CENTRE))},
-              **{f"[training] {f.name}": getattr(options, f.name) for f in fields(TrainingOptions)}}
-    given = {**{f"[architecture] {k}": v for k, v in arch_options.items()},
-             **{f"[normalisation] {k}": v for k, v in norm_options.items()},
-             **{f"[training] {f.name}": getattr(file_options, f.name) for f in fields(TrainingOptions)}}
+    given = _settings(arch_options, norm_options, file_options)
+    stored = _settings({k: config["architecture"].get(k) for k in arch_options},
+                       {k: config["normalisation"].get(k, default) for k, default in (("predict", DEFAULT_PREDICT), ("centre", DEFAULT_CENTRE))},
+                       options)
     changed = [f"{k} = {given[k]!r} (trained with {stored[k]!r})" for k in given if given[k] != stored[k]]
     if changed:
         raise DataError(config_file, f"differs from the configuration {model_dir} was trained with: {'; '.join(changed)}; "
                                      "resuming keeps that one (drop --config, or train a new model)")
+
+
+def _settings(arch: dict, norm: dict, options: TrainingOptions) -> dict[str, object]:
+    """{"[section] key": value} of a configuration, as a TOML file's settings are named."""
+    return {**{f"[architecture] {k}": v for k, v in arch.items()}, **{f"[normalisation] {k}": v for k, v in norm.items()},
+            **{f"[training] {f.name}": getattr(options, f.name) for f in fields(TrainingOptions)}}
 
 
 def windows(frames: torch.Tensor, starts: torch.Tensor, history: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
