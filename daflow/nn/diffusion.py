@@ -115,7 +115,8 @@ class SamplerSettings:
     churn_min <= sigma <= churn_max); corrections: Langevin corrector steps after each step that
     ends at a noise level corrections_min <= sigma <= corrections_max, of size tau sigma^2 (SDA's
     predictor-corrector; 8 at sigma <= 1.5 by default, see :func:`posterior_sample`);
-    cg_iterations / cg_tolerance: conjugate gradients of MMPS; data_mean / data_std: the prior's mean
+    cg_iterations / cg_tolerance: conjugate gradients of MMPS, at most cg_iterations, stopped once the residual
+    is below cg_tolerance (precise observations of a smooth field need up to about 32); data_mean / data_std: the prior's mean
     (a float or a tensor of the sample's shape) and typical standard deviation, which set the units the
     schedule and corrections are in (None: estimated from the denoiser, see :func:`prior_moments`).
     """
@@ -129,7 +130,7 @@ class SamplerSettings:
     tau: float = 0.5
     corrections_min: float = 0.0
     corrections_max: float = 1.5
-    cg_iterations: int = 8
+    cg_iterations: int = 32
     cg_tolerance: float = 1e-4
     gamma: float = 1e-2
     zeta: float = 1.0
