@@ -385,3 +385,26 @@ def test_3dvar_analyses_one_deterministic_gridded_forecast(daflow, tmp_path):
     result = daflow("assimilate", "--method", "enkf-n", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
                     "-o", tmp_path / "e.nc")
     assert result.exit_code == 65 and "has 1 member(s); enkf-n needs at least 2" in result.output
+
+
+def test_4dvar_of_a_gridded_field_without_a_model_is_bad_input(daflow, tmp_path):
+    """A background read without its model (an ingested field, a storm forecast: no daflow_model attributes)
+    cannot be stepped through a 4D-Var window: exit 65, one line, nothing written. It stopped with exit 70
+    (ZeroDivisionError: the steps between observation times divided by the field's dt of 0)."""
+    from daflow.io.contract import write_dataset
+
+    lat, lon = np.arange(50.0, 53.0), np.arange(-2.0, 2.0)
+    when = np.array(["2019-03-05T06:00", "2019-03-05T12:00"], dtype="datetime64[ns]")
+    write_dataset(xr.Dataset({"t2m": (("time", "lat", "lon"), 280 + np.arange(24.0).reshape(2, 3, 4))},
+                             coords={"time": when, "lat": lat, "lon": lon}), tmp_path / "fc.nc", "state")
+    obs = xr.Dataset({"value": ("obs", [281.0, 290.0]), "error_std": ("obs", np.ones(2)), "time": ("obs", when),
+                      "variable": ("obs", np.array(["t2m"] * 2, dtype=object)),
+                      "operator": ("obs", np.array(["identity"] * 2, dtype=object)), "qc": ("obs", np.zeros(2, np.int8)),
+                      "lat": ("obs", [50.0, 52.0]), "lon": ("obs", [-2.0, 1.0])})
+    write_dataset(obs, tmp_path / "obs.nc", "observations")
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", "4dvar", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
+                    "--b-std", 2, "--b-length", 100, "--window", 2, "-o", out)
+    assert result.exit_code == 65, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "has no model to step" in result.output
+    assert not out.exists()
