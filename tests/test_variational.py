@@ -440,3 +440,24 @@ def test_parametric_b_on_the_sphere_is_positive_definite_and_3dvar_is_the_kalman
     analysis, _ = filt.analyse(xb, batch)
     expected = kalman_mean(xb[0], filt.B, selection(index, grid.size), torch.diag(batch.error_std**2), batch.value)
     torch.testing.assert_close(analysis[0], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, b", [("3dvar", "parametric"), ("4dvar", "climatology"), ("oi", "climatology")])
+def test_a_state_too_large_for_a_dense_b_is_bad_input_naming_the_method(daflow, tmp_path, method, b):
+    """Above MAX_STATE values B (n x n) is not built: exit 65 naming the state file and the method, for a parametric
+    B as for a climatology. The parametric case ended as a usage error blaming --method (exit 2), the climatology's
+    named OI whatever the method."""
+    from daflow.da.var3d import MAX_STATE
+
+    x0 = tmp_path / "x0.nc"
+    assert daflow("forecast", "--model", "lorenz96", "--param", f"dim={MAX_STATE + 1}", "--init", "random", "--spinup", "0",
+                  "--steps", "1", "-o", x0).exit_code == 0
+    assert daflow("ingest", x0, "--observe", "--fraction", "0.001", "--error-std", "1", "--seed", "1",
+                  "-o", tmp_path / "obs.nc").exit_code == 0
+    options = ["--b-std", "1", "--b-length", "2"] if b == "parametric" else ["--climatology", x0]
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", method, "--init", x0, "--obs", tmp_path / "obs.nc", *options, "-o", out)
+    assert result.exit_code == 65, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert f"x0.nc: method {method} needs a dense B" in result.output, result.output
+    assert not out.exists()

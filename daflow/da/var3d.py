@@ -226,6 +226,7 @@ class VariationalFilter(Filter):
     min_members = 1
     differentiates = True
     settings_class = VarSettings
+    max_state = MAX_STATE  # B is dense
 
     def __init__(self, grid, covariance: torch.Tensor | None = None, **options):
         self.settings, rest = split_settings(self.settings_class, options)
