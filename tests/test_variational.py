@@ -461,3 +461,44 @@ def test_a_state_too_large_for_a_dense_b_is_bad_input_naming_the_method(daflow, 
     assert len(result.output.strip().splitlines()) == 1
     assert f"x0.nc: method {method} needs a dense B" in result.output, result.output
     assert not out.exists()
+
+
+def test_4dvar_applies_the_background_check_of_every_method():
+    """A wild value (1e6) at the second of three observation times is rejected against the background trajectory,
+    as 3D-Var and the filters reject it: the window's analysis is the one without that observation. 4D-Var had no
+    check: the value went into J and the analysis was 54 away from the truth. A time whose observations are all
+    rejected adds nothing; with every one rejected the analysis is the background."""
+    model = get_model("lorenz96", dim=8)
+    grid = StateGrid.from_model(model)
+    x0 = model.random_state(1, torch.Generator().manual_seed(1))
+    forward = model_forward(State(model, 0.05, x0, 0.0, False))
+    index = np.arange(0, 8, 2)
+    values = [forward(x0, k + 1)[0, index].numpy() + 0.1 for k in range(3)]
+
+    def batches(wild, keep=slice(None)):
+        out = []
+        for k, v in enumerate(values):
+            v = v.copy()
+            if k in wild:
+                v[2] = 1e6
+            out.append(observation_batches(obs_dataset(index[keep if k in wild else slice(None)],
+                                                       v[keep if k in wild else slice(None)], error=0.5,
+                                                       time=0.05 * (k + 1)), grid)[0])
+        return out
+
+    ens = x0 + 0.5 * torch.randn(3, 8, generator=torch.Generator().manual_seed(2), dtype=DT)
+    filt = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0)
+    _, checked = filt.analyse_window(ens, batches({1}), [1, 1, 1], forward)
+    assert filt.rejected_rows().tolist() == [2]
+    _, without = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0).analyse_window(
+        ens, batches({1}, keep=[0, 1, 3]), [1, 1, 1], forward)
+    for a, b in zip(checked, without):
+        torch.testing.assert_close(a, b)
+    _, unchecked = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0, qc_k=0).analyse_window(
+        ens, batches({1}), [1, 1, 1], forward)
+    assert float((unchecked[1] - checked[1]).abs().max()) > 1.0
+    every = batches({0, 1, 2}, keep=[2])                                       # one wild observation per time
+    backgrounds, analyses = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0).analyse_window(
+        ens, every, [1, 1, 1], forward)
+    for a, b in zip(analyses, backgrounds):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
