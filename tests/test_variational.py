@@ -502,3 +502,14 @@ def test_4dvar_applies_the_background_check_of_every_method():
         ens, every, [1, 1, 1], forward)
     for a, b in zip(analyses, backgrounds):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("option, value", [("--inflation", "1.5"), ("--rtps", "0.9")])
+def test_4dvar_refuses_inflation_and_rtps_instead_of_ignoring_them(files, daflow, tmp_path, option, value):
+    """Its windows apply neither (static B): the output was identical with or without them."""
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", "4dvar", "--init", files / "x0.nc", "--obs", files / "obs.nc",
+                    "--b-std", "1", "--b-length", "2", option, value, "-o", out)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {option}: method 4dvar: 4dvar takes no {option[2:]}" in result.output
+    assert not out.exists()

@@ -40,6 +40,12 @@ class Var4D(Var3D):
     name = "4dvar"
     settings_class = Var4DSettings
 
+    def __init__(self, grid, covariance: torch.Tensor | None = None, **options):
+        super().__init__(grid, covariance, **options)
+        for name, value, default in (("inflation", self.inflation, 1.0), ("rtps", self.rtps, 0.0)):
+            if value != default:   # analyse_window applies neither: refused, not ignored
+                raise ValueError(f"4dvar takes no {name} (its B is static; --b-scale scales it)")
+
     @property
     def window(self) -> int:
         return self.settings.window
