@@ -13,6 +13,7 @@ from daflow.nn.diffusion import (
     gaussian_denoiser,
     kalman_posterior,
     posterior_sample,
+    prior_moments,
     scalar_observation_posterior,
 )
 from daflow.nn.generative import GenerativeModel
@@ -273,3 +274,30 @@ def test_jacobi_preconditioned_conjugate_gradient():
     spd = torch.diag(d.sqrt()) @ (torch.eye(50, dtype=torch.float64) + m @ m.T) @ torch.diag(d.sqrt())
     exact = torch.linalg.solve(spd, b.T).T
     assert torch.allclose(conjugate_gradient(lambda u: u @ spd, b, 50, diagonal=spd.diagonal()), exact, rtol=1e-8, atol=1e-10)
+
+
+def test_prior_in_physical_units_matches_kalman():
+    """A prior in physical units (a temperature: mean 280, standard deviation 5, correlation 0.8; two independent
+    copies, y on the first coordinate of each, error/prior std 0.1 and 1): the sampler's noise levels are in units
+    of the data's spread about its mean, so it standardises with the denoiser's own moments. Before, the flow
+    started sigma_max = 80 about 0 and ended 1.2 and 3.0 posterior std off; now within the unit-prior bounds,
+    and a prior draw (no observations) has the prior's mean and variance."""
+    C = torch.block_diag(*[25 * torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)] * 2)
+    mu = torch.tensor([280.0, 275.0, 290.0, 285.0], dtype=torch.float64)
+    exact = gaussian_denoiser(C)
+
+    def denoise(x, sigma):
+        return mu.to(x.dtype) + exact(x - mu.to(x.dtype), sigma)
+
+    idx, r = [0, 2], torch.tensor([0.5, 5.0], dtype=torch.float64)
+    y = torch.tensor([283.0, 280.0], dtype=torch.float64)
+    mean, cov = kalman_posterior(C, idx, r, y - mu[idx])
+    s = posterior_sample(denoise, (4,), lambda x: x[:, idx], y.float(), r.float(), members=2000,
+                         generator=torch.Generator().manual_seed(1)).double()
+    merr, verr = (s.mean(0) - mu - mean).abs() / cov.diagonal().sqrt(), (s.var(0) / cov.diagonal() - 1).abs()
+    assert merr.max() <= 0.1 and verr.max() <= 0.15, (merr, verr)
+    prior = posterior_sample(denoise, (4,), None, None, None, members=2000, generator=torch.Generator().manual_seed(2)).double()
+    assert ((prior.mean(0) - mu).abs() / 5).max() <= 0.1 and (prior.var(0) / 25 - 1).abs().max() <= 0.15
+    loc, spread = prior_moments(denoise, (4,), torch.float64)
+    torch.testing.assert_close(loc, mu, atol=0.1, rtol=0)  # 0.02 prior std
+    assert abs(spread - 5) <= 1.5
