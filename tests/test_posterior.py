@@ -85,6 +85,16 @@ def test_bad_input_is_a_data_error():
         posterior_sample(denoise, (2,), lambda x0: x0[:, :1].detach(), torch.ones(1), torch.ones(1), members=2, generator=g)
     with pytest.raises(DataError, match="shape"):
         posterior_sample(denoise, (2,), observe, torch.ones(3), torch.ones(3), members=2, generator=g)
+    for step in (torch.round, torch.floor, torch.sign):  # autograd differentiates them, to an exact 0: no information
+        for guidance in ("mmps", "sda"):
+            with pytest.raises(DataError, match="not differentiable"):
+                posterior_sample(denoise, (2,), lambda x0, step=step: step(x0[:, :1]), torch.ones(1), torch.ones(1), members=2, generator=g,
+                                 guidance=guidance, steps=4)
+
+    def broken(x, sigma):  # a network that overflows at small noise levels: refused, not returned as samples
+        return denoise(x, sigma) / (torch.as_tensor(sigma).reshape(-1, 1) > 0.1)
+    with pytest.raises(DataError, match="diverged"):
+        posterior_sample(broken, (2,), observe, torch.ones(1), torch.ones(1), members=2, generator=g, steps=4)
     with pytest.raises(DataError, match="guidance"):
         posterior_sample(denoise, (2,), observe, torch.ones(1), torch.ones(1), members=2, generator=g, guidance="x")
 
