@@ -20,7 +20,7 @@ import torch
 import xarray as xr
 
 from daflow.core.time import is_calendar
-from daflow.errors import DataError
+from daflow.errors import DataError, OptionError
 from daflow.models import model_class, model_from_attrs
 from daflow.models.base import Model
 from daflow.progress import track
@@ -170,6 +170,14 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
         model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:
         raise DataError(name_, "has no daflow_model attributes: not written by daflow forecast") from None
+    except DataError as err:  # the file's model parameters are refused (e.g. an odd SQG grid): name the file
+        if err.source is not None:
+            raise
+        raise DataError(name_, err.message) from None
+    except (ValueError, TypeError) as err:  # an unknown model, unreadable parameters: the file is wrong, not the command
+        if isinstance(err, OptionError):
+            raise
+        raise DataError(name_, f"its daflow_model attributes do not make a model: {err}") from None
     cls, merged = type(model), {**model.params, **(parse_params(model.name, params) if params else {})}
     name = model.variable
     if name not in ds.data_vars:
