@@ -276,6 +276,26 @@ def test_twelve_hour_forecast_reproduces_sqgturb_beyond_the_defaults(case):
         assert np.abs(undamped - reference).max() / std > 1e-4
 
 
+def test_forecast_command_output_does_not_perturb_the_run(tmp_path):
+    """daflow forecast writes the frames without restarting from them (sqgturb's runs keep the
+    spectrum, writing irfft2 of it): a 12-hour float64 forecast written at every step ends where one
+    written once does, and agrees with the sqgturb transcription to 1e-5 of the field's std (going
+    through the grid at every step would lose the (0, -N/2) sine: about 6e-5)."""
+    start, every, once = tmp_path / "start.nc", tmp_path / "every.nc", tmp_path / "once.nc"
+    assert run_cli(["forecast", "--model", "sqg", "--init", "random", "--dtype", "float64", "--spinup", "216",
+                    "--seed", "3", "-o", str(start)]).exit_code == 0
+    for out, every_k in ((every, "1"), (once, "36")):
+        result = run_cli(["forecast", "--init", str(start), "--dtype", "float64", "--steps", "36", "--output-every", every_k,
+                          "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    x0 = xr.open_dataset(start)["theta"].values[-1]
+    last = {k: xr.open_dataset(f)["theta"].values[-1] for k, f in (("every", every), ("once", once))}
+    assert last["every"].dtype == np.float64 and np.array_equal(last["every"], last["once"])
+    scale = SQG().scale
+    reference = SqgturbReference().advance(x0 / scale, 36) * scale
+    assert np.abs(last["every"] - reference).max() / reference.std() < 1e-5
+
+
 def test_forecast_file_keeps_the_advection_and_refuses_unknown_ones(tmp_path):
     out = tmp_path / "exact.nc"
     result = run_cli(["forecast", "--model", "sqg", "--init", "random", "--param", "advection=exact", "--param", "N=16",
