@@ -111,6 +111,34 @@ SETTINGS = {
     ]),
 }
 
+# Hidden-case audit (6th session): the same models and files with settings no suggested-tuning line names (other
+# localisation radii, EnKF-N where the file has none, rotation on and off); run with --settings audit_*.
+AUDIT_SETTINGS = {
+    "audit_sakov2012": dict(SETTINGS["sakov2012"], xps=[
+        ("ETKF N=10 infl 1.02 rot", "da.EnKF('Sqrt', N=10, infl=1.02, rot=True)", "etkf", 10,
+         dict(inflation=1.02, rotate=True), None),
+        ("ETKF N=10 infl 1.02", "da.EnKF('Sqrt', N=10, infl=1.02)", "etkf", 10, dict(inflation=1.02), None),
+        ("EnKF-N N=10", "da.EnKF_N(N=10)", "enkf-n", 10, {}, None),
+    ]),
+    "audit_sakov2008": dict(SETTINGS["sakov2008"], xps=[
+        *[(f"LETKF N={n} infl {infl} r{r}{' rot' if rot else ''}", f"da.LETKF(N={n}, infl={infl}, rot={rot}, loc_rad={r})",
+           "letkf", n, dict(inflation=infl, loc_radius=r), None)
+          for n, infl in ((7, 1.04), (10, 1.02)) for r in (2, 8) for rot in (False, True)],
+        ("EnKF-N N=10 rot", "da.EnKF_N(N=10, rot=True)", "enkf-n", 10, dict(rotate=True), None),
+        ("EnKF-N N=10", "da.EnKF_N(N=10)", "enkf-n", 10, {}, None),
+    ]),
+    "audit_bocquet2010": dict(SETTINGS["bocquet2010"], xps=[
+        ("EnKF-N N=10 rot", "da.EnKF_N(N=10, rot=True)", "enkf-n", 10, dict(rotate=True), None),
+        ("EnKF-N N=10", "da.EnKF_N(N=10)", "enkf-n", 10, {}, None),
+        ("ETKF N=10 infl 1.04 rot", "da.EnKF('Sqrt', N=10, infl=1.04, rot=True)", "etkf", 10,
+         dict(inflation=1.04, rotate=True), None),
+    ]),
+    "audit_todter2015": dict(SETTINGS["todter2015"], xps=[
+        (f"LETKF N=20 infl 1.04 r{r}", f"da.LETKF(N=20, rot=False, infl=1.04, loc_rad={r})", "letkf", 20,
+         dict(inflation=1.04, loc_radius=r), None) for r in (2, 8)
+    ]),
+}
+
 DAPPER_SCRIPT = r"""
 import importlib, json, sys, time
 import numpy as np
@@ -311,7 +339,9 @@ def run_scale(method: str, dim: int, cycles: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer cycles and seeds, no dim 10^5")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ", ".join(SETTINGS))
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated subset of " + ", ".join([*SETTINGS, *AUDIT_SETTINGS]))
+    parser.add_argument("--cycles", type=int, default=None, help="observation times of every setting (default: its own)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds [1,2,3; --quick: 1,2]")
     parser.add_argument("--no-scale", action="store_true", help="skip the dim 10^4/10^5 runs")
     parser.add_argument("--xps", default=None, help="only the experiments whose label contains this text (e.g. LETKF)")
@@ -325,12 +355,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([1, 2] if args.quick else [1, 2, 3])
     summary = {"seeds": seeds, "settings": {}}
     for name in args.settings.split(","):
-        setting = dict(SETTINGS[name])
+        setting = dict({**SETTINGS, **AUDIT_SETTINGS}[name])
         if args.xps:
             setting["xps"] = [xp for xp in setting["xps"] if args.xps in xp[0]]
             if not setting["xps"]:
                 continue
-        cycles = setting["cycles"][1 if args.quick else 0] or 0     # 0: the file's own length
+        cycles = args.cycles or setting["cycles"][1 if args.quick else 0] or 0     # 0: the file's own length
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for seed in seeds:

@@ -2,7 +2,8 @@
 
 Prints seconds per model step for 1, 20 and 100 members at N = 64 and 128 (torch, one batched call
 per step) and per single-member step of the NumPy reference (numpy.fft, same equations, same
-dtype), the per-member-step ratio, and the largest difference between the two after one day from
+dtype), the per-member-step ratio, the time of the step's FFTs alone for 20 members (the ratio's
+ceiling: ``speedup_cap_fft_only_N64_M20``), and the largest difference between the two after one day from
 the same state in float64 (they implement the same scheme, so it must be round-off). With
 ``--nature FILE`` (a ``daflow forecast`` state file) it draws the kinetic-energy spectrum of the
 run's last ``--frames`` frames as a PNG (``--spectrum``), with the k^-5/3 line of SQG turbulence.
@@ -103,6 +104,26 @@ def seconds_per_step(runs: dict, repeats: int, steps: int, clock=time.perf_count
     return best
 
 
+def transforms_only(model: SQG, members: int):
+    """An ``advance(x, steps)`` that runs only the FFTs of ``members``' steps (``members`` a multiple of
+    ``model.CHUNK``): per chunk and RK4 stage the four batched transforms of ``SQG._tendency_into`` on arrays
+    of their shapes. Its time is a floor for the model's step, which adds the spectral products, the copies
+    and the RK4 updates."""
+    work, half, P = model._buffers(members), model.N // 2, model.n_pad
+    chunk = min(members, model.CHUNK)
+    product = torch.zeros(chunk, 2, P, P, dtype=model.dtype)
+    columns = torch.zeros(chunk, 2, half + 1, P, dtype=model.cdtype)
+
+    def advance(x, steps):
+        for _ in range(steps * 4 * (members // chunk)):
+            torch.fft.ifft(work["fields"], dim=-1, norm="forward")
+            torch.fft.irfft(work["padded"], n=P, dim=-1, norm="forward")
+            torch.fft.rfft(product, dim=-1, norm="forward")
+            torch.fft.fft(columns, dim=-1, norm="forward")
+        return x
+    return advance
+
+
 def agreement() -> float:
     """Max |torch - numpy| (K) after 72 steps (1 day) in float64 from a state spun up 10 days."""
     model = SQG(dtype=torch.float64)
@@ -177,6 +198,7 @@ def main() -> None:
         x = model.random_state(100, torch.Generator().manual_seed(0))
         runs = {0: (reference.advance, x[0].numpy())}
         runs.update({m: (lambda s, k, model=model: model.advance(s, 1200.0, k), x[:m].clone()) for m in (1, 20, 100)})
+        runs["fft"] = (transforms_only(model, 20), x[:20].clone())
         best = seconds_per_step(runs, repeats, steps, clock)
         numpy_step = best[0]
         figures[f"numpy_N{n}_s_per_step"] = numpy_step
@@ -188,6 +210,10 @@ def main() -> None:
             figures[f"speedup_per_member_step_N{n}_M{members}"] = ratio
             print(f"N={n:3d} torch {members:3d} members: {torch_step * 1e3:8.2f} ms/step, "
                   f"{torch_step / members * 1e3:6.3f} ms/member-step, {ratio:5.1f}x numpy per member-step")
+        cap = numpy_step / (best["fft"] / 20)
+        figures[f"fft_only_N{n}_M20_s_per_step"], figures[f"speedup_cap_fft_only_N{n}_M20"] = best["fft"], cap
+        print(f"N={n:3d} its FFTs alone, 20 members: {best['fft'] / 20 * 1e3:6.3f} ms/member-step: "
+              f"at most {cap:4.1f}x numpy per member-step if nothing else cost anything")
     figures["speedup_per_member_step"] = figures["speedup_per_member_step_N64_M20"]
     figures["forecast_20_members_36_steps_s"] = 36 * figures["torch_N64_M20_s_per_step"]
     print(f"20-member 12-hour forecast (36 steps, N=64), model time only: {figures['forecast_20_members_36_steps_s']:.2f} s")

@@ -61,6 +61,9 @@ from daflow_cli.common import FiniteFloatRange, common_options, output_path
 @click.option("--eps-a", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), help="[ensf] alpha_1 = eps_a [0.05].")
 @click.option("--eps-b", type=FiniteFloatRange(0, 1, max_open=True), help="[ensf] beta_0^2 = eps_b, the prior kernel variance (standardised) [0.6].")
 @click.option("--score", type=click.Choice(["mixture", "paired"]), help="[ensf] Prior score: member-paired (published) or ensemble mixture [paired].")
+@click.option("--sampler", type=click.Choice(["sde", "kernel"]),
+              help="[ensf] Reverse SDE with the damped likelihood (published), or exact ancestral sampling of each member's "
+                   "kernel posterior (linear H; Gauss-Newton otherwise; needs --score paired) [sde].")
 @click.option("--damping/--no-damping", default=None, help="[ensf] Likelihood damping h(t) = 1 - t [on].")
 @click.option("--truncate", type=FiniteFloatRange(0, 1, max_open=True),
               help="[ensf] Stop the reverse SDE at pseudo-time T (published heuristic) [0].")
@@ -86,7 +89,7 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
                b_scale, b_std, b_length, b_correlation, minimizer, outer_loops, inner_iterations, window, qc_k, orography,
                save_background, checkpoint, members, guidance, churn, cg_iterations, lag, gamma, sample_steps, history_inflation,
                ensf_steps, eps_a, eps_b,
-               score, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, scale_eps_b, sequence_parallel,
+               score, sampler, damping, truncate, spread_reset, inpaint, kernel, adaptive_inflation, max_inflation, scale_eps_b, sequence_parallel,
                dtype, seed, output):
     """Assimilate observations with OI, 3D-Var, 4D-Var, the stochastic EnKF, the ETKF, the LETKF, the EnKF-N, the EnSF or STORM.
 
@@ -105,7 +108,7 @@ def assimilate(method, obs_path, init, background, inflation, rtps, loc_radius, 
              outer_loops=outer_loops, inner_iterations=inner_iterations, window=window, qc_k=qc_k, orography=orography,
              members=members, guidance=guidance, churn=churn, cg_iterations=cg_iterations, lag=lag,
              gamma=gamma, sample_steps=sample_steps, history_inflation=history_inflation,
-             sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, damping=damping,
+             sequence_parallel=sequence_parallel, ensf_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b, score=score, sampler=sampler, damping=damping,
              truncate=truncate, spread_reset=spread_reset, inpaint=inpaint, kernel=kernel,
              adaptive_inflation=adaptive_inflation, max_inflation=max_inflation, scale_eps_b=scale_eps_b)
     if writes_output():  # rank 0 only under torchrun (storm --sequence-parallel)

@@ -385,3 +385,131 @@ def test_3dvar_analyses_one_deterministic_gridded_forecast(daflow, tmp_path):
     result = daflow("assimilate", "--method", "enkf-n", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
                     "-o", tmp_path / "e.nc")
     assert result.exit_code == 65 and "has 1 member(s); enkf-n needs at least 2" in result.output
+
+
+def test_4dvar_of_a_gridded_field_without_a_model_is_bad_input(daflow, tmp_path):
+    """A background read without its model (an ingested field, a storm forecast: no daflow_model attributes)
+    cannot be stepped through a 4D-Var window: exit 65, one line, nothing written. It stopped with exit 70
+    (ZeroDivisionError: the steps between observation times divided by the field's dt of 0)."""
+    from daflow.io.contract import write_dataset
+
+    lat, lon = np.arange(50.0, 53.0), np.arange(-2.0, 2.0)
+    when = np.array(["2019-03-05T06:00", "2019-03-05T12:00"], dtype="datetime64[ns]")
+    write_dataset(xr.Dataset({"t2m": (("time", "lat", "lon"), 280 + np.arange(24.0).reshape(2, 3, 4))},
+                             coords={"time": when, "lat": lat, "lon": lon}), tmp_path / "fc.nc", "state")
+    obs = xr.Dataset({"value": ("obs", [281.0, 290.0]), "error_std": ("obs", np.ones(2)), "time": ("obs", when),
+                      "variable": ("obs", np.array(["t2m"] * 2, dtype=object)),
+                      "operator": ("obs", np.array(["identity"] * 2, dtype=object)), "qc": ("obs", np.zeros(2, np.int8)),
+                      "lat": ("obs", [50.0, 52.0]), "lon": ("obs", [-2.0, 1.0])})
+    write_dataset(obs, tmp_path / "obs.nc", "observations")
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", "4dvar", "--background", tmp_path / "fc.nc", "--obs", tmp_path / "obs.nc",
+                    "--b-std", 2, "--b-length", 100, "--window", 2, "-o", out)
+    assert result.exit_code == 65, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "has no model to step" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "soar"])
+def test_parametric_b_on_the_sphere_is_positive_definite_and_3dvar_is_the_kalman_mean(kind):
+    """On a 9 x 18 global grid with a 6000 km length: B is rho(chord / L), the chord through the Earth, whose
+    Gaussian and SOAR are positive definite; 3D-Var with a linear H is then the Kalman mean with that B.
+    With the great-circle distance B had negative eigenvalues (-0.05 of 86 for SOAR) that its square root
+    dropped, and the analysis was 0.77 K away from the Kalman mean (0.07 K for the Gaussian)."""
+    from daflow.core.grid import EARTH_RADIUS_KM
+
+    lat, lon = np.linspace(-80, 80, 9), np.arange(0, 360, 20.0)
+    grid = StateGrid("t2m", ("lat", "lon"), (9, 18), {"lat": lat, "lon": lon})
+    filt = make_filter("3dvar", grid, b_std=2.0, b_length=6000.0, b_correlation=kind, qc_k=0)
+    la, lo = (np.radians(v).ravel() for v in np.meshgrid(lat, lon, indexing="ij"))
+    xyz = EARTH_RADIUS_KM * np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], 1)
+    r = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1) / 6000.0
+    rho = np.exp(-0.5 * r**2) if kind == "gaussian" else (1 + r) * np.exp(-r)
+    np.testing.assert_allclose(filt.B.numpy(), 4.0 * rho, rtol=1e-10, atol=1e-12)
+    lam = torch.linalg.eigvalsh(filt.B)
+    assert float(lam.min()) >= -1e-12 * float(lam.max())
+    index = np.arange(0, grid.size, 3)
+    n = len(index)
+    obs = xr.Dataset({"value": ("obs", 280 + 3 * np.sin(np.arange(n))), "error_std": ("obs", np.full(n, 0.5)),
+                      "time": ("obs", np.zeros(n)), "variable": ("obs", np.full(n, "t2m", dtype=object)),
+                      "operator": ("obs", np.full(n, "identity", dtype=object)), "qc": ("obs", np.zeros(n, np.int8)),
+                      "lat": ("obs", np.degrees(la[index])), "lon": ("obs", np.degrees(lo[index]))})
+    batch = observation_batches(obs, grid)[0]
+    np.testing.assert_array_equal(batch.index.numpy(), index)
+    xb = torch.full((1, grid.size), 280.0, dtype=DT)
+    analysis, _ = filt.analyse(xb, batch)
+    expected = kalman_mean(xb[0], filt.B, selection(index, grid.size), torch.diag(batch.error_std**2), batch.value)
+    torch.testing.assert_close(analysis[0], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, b", [("3dvar", "parametric"), ("4dvar", "climatology"), ("oi", "climatology")])
+def test_a_state_too_large_for_a_dense_b_is_bad_input_naming_the_method(daflow, tmp_path, method, b):
+    """Above MAX_STATE values B (n x n) is not built: exit 65 naming the state file and the method, for a parametric
+    B as for a climatology. The parametric case ended as a usage error blaming --method (exit 2), the climatology's
+    named OI whatever the method."""
+    from daflow.da.var3d import MAX_STATE
+
+    x0 = tmp_path / "x0.nc"
+    assert daflow("forecast", "--model", "lorenz96", "--param", f"dim={MAX_STATE + 1}", "--init", "random", "--spinup", "0",
+                  "--steps", "1", "-o", x0).exit_code == 0
+    assert daflow("ingest", x0, "--observe", "--fraction", "0.001", "--error-std", "1", "--seed", "1",
+                  "-o", tmp_path / "obs.nc").exit_code == 0
+    options = ["--b-std", "1", "--b-length", "2"] if b == "parametric" else ["--climatology", x0]
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", method, "--init", x0, "--obs", tmp_path / "obs.nc", *options, "-o", out)
+    assert result.exit_code == 65, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert f"x0.nc: method {method} needs a dense B" in result.output, result.output
+    assert not out.exists()
+
+
+def test_4dvar_applies_the_background_check_of_every_method():
+    """A wild value (1e6) at the second of three observation times is rejected against the background trajectory,
+    as 3D-Var and the filters reject it: the window's analysis is the one without that observation. 4D-Var had no
+    check: the value went into J and the analysis was 54 away from the truth. A time whose observations are all
+    rejected adds nothing; with every one rejected the analysis is the background."""
+    model = get_model("lorenz96", dim=8)
+    grid = StateGrid.from_model(model)
+    x0 = model.random_state(1, torch.Generator().manual_seed(1))
+    forward = model_forward(State(model, 0.05, x0, 0.0, False))
+    index = np.arange(0, 8, 2)
+    values = [forward(x0, k + 1)[0, index].numpy() + 0.1 for k in range(3)]
+
+    def batches(wild, keep=slice(None)):
+        out = []
+        for k, v in enumerate(values):
+            v = v.copy()
+            if k in wild:
+                v[2] = 1e6
+            out.append(observation_batches(obs_dataset(index[keep if k in wild else slice(None)],
+                                                       v[keep if k in wild else slice(None)], error=0.5,
+                                                       time=0.05 * (k + 1)), grid)[0])
+        return out
+
+    ens = x0 + 0.5 * torch.randn(3, 8, generator=torch.Generator().manual_seed(2), dtype=DT)
+    filt = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0)
+    _, checked = filt.analyse_window(ens, batches({1}), [1, 1, 1], forward)
+    assert filt.rejected_rows().tolist() == [2]
+    _, without = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0).analyse_window(
+        ens, batches({1}, keep=[0, 1, 3]), [1, 1, 1], forward)
+    for a, b in zip(checked, without):
+        torch.testing.assert_close(a, b)
+    _, unchecked = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0, qc_k=0).analyse_window(
+        ens, batches({1}), [1, 1, 1], forward)
+    assert float((unchecked[1] - checked[1]).abs().max()) > 1.0
+    every = batches({0, 1, 2}, keep=[2])                                       # one wild observation per time
+    backgrounds, analyses = make_filter("4dvar", grid, window=3, b_std=1.0, b_length=2.0).analyse_window(
+        ens, every, [1, 1, 1], forward)
+    for a, b in zip(analyses, backgrounds):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("option, value", [("--inflation", "1.5"), ("--rtps", "0.9")])
+def test_4dvar_refuses_inflation_and_rtps_instead_of_ignoring_them(files, daflow, tmp_path, option, value):
+    """Its windows apply neither (static B): the output was identical with or without them."""
+    out = tmp_path / "an.nc"
+    result = daflow("assimilate", "--method", "4dvar", "--init", files / "x0.nc", "--obs", files / "obs.nc",
+                    "--b-std", "1", "--b-length", "2", option, value, "-o", out)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {option}: method 4dvar: 4dvar takes no {option[2:]}" in result.output
+    assert not out.exists()

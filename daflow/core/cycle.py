@@ -114,6 +114,9 @@ def model_forward(state: State, source: object = None) -> Callable[[torch.Tensor
     model's step is not differentiable."""
     model, dt, members = state.model, state.dt, state.x.shape[0]
     shape = model.state_shape
+    if not callable(getattr(model, "step", None)) or not dt > 0:   # a gridded field read without its model
+        raise DataError(_str(source), "has no model to step (no daflow_model attributes: not written by daflow forecast), "
+                        "which a window method needs")
 
     def forward(x: torch.Tensor, steps: int) -> torch.Tensor:
         y = x.reshape(x.shape[0], *shape)
@@ -218,6 +221,7 @@ def _analyse_window_once(state: State, obs: xr.Dataset, analysis: Any, batches: 
     if not later:
         raise DataError(_str(obs_name), f"no observation at or after the background time {state.time} of {background_name}: "
                         "the window is empty")
+    model_forward(state, background_name)   # a model that can step (differentiably) before the steps between times
     gaps = [steps_between(a, b.time, state.dt, state.model.time_units, obs_name)
             for a, b in zip([state.time] + [b.time for b in later[:-1]], later)]
     x = state.x.reshape(state.x.shape[0], -1)

@@ -104,6 +104,9 @@ def assimilate(method: str, obs: xr.Dataset, init: xr.Dataset | None = None, bac
     state = (gridded_state(background, obs, names.get(source), dtype) if gridded and background is not None
              else state_from_dataset(start, names.get(source), dtype=dtype))
     grid = StateGrid.from_model(state.model)
+    dense = getattr(filter_class(method), "max_state", None)   # methods with a dense n x n B
+    if dense is not None and grid.size > dense:
+        raise DataError(_str(names.get(source)), f"method {method} needs a dense B (n x n); state size {grid.size} > {dense}")
     if climatology is not None:
         if "covariance" not in accepted:
             raise OptionError("climatology", f"method {method} does not take climatology")

@@ -18,6 +18,7 @@ class OptimalInterpolation(Filter):
     name = "oi"
     min_members = 1
     differentiates = True  # H is linearised by autograd
+    max_state = MAX_STATE  # B is dense
 
     def __init__(self, grid, covariance: torch.Tensor, **options):
         super().__init__(grid, **options)

@@ -16,9 +16,16 @@ Kalman/OI mean x_b + B H^T (H B H^T + R)^{-1} (y - H x_b) (DAPPER's ``Var3D``).
 B is either ``b_scale`` times the sample covariance of a climatology (DAPPER's xB), or parametric:
 b_std^2 times a correlation rho(d / b_length) between horizontal columns (the same for every
 level, levels uncorrelated), Gaussian rho = exp(-r^2 / 2) or SOAR rho = (1 + r) exp(-r)
-(second-order auto-regressive; Thiebaux 1976), d in grid units on model grids and great-circle
-km on latitude/longitude grids; a periodic axis of length P is a circle, d its chord
-(P / pi) sin(pi delta / P), so that the correlations of the embedding stay positive definite.
+(second-order auto-regressive; Thiebaux 1976), d in grid units on model grids and km on
+latitude/longitude grids; a periodic axis of length P is a circle, d its chord
+(P / pi) sin(pi delta / P), and on the sphere d is the chord through the Earth, 2 R sin(theta / 2)
+for the angle theta between the points, so that the correlations of the embedding stay positive
+definite (both functions are positive definite in Euclidean space, hence on any subset of it). Of the
+great-circle distance R theta neither is positive definite on the sphere (Gneiting 2013, "Strictly and
+non-strictly positive definite functions on spheres"): on a 9 x 18 global grid with a 3000 km length
+B had negative eigenvalues, which its square root cannot represent, and the analysis was 0.002 K (SOAR,
+6000 km: 0.77 K) away from the Kalman mean with that B. Below 1500 km the chord is within 0.25% of the
+arc.
 Each member of an ensemble is analysed with the same B.
 """
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 import torch
 
 from daflow.da.base import Filter, split_settings
-from daflow.core.grid import StateGrid, great_circle_km
+from daflow.core.grid import StateGrid
 from daflow.core.observations import ObsBatch
 
 MAX_STATE = 20_000
@@ -78,8 +85,8 @@ def correlation_matrix(grid: StateGrid, length: float, kind: str, dtype: torch.d
     delta = np.abs(points[:, None, :] - points[None, :, :])
     if box is not None:   # periodic model grids: chord of each axis' circle, so that rho stays positive definite
         dist = np.sqrt((((box / np.pi) * np.sin(np.pi * delta / box)) ** 2).sum(-1))
-    else:
-        dist = great_circle_km(np.sqrt((delta**2).sum(-1)))
+    else:                 # points on the sphere (km): the chord, not the arc, for the same reason
+        dist = np.sqrt((delta**2).sum(-1))
     r = dist / length
     rho = np.exp(-0.5 * r**2) if kind == "gaussian" else (1 + r) * np.exp(-r)
     return torch.from_numpy(rho).to(dtype)
@@ -219,6 +226,7 @@ class VariationalFilter(Filter):
     min_members = 1
     differentiates = True
     settings_class = VarSettings
+    max_state = MAX_STATE  # B is dense
 
     def __init__(self, grid, covariance: torch.Tensor | None = None, **options):
         self.settings, rest = split_settings(self.settings_class, options)

@@ -30,7 +30,7 @@ with the likelihood evaluated through the denoised estimate x_0 = D(x; sigma):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -115,7 +115,10 @@ class SamplerSettings:
     churn_min <= sigma <= churn_max); corrections: Langevin corrector steps after each step that
     ends at a noise level corrections_min <= sigma <= corrections_max, of size tau sigma^2 (SDA's
     predictor-corrector; 8 at sigma <= 1.5 by default, see :func:`posterior_sample`);
-    cg_iterations / cg_tolerance: conjugate gradients of MMPS.
+    cg_iterations / cg_tolerance: conjugate gradients of MMPS, at most cg_iterations, stopped once the residual
+    is below cg_tolerance (precise observations of a smooth field need up to about 32); data_mean / data_std: the prior's mean
+    (a float or a tensor of the sample's shape) and typical standard deviation, which set the units the
+    schedule and corrections are in (None: estimated from the denoiser, see :func:`prior_moments`).
     """
 
     guidance: str = "mmps"
@@ -127,7 +130,7 @@ class SamplerSettings:
     tau: float = 0.5
     corrections_min: float = 0.0
     corrections_max: float = 1.5
-    cg_iterations: int = 8
+    cg_iterations: int = 32
     cg_tolerance: float = 1e-4
     gamma: float = 1e-2
     zeta: float = 1.0
@@ -135,6 +138,8 @@ class SamplerSettings:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
+    data_mean: object = None
+    data_std: float | None = None
 
     def __post_init__(self):
         if self.guidance not in ("mmps", "sda", "dps"):
@@ -142,6 +147,8 @@ class SamplerSettings:
         bad = [name for name in ("steps", "sigma_min", "sigma_max", "rho", "cg_iterations")
                if not getattr(self, name) > 0] + [name for name in ("churn", "corrections", "tau", "gamma", "zeta")
                                                   if not getattr(self, name) >= 0]
+        if self.data_std is not None and not 0 < self.data_std < float("inf"):
+            bad.append("data_std")
         if bad or self.sigma_min >= self.sigma_max:
             raise DataError(None, f"sampler setting(s) {', '.join(bad) or 'sigma_min >= sigma_max'} out of range")
 
@@ -181,6 +188,14 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     validation / test grids: benchmarks/README.md, posterior_oracle). They cost 8 more evaluations
     of D' on each level below 1.5 (14 of 32); without observations (``observe=None``, a forecast) none
     are made unless ``corrections`` is given.
+
+    The noise levels (sigma_max = 80, corrections below 1.5, the preconditioner) are in units of the
+    data's standard deviation about its mean, as for a network trained on normalised data. A prior in
+    physical units (say a temperature of mean 280 K and standard deviation 5 K) is sampled in the
+    standardised variable z = (x - m) / s, with D_z(z; sigma) = (D(m + s z; s sigma) - m) / s and
+    H_z(z) = H(m + s z), an exact change of variables; m and s are ``data_mean`` and ``data_std``, or
+    by default :func:`prior_moments` of the denoiser (without them the flow would start sigma_max
+    about 0, so that a mean of 280 ended 280 / 80 prior standard deviations off).
     """
     if observe is None:  # the prior's flow needs no correction: the corrections default to none
         settings = {"corrections": 0, **settings}
@@ -188,10 +203,65 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     dtype = value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() else torch.get_default_dtype()
     if members < 1:
         raise DataError(None, f"members must be at least 1, got {members}")
+    loc, spread = prior_moments(denoiser, shape, dtype, cfg.sigma_max) if cfg.data_mean is None or cfg.data_std is None \
+        else (None, None)
+    loc = torch.as_tensor(cfg.data_mean if cfg.data_mean is not None else loc, dtype=dtype)
+    spread = float(cfg.data_std if cfg.data_std is not None else spread)
+    if (loc != 0).any() or spread != 1:  # sample z = (x - loc) / spread
+        denoiser, observe = _standardised(denoiser, observe, loc, spread)
+        cfg = replace(cfg, scale=cfg.scale * spread)  # SDA's s_y: physical units per unit of z
+    seen = {"derivative": False}  # whether H had a non-zero derivative at any denoised state
     guided = _prior_denoiser(denoiser, dtype) if observe is None else \
-        _guided_denoiser(denoiser, observe, value, error_std, cfg, dtype)
+        _guided_denoiser(denoiser, observe, value, error_std, cfg, dtype, seen)
     noise = torch.randn((members, *shape), generator=generator, dtype=dtype)
-    return edm_sample(guided, noise, cfg, generator)
+    out = edm_sample(guided, noise, cfg, generator)
+    if observe is not None and not seen["derivative"]:
+        raise DataError(None, STEP_OPERATOR)
+    if not torch.isfinite(out).all():
+        raise DataError(None, f"the sampler diverged (non-finite samples) with {cfg.guidance} guidance"
+                        + ("" if cfg.guidance == "mmps" else "; the default mmps guidance needs no tuning"))
+    return loc + spread * out
+
+
+def prior_moments(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+                  dtype: torch.dtype, sigma_max: float = 80.0, probes: int = 16) -> tuple[torch.Tensor, float]:
+    """The prior's mean m (``shape``) and root-mean-square standard deviation s, from its denoiser alone.
+
+    At a noise level sigma much larger than the data's spread, E[x_0 | x] ~ m + Cov[x_0] (x - m) / sigma^2,
+    so the denoiser at x = m' + sigma z (z Rademacher probes, m' the current estimate) gives m as the
+    probes' mean of D and s^2 = tr Cov[x_0] / n as sigma E[z . (D - m)] / n (Stein's identity, Hutchinson's
+    estimator). Evaluated at sigma = sigma_max s' for the current estimate s' (first s' = 1, m' = 0), and
+    repeated until s changes by less than a factor 2: one evaluation of ``probes`` states for data that are
+    already standardised, a few more for data in other units. The probes are fixed (seed 0), so the
+    estimate, and with it a seeded sample, is reproducible.
+    """
+    z = (2 * torch.randint(0, 2, (probes, *shape), generator=torch.Generator().manual_seed(0)) - 1).to(dtype)
+    loc, spread = torch.zeros(shape, dtype=dtype), 1.0
+    with torch.no_grad():
+        for _ in range(12):
+            sigma = sigma_max * spread
+            d = denoiser(loc + sigma * z, torch.full((probes,), sigma, dtype=dtype))
+            if not torch.isfinite(d).all():
+                raise DataError(None, f"the denoiser returned non-finite values at noise level {sigma:.3g}")
+            loc = d.mean(0)
+            new = float((sigma * (z * (d - loc)).mean()).clamp_min(0).sqrt())
+            if not new > 0:  # a prior without spread (a point mass): keep the units
+                break
+            done = 0.5 <= new / spread <= 2
+            spread = new
+            if done:
+                break
+    return loc, spread
+
+
+def _standardised(denoiser, observe, loc: torch.Tensor, spread: float):
+    """The denoiser and observation operator of z = (x - loc) / spread (see :func:`posterior_sample`)."""
+    def standard(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return (denoiser(loc + spread * z, spread * sigma) - loc) / spread
+
+    def observe_standard(z0: torch.Tensor) -> torch.Tensor:
+        return observe(loc + spread * z0)
+    return standard, (None if observe is None else observe_standard)
 
 
 def _prior_denoiser(denoiser, dtype):
@@ -227,10 +297,23 @@ def _observe_checked(observe, x0: torch.Tensor, n_obs: int) -> torch.Tensor:
     return y0
 
 
-def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, dtype):
-    """D'(x; sigma) = D(x) + sigma^2 grad_x log p(y | x) for the guidance of ``cfg``."""
+STEP_OPERATOR = ("the observation operator is not differentiable: its derivative is zero at every sampled state (a step "
+                 "function such as round, floor or sign?), so the observations would be ignored")
+
+
+def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, dtype, seen: dict | None = None):
+    """D'(x; sigma) = D(x) + sigma^2 grad_x log p(y | x) for the guidance of ``cfg``; ``seen["derivative"]``
+    becomes True once H has a non-zero derivative at a denoised state (autograd gives an exact 0 for a
+    step function, which is differentiable to autograd but carries no information to the guidance)."""
     value, error = _observation_arrays(value, error_std, dtype)
     n_obs = value.numel()
+    seen = {} if seen is None else seen
+
+    def note_derivative(y0: torch.Tensor, x0: torch.Tensor) -> None:
+        if not seen.get("derivative"):  # A^T w for random weights w: zero for every member only if A = 0
+            w = torch.randn(y0.shape, generator=torch.Generator().manual_seed(1), dtype=y0.dtype)
+            grad, = torch.autograd.grad(y0, x0, w, retain_graph=True, allow_unused=True)
+            seen["derivative"] = grad is not None and bool((grad != 0).any())
 
     signs: dict[tuple, torch.Tensor] = {}  # MMPS: a fixed Rademacher state per batch shape, for diag(A A^T)
 
@@ -241,6 +324,7 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
             x0 = denoiser(x_, sig)
             if cfg.guidance != "mmps":
                 y0 = _observe_checked(observe, x0, n_obs)
+                note_derivative(y0, x0)
                 residual = value - y0
                 if cfg.guidance == "sda":
                     loglik = -0.5 * (residual**2 / (error**2 + cfg.gamma * (cfg.scale * sigma) ** 2)).sum()
@@ -250,8 +334,11 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
                 return (x0 + sigma**2 * grad).detach()
             point = x0.detach().requires_grad_(True)
             y0 = _observe_checked(observe, point, n_obs)
+            note_derivative(y0, point)
             probe = torch.zeros_like(y0, requires_grad=True)
             adjoint, = torch.autograd.grad(y0, point, probe, create_graph=True)  # A^T probe, linear in probe
+            if not adjoint.requires_grad:  # autograd's derivative of H is a constant 0 (round, floor, sign)
+                raise DataError(None, STEP_OPERATOR)
 
             def a_transpose(v: torch.Tensor) -> torch.Tensor:
                 return torch.autograd.grad(y0, point, v, retain_graph=True)[0]
