@@ -115,7 +115,8 @@ class SamplerSettings:
     churn_min <= sigma <= churn_max); corrections: Langevin corrector steps after each step that
     ends at a noise level corrections_min <= sigma <= corrections_max, of size tau sigma^2 (SDA's
     predictor-corrector; 8 at sigma <= 1.5 by default, see :func:`posterior_sample`);
-    cg_iterations / cg_tolerance: conjugate gradients of MMPS; data_mean / data_std: the prior's mean
+    cg_iterations / cg_tolerance: conjugate gradients of MMPS, at most cg_iterations, stopped once the residual
+    is below cg_tolerance (precise observations of a smooth field need up to about 32); data_mean / data_std: the prior's mean
     (a float or a tensor of the sample's shape) and typical standard deviation, which set the units the
     schedule and corrections are in (None: estimated from the denoiser, see :func:`prior_moments`).
     """
@@ -129,7 +130,7 @@ class SamplerSettings:
     tau: float = 0.5
     corrections_min: float = 0.0
     corrections_max: float = 1.5
-    cg_iterations: int = 8
+    cg_iterations: int = 32
     cg_tolerance: float = 1e-4
     gamma: float = 1e-2
     zeta: float = 1.0
@@ -209,10 +210,17 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     if (loc != 0).any() or spread != 1:  # sample z = (x - loc) / spread
         denoiser, observe = _standardised(denoiser, observe, loc, spread)
         cfg = replace(cfg, scale=cfg.scale * spread)  # SDA's s_y: physical units per unit of z
+    seen = {"derivative": False}  # whether H had a non-zero derivative at any denoised state
     guided = _prior_denoiser(denoiser, dtype) if observe is None else \
-        _guided_denoiser(denoiser, observe, value, error_std, cfg, dtype)
+        _guided_denoiser(denoiser, observe, value, error_std, cfg, dtype, seen)
     noise = torch.randn((members, *shape), generator=generator, dtype=dtype)
-    return loc + spread * edm_sample(guided, noise, cfg, generator)
+    out = edm_sample(guided, noise, cfg, generator)
+    if observe is not None and not seen["derivative"]:
+        raise DataError(None, STEP_OPERATOR)
+    if not torch.isfinite(out).all():
+        raise DataError(None, f"the sampler diverged (non-finite samples) with {cfg.guidance} guidance"
+                        + ("" if cfg.guidance == "mmps" else "; the default mmps guidance needs no tuning"))
+    return loc + spread * out
 
 
 def prior_moments(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
@@ -289,10 +297,23 @@ def _observe_checked(observe, x0: torch.Tensor, n_obs: int) -> torch.Tensor:
     return y0
 
 
-def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, dtype):
-    """D'(x; sigma) = D(x) + sigma^2 grad_x log p(y | x) for the guidance of ``cfg``."""
+STEP_OPERATOR = ("the observation operator is not differentiable: its derivative is zero at every sampled state (a step "
+                 "function such as round, floor or sign?), so the observations would be ignored")
+
+
+def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, dtype, seen: dict | None = None):
+    """D'(x; sigma) = D(x) + sigma^2 grad_x log p(y | x) for the guidance of ``cfg``; ``seen["derivative"]``
+    becomes True once H has a non-zero derivative at a denoised state (autograd gives an exact 0 for a
+    step function, which is differentiable to autograd but carries no information to the guidance)."""
     value, error = _observation_arrays(value, error_std, dtype)
     n_obs = value.numel()
+    seen = {} if seen is None else seen
+
+    def note_derivative(y0: torch.Tensor, x0: torch.Tensor) -> None:
+        if not seen.get("derivative"):  # A^T w for random weights w: zero for every member only if A = 0
+            w = torch.randn(y0.shape, generator=torch.Generator().manual_seed(1), dtype=y0.dtype)
+            grad, = torch.autograd.grad(y0, x0, w, retain_graph=True, allow_unused=True)
+            seen["derivative"] = grad is not None and bool((grad != 0).any())
 
     signs: dict[tuple, torch.Tensor] = {}  # MMPS: a fixed Rademacher state per batch shape, for diag(A A^T)
 
@@ -303,6 +324,7 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
             x0 = denoiser(x_, sig)
             if cfg.guidance != "mmps":
                 y0 = _observe_checked(observe, x0, n_obs)
+                note_derivative(y0, x0)
                 residual = value - y0
                 if cfg.guidance == "sda":
                     loglik = -0.5 * (residual**2 / (error**2 + cfg.gamma * (cfg.scale * sigma) ** 2)).sum()
@@ -312,8 +334,11 @@ def _guided_denoiser(denoiser, observe, value, error_std, cfg: SamplerSettings, 
                 return (x0 + sigma**2 * grad).detach()
             point = x0.detach().requires_grad_(True)
             y0 = _observe_checked(observe, point, n_obs)
+            note_derivative(y0, point)
             probe = torch.zeros_like(y0, requires_grad=True)
             adjoint, = torch.autograd.grad(y0, point, probe, create_graph=True)  # A^T probe, linear in probe
+            if not adjoint.requires_grad:  # autograd's derivative of H is a constant 0 (round, floor, sign)
+                raise DataError(None, STEP_OPERATOR)
 
             def a_transpose(v: torch.Tensor) -> torch.Tensor:
                 return torch.autograd.grad(y0, point, v, retain_graph=True)[0]
