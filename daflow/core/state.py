@@ -20,7 +20,7 @@ import torch
 import xarray as xr
 
 from daflow.core.time import is_calendar
-from daflow.errors import DataError
+from daflow.errors import DataError, OptionError
 from daflow.models import model_class, model_from_attrs
 from daflow.models.base import Model
 from daflow.progress import track
@@ -95,6 +95,13 @@ def _steps(model: Any, x: torch.Tensor, dt: float, steps: int) -> torch.Tensor:
     return x
 
 
+def _segments(model: Any, x: torch.Tensor, dt: float, counts: list[int]) -> Iterator[torch.Tensor]:
+    """x after each of ``counts`` further steps (:func:`_steps`)."""
+    for steps in counts:
+        x = _steps(model, x, dt, steps)
+        yield x
+
+
 def advance(model: Any, x: torch.Tensor, dt: float, steps: int, source: object = None, first_step: int = 0) -> torch.Tensor:
     """x after ``steps`` steps of a :class:`Dynamics`, in one go; DataError when it stops being finite."""
     if steps:
@@ -108,17 +115,19 @@ def integrate(model: Any, x: torch.Tensor, dt: float, steps: int, output_every: 
               source: object = None, description: str = "forecast", progress: bool = True) -> torch.Tensor:
     """(frames, *x.shape): x and the state after every ``output_every``-th of ``steps`` steps, and
     after the last step when ``steps`` is not a multiple of ``output_every`` (:func:`kept_steps`);
-    the steps between two frames go in one go (:func:`_steps`)."""
+    the steps between two frames go in one go (:func:`_steps`), or the model's ``trajectory`` gives
+    them all when it has one."""
     frames = torch.empty((kept_count(steps, output_every), *x.shape), dtype=x.dtype, device=x.device)
     frames[0] = x
     if steps:
         _check_start(x, 0, source)
     ends = [*range(output_every, steps + 1, output_every), *([steps] if steps % output_every else [])]
     counter = track(ends, description, total=len(ends)) if progress else ends
-    done = 0
-    for k in counter:
-        x = _steps(model, x, dt, k - done)
-        done = k
+    counts = np.diff([0, *ends]).tolist()
+    # a model with a trajectory() (SQG) keeps its own state (a spectrum) across the frames: the output does not perturb the run
+    trajectory = getattr(model, "trajectory", None)
+    states = trajectory(x, dt, counts) if callable(trajectory) else _segments(model, x, dt, counts)
+    for k, x in zip(counter, states):
         _check_finite(x, k, source)
         if k % output_every == 0:
             frames[k // output_every] = x
@@ -170,6 +179,14 @@ def state_from_dataset(ds: xr.Dataset, source: object = None, dtype: torch.dtype
         model, dt = model_from_attrs(ds.attrs, device=device, **({"dtype": dtype} if dtype else {}))
     except KeyError:
         raise DataError(name_, "has no daflow_model attributes: not written by daflow forecast") from None
+    except DataError as err:  # the file's model parameters are refused (e.g. an odd SQG grid): name the file
+        if err.source is not None:
+            raise
+        raise DataError(name_, err.message) from None
+    except (ValueError, TypeError) as err:  # an unknown model, unreadable parameters: the file is wrong, not the command
+        if isinstance(err, OptionError):
+            raise
+        raise DataError(name_, f"its daflow_model attributes do not make a model: {err}") from None
     cls, merged = type(model), {**model.params, **(parse_params(model.name, params) if params else {})}
     name = model.variable
     if name not in ds.data_vars:
