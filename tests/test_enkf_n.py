@@ -11,6 +11,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from test_filters import GRID, MEMBERS, kalman, obs_dataset, sakov2008_rmse, sample_cov
 
+from daflow.core.grid import StateGrid
 from daflow.da.cycle import make_filter
 from daflow.core.observations import observation_batches
 
@@ -90,6 +91,32 @@ def test_analysis_is_the_kalman_filter_of_the_inflated_ensemble(case):
     rotated, _ = make_filter("enkf-n", GRID, rotate=True, seed=2).analyse(ens, batch)
     torch.testing.assert_close(rotated.mean(0), kmean)
     torch.testing.assert_close(sample_cov(rotated), kcov)
+
+
+def test_a_huge_ensemble_approaches_the_kalman_filter():
+    """Linear-Gaussian, 10 variables, every other one observed: with 20,000 members drawn from N(m, P) the
+    EnKF-N's inflation tends to 1 (the hyperprior concentrates on the sample covariance) and its analysis to the
+    Kalman filter's with the true P, within the sampling error (about 1 / sqrt(N) of the analysis spread).
+    The N x N eigendecomposition of S S^T took minutes and 3 GB at this size; the thin SVD of S (N x p) takes
+    milliseconds."""
+    n, members = 10, 20_000
+    grid = StateGrid("x", ("i",), (n,), {"i": np.arange(n)})
+    g = torch.Generator().manual_seed(0)
+    L = 0.4 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    P = L @ L.T + 0.2 * torch.eye(n, dtype=torch.float64)
+    m = torch.randn(n, generator=g, dtype=torch.float64)
+    ens = m + torch.randn(members, n, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(P).T
+    index = np.arange(0, n, 2)
+    batch = observation_batches(obs_dataset(index, np.sin(index), error=0.7), grid)[0]
+    filt = make_filter("enkf-n", grid)
+    analysis, _ = filt.analyse(ens, batch)
+    H = torch.zeros(len(index), n, dtype=torch.float64)
+    H[torch.arange(len(index)), torch.as_tensor(index)] = 1
+    K = P @ H.T @ torch.linalg.inv(H @ P @ H.T + 0.49 * torch.eye(len(index), dtype=torch.float64))
+    mean, cov = m + K @ (batch.value - H @ m), (torch.eye(n, dtype=torch.float64) - K @ H) @ P
+    assert abs(filt.last_inflation - 1) < 1e-3
+    assert float(((analysis.mean(0) - mean) / cov.diagonal().sqrt()).abs().max()) < 5 / math.sqrt(members)
+    assert float(((sample_cov(analysis) - cov).abs().max() / cov.abs().max())) < 10 / math.sqrt(members)
 
 
 def test_bad_settings():

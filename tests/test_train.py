@@ -246,6 +246,28 @@ def test_storm_bad_input_exits_65_with_one_line(series, daflow, tmp_path):
     assert not (tmp_path / "an.nc").exists()
 
 
+def test_storm_refuses_a_state_of_another_grid_time_step_or_units(series, daflow, tmp_path):
+    """A state of the checkpoint's shape but on other coordinates, level values, time step or units (they were
+    accepted, the model then run on a grid or in units it never saw): exit 65, one line naming the file,
+    nothing written, for assimilate and forecast alike."""
+    model = _train(daflow, series, tmp_path / "model", 1)
+    obs = _observe(daflow, series, [30, 31], tmp_path / "obs.nc")
+    with xr.open_dataset(series / "truth.nc") as ds:
+        truth = ds.isel(time=slice(0, 30)).load()
+    files = {"moved.nc": (truth.assign_coords(x=2.0 * truth.x + 100), "x coordinates 100..122"),
+             "other_levels.nc": (truth.assign_coords(level=[500, 850]), "level coordinates 500..850"),
+             "six_hourly.nc": (truth.assign_coords(time=21600.0 * np.arange(30)), "time step 21600 s"),
+             "celsius.nc": (truth.assign(theta=(truth.theta - 273.15).assign_attrs(units="degC")), "'degC'")}
+    for name, (ds, message) in files.items():
+        write_dataset(ds, tmp_path / name, "state")
+        for command in (("assimilate", "--method", "storm", "--obs", obs, "--members", 2),
+                        ("forecast", "--model", "storm", "--steps", 1)):
+            result = daflow(*command, "--checkpoint", model, "--init", tmp_path / name, "-o", tmp_path / "out.nc")
+            lines = result.output.strip().splitlines()
+            assert result.exit_code == 65 and len(lines) == 1 and message in lines[0] and name in lines[0], (command, result.output)
+            assert not (tmp_path / "out.nc").exists()
+
+
 def _forecast(daflow, model, init, out, seed=0):
     result = daflow("forecast", "--model", "storm", "--checkpoint", model, "--init", init, "--steps", 1,
                     "--members", 3, "--seed", seed, "-o", out)

@@ -4,7 +4,8 @@ A state variable with dims ``(time, [level,] y, x)`` or ``(time, [level,] lat, l
 ``member`` first) becomes a float32 array (member, time, levels, ny, nx). Times become seconds
 (datetime64 since 1970, or the float model time), and consecutive frames must be one time step
 apart. The checkpoint's ``data`` section records what the model was trained on; a file given to
-a trained model must match it (variable, dims, grid, levels), else DataError (exit 65).
+a trained model must match it (variable, dims, grid shape and coordinates, levels, units, time step),
+else DataError (exit 65).
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def describe(series: Series) -> dict:
     """The checkpoint's record of the training data (JSON-serialisable)."""
     return {"variable": series.variable, "dims": list(series.dims), "shape": list(series.frames.shape[2:]),
             "time_step": series.time_step, "calendar": series.calendar,
-            "attrs": {k: str(v) for k, v in series.attrs.items()}}
+            "attrs": {k: str(v) for k, v in series.attrs.items()},
+            "coords": {d: np.asarray(v, dtype=np.float64).tolist() for d, v in series.coords.items()
+                       if np.issubdtype(np.asarray(v).dtype, np.number)}}
 
 
 def check_matches(series: Series, data: dict, source, checkpoint) -> None:
@@ -94,3 +97,21 @@ def check_matches(series: Series, data: dict, source, checkpoint) -> None:
     if list(series.dims) != data["dims"] or list(series.frames.shape[2:]) != data["shape"]:
         raise DataError(source, f"grid {dict(zip(series.dims, series.frames.shape[2:]))} does not match "
                         f"{checkpoint}'s {dict(zip(data['dims'], data['shape']))}")
+    for dim, trained in data.get("coords", {}).items():  # checkpoints written before the coordinates were recorded: none
+        given = series.coords.get(dim)
+        if given is None or not np.issubdtype(np.asarray(given).dtype, np.number):
+            continue
+        given, trained = np.asarray(given, dtype=np.float64), np.asarray(trained, dtype=np.float64)
+        if given.shape != trained.shape or not np.allclose(given, trained, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(trained).max())):
+            raise DataError(source, f"{dim} coordinates {_span(given)} do not match {checkpoint}'s {_span(trained)}: "
+                            "the model was trained on another grid")
+    units, trained_units = series.attrs.get("units"), data.get("attrs", {}).get("units")
+    if units is not None and trained_units is not None and str(units) != trained_units:
+        raise DataError(source, f"{series.variable} is in {str(units)!r}, but {checkpoint} was trained on {trained_units!r}")
+    step, trained_step = series.time_step, data.get("time_step")
+    if np.isfinite(step) and trained_step is not None and np.isfinite(trained_step) and not np.isclose(step, trained_step, rtol=1e-6):
+        raise DataError(source, f"time step {step:g} s, but {checkpoint} was trained on a time step of {trained_step:g} s")
+
+
+def _span(values: np.ndarray) -> str:
+    return f"{values[0]:g}..{values[-1]:g} ({values.size})" if values.size else "(none)"
