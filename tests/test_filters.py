@@ -72,6 +72,30 @@ def test_etkf_is_the_kalman_filter_in_mean_and_covariance(case):
     torch.testing.assert_close(diag.analysis_mean, mean[batch.index])
 
 
+def test_a_huge_etkf_is_the_kalman_filter_and_equals_the_eigh_route(case, monkeypatch):
+    """20,000 members (more than THIN_MEMBERS and than the 6 observations) take the thin SVD of S: still the Kalman
+    filter of the sample covariance in mean and covariance, in milliseconds (the N x N G and its eigh took minutes
+    and 3 GB); 300 members give the eigh route's analysis to rounding, with and without rotation (whose N x N
+    orthogonal draw, as DAPPER's, is what remains cubic in N)."""
+    from daflow.da import etkf
+
+    ens, batch = case
+    g = torch.Generator().manual_seed(3)
+    spread = torch.linalg.cholesky(sample_cov(ens) + 0.1 * torch.eye(N_STATE, dtype=torch.float64))
+    huge = ens.mean(0) + torch.randn(20_000, N_STATE, generator=g, dtype=torch.float64) @ spread.T
+    analysis, _ = make_filter("etkf", GRID).analyse(huge, batch)
+    mean, cov = kalman(huge, batch)
+    torch.testing.assert_close(analysis.mean(0), mean)
+    torch.testing.assert_close(sample_cov(analysis), cov)
+    some = huge[:300]
+    for options in ({}, dict(rotate=True, seed=4)):
+        thin, _ = make_filter("etkf", GRID, **options).analyse(some, batch)
+        with monkeypatch.context() as patch:
+            patch.setattr(etkf, "THIN_MEMBERS", 10**9)
+            eigh, _ = make_filter("etkf", GRID, **options).analyse(some, batch)
+        torch.testing.assert_close(thin, eigh, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("error", [1e-4, 1e-8, 1e-10])
 @pytest.mark.parametrize("method", ["etkf", "letkf"])
 def test_precise_observations_give_the_kalman_mean(case, method, error):

@@ -180,6 +180,28 @@ def ensemble_transform(S: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return _transform(_gram(S64), S64 @ d.double().unsqueeze(-1)).to(S.dtype)
 
 
+def thin_square_root(S: torch.Tensor, d: torch.Tensor, A: torch.Tensor, l1: float = 1.0,
+                     basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(l1 w^T A (n,), l1 T^T A (N, n)): the ETKF's update of the anomalies A (N, n) inflated by l1, analysis =
+    mean + l1 w^T A + l1 T^T A, without an N x N matrix. With the thin SVD S = V diag(sqrt(lam)) U^T (V: N x
+    min(N, p); ``basis`` = (V, lam) when the caller has it) and den = l1^2 lam + N - 1:
+    w = V diag(l1 / den) V^T S d and T = sqrt(N - 1) (l1^2 S S^T + (N - 1) I)^{-1/2} = I + V diag(sqrt((N - 1) / den) - 1) V^T,
+    the identity on S S^T's null space (Hunt et al. 2007, eqs. 20-25, as :func:`ensemble_transform`). Cost
+    O(N p min(N, p) + N n min(N, p)): for ensembles larger than the observation count, where G (N x N) and its
+    eigh cost O(N^3) (10^4 members: minutes)."""
+    if basis is None:
+        V, sv, _ = torch.linalg.svd(S, full_matrices=False)
+        lam = sv.square()
+    else:
+        V, lam = basis
+    n1 = S.shape[0] - 1
+    den = l1 * l1 * lam + n1
+    w = (V @ ((V.mT @ (S @ d)) * l1 / den)).to(A.dtype)                      # S d lies in V's span
+    V, scale = V.to(A.dtype), ((n1 / den).sqrt() - 1).to(A.dtype)           # (S, d may be float64 for a float32 A)
+    anomalies = torch.addmm(A, V, scale.unsqueeze(-1) * (V.mT @ A))
+    return l1 * (w @ A), anomalies if l1 == 1.0 else l1 * anomalies
+
+
 def uses_newton_schulz(batch: int, members: int) -> bool:
     """Whether ``batch`` analyses of ``members`` take the Newton-Schulz path (else one batched eigh)."""
     return batch >= NEWTON_SCHULZ_BATCH and members >= NEWTON_SCHULZ_MEMBERS

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from daflow.da.base import Filter, mean_preserving_rotation, normalised_departures, split_settings
+from daflow.da.base import Filter, mean_preserving_rotation, normalised_departures, split_settings, thin_square_root
 from daflow.core.observations import ObsBatch
 
 
@@ -129,7 +129,6 @@ class EnKFN(Filter):
 
     def update(self, x: torch.Tensor, hx: torch.Tensor, obs: ObsBatch) -> torch.Tensor:
         members = x.shape[0]
-        n1 = members - 1
         mean = x.mean(0)
         S, d = normalised_departures(hx, obs)                                 # (N, p), (p,)
         V, sv, _ = torch.linalg.svd(S, full_matrices=False)   # S S^T = V diag(lam) V^T, V (N, min(N, p)); 0 elsewhere
@@ -137,11 +136,7 @@ class EnKFN(Filter):
         eN, cL = hyperprior(lam, members, self.settings.xn)
         l1 = inflation_factor(S, d, lam, V, eN, cL, self.settings.dual)
         self.last_inflation = l1
-        den = l1 * l1 * lam + n1
-        A = x - mean
-        w = V @ ((V.mT @ (S @ d)) * l1 / den)                                 # (N,): S d lies in V's span
-        # T = I + V diag(sqrt(N1 / den) - 1) V^T (the identity on S S^T's null space), applied to A without forming it
-        anomalies = torch.addmm(A, V, ((n1 / den).sqrt() - 1).unsqueeze(-1) * (V.mT @ A))   # T^T A
+        increment, anomalies = thin_square_root(S, d, x - mean, l1, (V, lam))   # l1 w^T A, l1 T^T A
         if self.settings.rotate:                                              # (T Q)^T A = Q^T T^T A
             anomalies = mean_preserving_rotation(members, self.generator, x.dtype).mT @ anomalies
-        return mean + l1 * (w @ A + anomalies)
+        return mean + increment + anomalies

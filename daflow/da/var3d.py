@@ -125,16 +125,22 @@ def linearise(residual: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor)
     the tangent-linear model), adjoint(w) = (dr/dv)^T w (reverse mode, the adjoint model). Small
     problems form the Jacobian (M, p, n) once, so that each CG iteration is
     two small matrix products instead of two passes through the model; it is built by reverse mode (one pass
-    per row) when p <= n, else by forward mode (one pass per column)."""
+    per row) when p <= n, else by forward mode (one pass per column). Each pass runs on all M members at once
+    with the same unit (co)tangent in every row: row m of the residual depends on row m of v only, so the
+    result's row m is member m's Jacobian row (or column). (Differentiating residual(u[None])[0] member by
+    member, as before, evaluated every member's Jacobian with the background of member 0: exact for a linear
+    H, wrong for arctan, where Gauss-Newton then stalled away from the minimum, |grad J| 1-30.)"""
     with torch.enable_grad():
         r, pullback = torch.func.vjp(residual, v)
-    if r.shape[0] * r.shape[1] * v.shape[1] <= EXPLICIT_JACOBIAN:
-        def single(u):
-            return residual(u[None])[0]
-
-        jacobian = torch.func.jacrev if r.shape[1] <= v.shape[1] else torch.func.jacfwd   # fewer passes: p or n
+    members, p, n = r.shape[0], r.shape[1], v.shape[1]
+    if members * p * n <= EXPLICIT_JACOBIAN:
         with torch.enable_grad():
-            J = torch.func.vmap(jacobian(single))(v).detach()                  # (M, p, n)
+            if p <= n:                                   # one reverse pass per observation
+                unit = torch.eye(p, dtype=r.dtype, device=r.device)[:, None, :].expand(p, members, p)
+                J = torch.func.vmap(lambda w: pullback(w)[0])(unit).permute(1, 0, 2).detach()            # (M, p, n)
+            else:                                        # one forward pass per state variable
+                unit = torch.eye(n, dtype=v.dtype, device=v.device)[:, None, :].expand(n, members, n)
+                J = torch.func.vmap(lambda t: torch.func.jvp(residual, (v,), (t,))[1])(unit).permute(1, 2, 0).detach()
         return r.detach(), lambda dv: (J @ dv[..., None])[..., 0], lambda w: (J.mT @ w[..., None])[..., 0]
     return (r.detach(), lambda dv: torch.func.jvp(residual, (v,), (dv,))[1].detach(),
             lambda w: pullback(w)[0].detach())
