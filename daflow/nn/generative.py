@@ -111,7 +111,8 @@ class GenerativeModel:
         context = self.norm.normalise(history, last)  # about mu, or about the domain mean of ``last``
         shape = (self.arch.target, *history.shape[2:])
         # the target is normalised (mean 0, standard deviation 1 by construction): no estimate of its moments
-        settings = {"steps": self.sample_steps, "churn": self.churn, "data_mean": 0.0, "data_std": 1.0, **settings}
+        settings = {"steps": self.sample_steps, "churn": self.churn, "data_mean": 0.0, "data_std": 1.0,
+                    "sigma_min": 0.002, **settings}  # storm's schedule as measured (benchmarks/README.md)
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return self.denoiser(context, x, sigma)
