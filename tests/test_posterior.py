@@ -75,6 +75,15 @@ def test_gaussian_64d_matches_kalman(ratios):
     assert merr.max() <= 0.1 and verr.max() <= 0.15, (merr.reshape(-1, 64).amax(1), verr.reshape(-1, 64).amax(1))
 
 
+def test_shape_may_be_an_int_a_list_or_a_size():
+    """(members, *shape) whatever sequence gives the shape; an int n is (n,) (it raised a TypeError)."""
+    C = torch.eye(4, dtype=torch.float64)
+    for shape, out in ((4, (3, 4)), ([2, 2], (3, 2, 2)), (torch.Size([1, 2, 2]), (3, 1, 2, 2))):
+        s = posterior_sample(gaussian_denoiser(C), shape, lambda x0: x0.reshape(3, -1)[:, :1], torch.ones(1), torch.ones(1),
+                             members=3, generator=torch.Generator().manual_seed(0), steps=4)
+        assert s.shape == out
+
+
 def test_bad_input_is_a_data_error():
     C = torch.eye(2, dtype=torch.float64)
     denoise, observe, g = gaussian_denoiser(C), (lambda x0: x0[:, :1]), torch.Generator().manual_seed(0)

@@ -153,7 +153,7 @@ class SamplerSettings:
             raise DataError(None, f"sampler setting(s) {', '.join(bad) or 'sigma_min >= sigma_max'} out of range")
 
 
-def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...] | int,
                      observe: Callable[[torch.Tensor], torch.Tensor] | None, value: torch.Tensor | None,
                      error_std: torch.Tensor | float | None, *, members: int, generator: torch.Generator | None = None,
                      **settings) -> torch.Tensor:
@@ -197,6 +197,7 @@ def posterior_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     by default :func:`prior_moments` of the denoiser (without them the flow would start sigma_max
     about 0, so that a mean of 280 ended 280 / 80 prior standard deviations off).
     """
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)  # an int n, a list or a torch.Size: (n,) etc.
     if observe is None:  # the prior's flow needs no correction: the corrections default to none
         settings = {"corrections": 0, **settings}
     cfg = SamplerSettings(**settings)
