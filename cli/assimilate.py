@@ -33,7 +33,7 @@ from daflow_cli.common import FiniteFloatRange, common_options, output_path
               help="[oi --background, 3dvar, 4dvar] Correlation function of a parametric B [gaussian].")
 @click.option("--minimizer", type=click.Choice(["cg", "lbfgs"]),
               help="[3dvar, 4dvar] Incremental Gauss-Newton with conjugate gradients, or L-BFGS [cg].")
-@click.option("--outer-loops", type=click.IntRange(min=1), help="[3dvar, 4dvar] Outer (linearisation) loops [3].")
+@click.option("--outer-loops", type=click.IntRange(min=1), help="[3dvar, 4dvar] Outer (linearisation) loops at most, stopping once converged [10].")
 @click.option("--inner-iterations", type=click.IntRange(min=1), help="[3dvar, 4dvar] Iterations per outer loop [100].")
 @click.option("--window", type=click.IntRange(min=1), help="[4dvar] Observation times per assimilation window [5].")
 @click.option("--qc-k", type=FiniteFloatRange(min=0),

@@ -538,3 +538,28 @@ def test_each_member_is_analysed_as_if_alone_with_a_nonlinear_h(method):
         v = torch.linalg.solve(U, (together - ens).mT).mT.clone().requires_grad_(True)
         cost = 0.5 * (v.square().sum() + ((batch.value - batch.apply(ens + v @ U)) / batch.error_std).square().sum())
         assert float(torch.autograd.grad(cost, v)[0].norm(dim=1).max()) < 1e-3   # (Gauss-Newton: linear rate)
+
+
+def test_4dvar_default_outer_loops_converge_on_a_nonlinear_window():
+    """Lorenz-96/40 observed every 4 steps over a window of 4 (0.8 time units, Bocquet & Sakov 2013's dto 0.2),
+    background 1.5 off: the default settings reach a near-stationary J (|grad J| 0.08). The default of 3 outer loops
+    stopped at |grad J| 114 (J 230 against 116); on DAPPER's sakov2008_dto02 Lag=4 truths that left some windows
+    unconverged and the cycled RMSE at 0.50-0.58 instead of 0.32 (benchmarks/README.md, hidden-case audit).
+    The default is now DAPPER's Var4D nIter, 10; a converged minimisation stops earlier."""
+    from daflow.da.var3d import minimise
+
+    model = get_model("lorenz96", dim=40)
+    grid = StateGrid.from_model(model)
+    x0 = model.random_state(1, torch.Generator().manual_seed(0))
+    for _ in range(300):
+        x0 = model.step(x0, 0.05)
+    forward = model_forward(State(model, 0.05, x0, 0.0, False))
+    rng = np.random.default_rng(0)
+    batches = [observation_batches(obs_dataset(np.arange(40), forward(x0, 4 * (k + 1))[0].numpy() + rng.standard_normal(40),
+                                               error=1.0, time=0.2 * (k + 1)), grid)[0] for k in range(4)]
+    xb = x0 + 1.5 * torch.randn(1, 40, generator=torch.Generator().manual_seed(0), dtype=DT)
+    filt = make_filter("4dvar", grid, b_std=1.5, b_length=2.0, window=4, qc_k=0)
+    residual, _ = filt.window_functions(xb, batches, [4] * 4, forward)
+    v = minimise(filt.settings, residual, torch.zeros_like(xb)).requires_grad_(True)
+    gradient = torch.autograd.grad(0.5 * (v.square().sum() + residual(v).square().sum()), v)[0]
+    assert float(gradient.norm()) < 1.0

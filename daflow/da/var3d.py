@@ -60,7 +60,7 @@ class VarSettings:
     b_length: float | None = None
     b_correlation: str = "gaussian"
     minimizer: str = "cg"
-    outer_loops: int = 3
+    outer_loops: int = 10   # as DAPPER's Var4D (nIter = 10); a converged run stops earlier (increment RMS < tolerance)
     inner_iterations: int = 100
     tolerance: float = 1e-8
 
