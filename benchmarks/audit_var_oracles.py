@@ -113,15 +113,18 @@ def var3d_oracles():
         rec(f"oi clim n={n}", float((a - exp).abs().max()), 1e-8)
 
 
-def var4d_oracles():
-    # 4D-Var on a linear model: Kalman smoother x0
-    n = 12
+def linear_case(n=12, seed=3):
+    """(n, the linear model, its grid, the generator, a random SPD B, the background) of the 4D-Var cases."""
     model = LinearModel(n)
-    grid = StateGrid.from_model(model)
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed)
     Bm = torch.randn(n, n, generator=g, dtype=DT)
     Bm = Bm @ Bm.T / n + 0.1 * torch.eye(n, dtype=DT)
-    xb = torch.linspace(-1, 1, n, dtype=DT)
+    return n, model, StateGrid.from_model(model), g, Bm, torch.linspace(-1, 1, n, dtype=DT)
+
+
+def var4d_oracles():
+    # 4D-Var on a linear model: Kalman smoother x0
+    n, model, grid, g, Bm, xb = linear_case()
     for window in (1, 3, 7):
         for step in (2, 3):
             for minim in ("cg", "lbfgs"):
@@ -142,13 +145,7 @@ def var4d_oracles():
                     x0 = kalman_mean(xb, B, G, R, y)
                     err = max(float((a[0] - torch.linalg.matrix_power(model.A, int(s)) @ x0).abs().max()) for s, a in zip(steps, an))
                     rec(f"4dvar linear window={window} every {step} {minim} B={bkind}", err, 1e-5)
-    n = 12
-    model = LinearModel(n)
-    grid = StateGrid.from_model(model)
-    g = torch.Generator().manual_seed(3)
-    Bm = torch.randn(n, n, generator=g, dtype=DT)
-    Bm = Bm @ Bm.T / n + 0.1 * torch.eye(n, dtype=DT)
-    xb = torch.linspace(-1, 1, n, dtype=DT)
+    n, model, grid, g, Bm, xb = linear_case()
     ens = xb + 0.3 * torch.randn(4, n, generator=g, dtype=DT)
     for window, gaps in ((1, [0]), (3, [0, 1, 2]), (7, [0, 1, 1, 2, 1, 3, 1])):
         for step in (2, 3):
