@@ -323,10 +323,13 @@ class SQG(Model):
         through the steps between two frames."""
         dt = float(dt)
         spectra = [self._to_internal(torch.fft.rfft2(chunk, norm="forward")) for chunk in torch.split(x, self.CHUNK)]
+        works: dict[int, dict] = {}   # scratch arrays per chunk size, shared by the chunks and the frames
         for steps in counts:
             parts = []
             for i, theta in enumerate(spectra):  # members are independent: each chunk's steps stay in cache
-                work = self._work(theta, dt)
+                if theta.shape[0] not in works:
+                    works[theta.shape[0]] = self._work(theta, dt)
+                work = works[theta.shape[0]]
                 for _ in range(steps):
                     theta = self._step_internal(theta, dt, work)
                 spectra[i] = theta
